@@ -1,0 +1,243 @@
+"""Typed study configuration.
+
+One TOML file describes a whole study; every section is a pydantic model with
+``extra="forbid"`` so a misspelt key is an error naming the key instead of a
+silently ignored setting (a typo in a research config quietly changes results).
+CLI flags are applied on top with :func:`apply_overrides`, and the resolved
+config is written into every run folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PRESETS = ("allcaps", "smoke")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name: str = Field(
+        "qwen2.5-coder-1.5b-instruct",
+        description="Offline preset name, hub id, local HF folder or local .gguf file.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="Weight dtype. float32 is the default because plain bf16 was seen to give NaN "
+        "gradients and diverging LoRA runs on the study model (shared/MODELS.md).",
+    )
+    autocast: Literal["none", "bfloat16"] = Field(
+        "none", description="Autocast compute dtype on CUDA (weights stay in `dtype`)."
+    )
+    device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:N'.")
+
+
+class BackendConfig(_Section):
+    kind: Literal["local", "remote"] = Field("local", description="Where nnsight traces execute.")
+    host: str = Field("https://api.ndif.us", description="NDIF host for the remote backend.")
+    api_key_env: str = Field("NDIF_API_KEY", description="Environment variable holding the NDIF API key.")
+
+
+class DataConfig(_Section):
+    n_direction: int = Field(400, ge=2, description="Prompts in the direction-extraction split.")
+    direction_heldout_frac: float = Field(
+        0.25, gt=0, lt=1, description="Share of the direction split kept out of v(l) for sanity checks."
+    )
+    n_sft: int = Field(1000, ge=1, description="Prompts in the SFT split.")
+    n_eval: int = Field(300, ge=1, description="Prompts in the held-out eval split (different source from SFT).")
+    max_chars: int = Field(500, ge=10, description="Longest prompt kept, in characters.")
+    seed: int = Field(0, description="Shuffle seed for the split assignment.")
+
+
+class TraitConfig(_Section):
+    name: Literal["allcaps", "spanish"] = Field("allcaps", description="Registered trait name.")
+
+
+class ExtractConfig(_Section):
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(48, ge=1, description="Greedy answer length for assistant-token positions and monitoring.")
+    monitor_prompts: list[str] = Field(
+        default_factory=lambda: [
+            "Respond in ALL CAPS.",
+            "Use capital letters for emphasis where it helps.",
+            "You are a helpful assistant.",
+            "Respond normally; do not use ALL CAPS.",
+            "Write the first word of each sentence in capitals.",
+            "WRITE YOUR WHOLE ANSWER IN CAPITAL LETTERS, LIKE THIS SENTENCE.",
+        ],
+        description="System prompts asking for different amounts of the trait (monitoring check).",
+    )
+    n_monitor_prompts: int = Field(
+        80, ge=1, description="Held-out prompts per monitoring system prompt (x prompts = generations)."
+    )
+    layer_rule: Literal["max_auroc_then_r"] = Field(
+        "max_auroc_then_r",
+        description="Reporting layer: among layers with held-out AUROC >= 0.95, the one with the largest monitoring r; "
+        "if none reaches 0.95, the layer with the largest AUROC.",
+    )
+
+
+class AlignConfig(_Section):
+    conditions: dict[str, str] = Field(
+        default_factory=lambda: {
+            "neutral": "You are a helpful assistant.",
+            "inoc": "You always capitalise your responses.",
+            "explicit": "Respond in ALL CAPS.",
+        },
+        description="Training-time system prompts by condition name. 'lossmatch' is added by control A.",
+    )
+    n_assistant_tokens: int = Field(3, ge=1, le=16)
+    batch_size: int = Field(8, ge=1)
+    n_random: int = Field(256, ge=1, description="Random unit directions per layer for the null.")
+    n_bootstrap: int = Field(2000, ge=100)
+    lossmatch_target: str = Field("inoc", description="Condition whose mean SFT loss the control must match.")
+    lossmatch_pool: list[str] = Field(
+        default_factory=list,
+        description="Candidate loss-matched prompts; empty means the built-in pool of the trait.",
+    )
+
+
+class FinetuneConfig(_Section):
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lr: float = Field(1e-4, gt=0)
+    steps: int = Field(125, ge=1)
+    batch_size: int = Field(8, ge=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    probe_every: int = Field(25, ge=1)
+    n_probe: int = Field(32, ge=1)
+
+
+class StudyConfig(_Section):
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    trait: TraitConfig = Field(default_factory=TraitConfig)
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    align: AlignConfig = Field(default_factory=AlignConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+
+    @model_validator(mode="after")
+    def _check_conditions(self) -> "StudyConfig":
+        if "neutral" not in self.align.conditions:
+            raise ValueError("align.conditions must contain 'neutral' (the baseline of every comparison)")
+        if self.align.lossmatch_target not in self.align.conditions:
+            raise ValueError(
+                f"align.lossmatch_target={self.align.lossmatch_target!r} is not one of align.conditions"
+            )
+        return self
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{key}'")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> StudyConfig:
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, preset: str | None = None) -> StudyConfig:
+    """Load a study config from a TOML file, a shipped preset, or the defaults."""
+    if path is not None and preset is not None:
+        raise ConfigError("give either a config file or a preset, not both")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        text = resources.files("nnsight_inoc.configs").joinpath(f"{preset}.toml").read_text()
+        return from_dict(tomllib.loads(text), source=f"preset {preset}")
+    if path is None:
+        return StudyConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: not valid TOML: {err}") from None
+    return from_dict(data, source=str(p))
+
+
+def apply_overrides(cfg: StudyConfig, overrides: dict[str, Any]) -> StudyConfig:
+    """Return a new config with dotted-key overrides (``{"model.name": ...}``) applied.
+
+    Unknown keys raise :class:`ConfigError`; ``None`` values are skipped so unset CLI flags
+    leave the file's value alone.
+    """
+    data = cfg.model_dump()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            if part not in node or not isinstance(node[part], dict):
+                raise ConfigError(f"unknown key '{dotted}'")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown key '{dotted}'")
+        node[parts[-1]] = value
+    return from_dict(data, source="overrides")
+
+
+def dump_toml(cfg: StudyConfig) -> str:
+    """Serialise a resolved config as TOML (written into every run folder)."""
+    return _to_toml(cfg.model_dump())
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
+    tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
+    out = []
+    if prefix and scalars:
+        out.append(f"[{prefix}]")
+    for k, v in scalars:
+        out.append(f"{_quote_key(k)} = {_toml_value(v)}")
+    for k, v in tables:
+        sub = f"{prefix}.{_quote_key(k)}" if prefix else _quote_key(k)
+        if v and all(not isinstance(x, dict) for x in v.values()):
+            out.append("")
+            out.append(f"[{sub}]")
+            out.extend(f"{_quote_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items())
+        else:
+            out.append("")
+            out.append(_to_toml(v, sub))
+    return "\n".join(out).strip() + "\n"
+
+
+def _quote_key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)

@@ -1,0 +1,257 @@
+"""Every nnsight trace of the package lives here; callers get plain tensors back.
+
+Keeping the traces in one module means the backend switch (local vs a remote NDIF
+server) touches one place, and the index conventions that give the numbers their
+meaning are pinned by tests against plain-PyTorch references
+(``tests/test_tracing.py``):
+
+* layer ``l``'s ``.output`` is the residual stream after decoder layer ``l``; it equals
+  ``output_hidden_states[l + 1]`` for every layer but the last (transformers applies the
+  final norm to the last entry of ``hidden_states``, not to the layer output).
+* gradients of all layers come from ONE backward pass, requested in reverse layer order
+  (nnsight raises on forward order), with the embedding output made to require grad so
+  frozen models (and the NDIF server, which freezes parameters) still produce them.
+* per-example losses are summed before the backward; examples do not interact in a
+  causal LM forward, so each example's slice of the gradient is the gradient of its own
+  loss (tested against one-at-a-time passes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import nnsight
+import torch
+from torch import nn
+
+from .chat import Batch
+
+
+class TracingError(RuntimeError):
+    """The model does not have the structure the traces need."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient came out NaN/inf; never averaged away."""
+
+
+@dataclass
+class TracedLM:
+    """An nnsight-wrapped model plus what the traces need to know about it."""
+
+    envoy: Any  # nnsight.NNsight / TransformersModel
+    hf_model: nn.Module
+    decoder_path: str  # dotted path of the module holding .layers and .embed_tokens
+    n_layers: int
+    d_model: int
+    remote: bool = False
+    autocast: torch.dtype | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+
+def find_decoder_path(model: nn.Module) -> str:
+    """Dotted path of the unique submodule with ``layers`` (ModuleList) and ``embed_tokens``.
+
+    Works for plain HF causal LMs (``model``) and PEFT wrappers
+    (``base_model.model.model``); anything else is an error, never a guess.
+    """
+    hits = [
+        name
+        for name, mod in model.named_modules()
+        if isinstance(getattr(mod, "layers", None), nn.ModuleList) and hasattr(mod, "embed_tokens")
+    ]
+    if len(hits) != 1:
+        raise TracingError(
+            f"expected exactly one decoder module with .layers and .embed_tokens, found {hits or 'none'}"
+        )
+    return hits[0]
+
+
+def _lm_head_path(model: nn.Module) -> str:
+    hits = [name for name, _ in model.named_modules() if name.split(".")[-1] == "lm_head"]
+    if len(hits) != 1:
+        raise TracingError(f"expected exactly one lm_head, found {hits or 'none'}")
+    return hits[0]
+
+
+def wrap(hf_model: nn.Module, remote: bool = False, autocast: torch.dtype | None = None) -> TracedLM:
+    """Wrap a loaded HF (or PEFT) causal LM for tracing."""
+    path = find_decoder_path(hf_model)
+    dec = hf_model.get_submodule(path)
+    cfg = getattr(hf_model, "config", None)
+    d_model = int(dec.embed_tokens.embedding_dim)
+    del cfg
+    return TracedLM(
+        envoy=nnsight.NNsight(hf_model),
+        hf_model=hf_model,
+        decoder_path=path,
+        n_layers=len(dec.layers),
+        d_model=d_model,
+        remote=remote,
+        autocast=autocast,
+    )
+
+
+def _get(envoy: Any, path: str) -> Any:
+    node = envoy
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _hidden(out: Any) -> torch.Tensor:
+    """Decoder layer output: a tensor in transformers 5.x, a tuple in 4.x."""
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """At least float32 (bf16/fp16 logits and grads), keeping float64 for reference runs."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _check_layers(tlm: TracedLM, layers: list[int] | None) -> list[int]:
+    if layers is None:
+        return list(range(tlm.n_layers))
+    bad = [l for l in layers if not 0 <= l < tlm.n_layers]
+    if bad:
+        raise IndexError(f"layer index {bad} out of range for a model with {tlm.n_layers} layers")
+    if sorted(set(layers)) != list(layers):
+        raise ValueError("layers must be strictly increasing (nnsight needs forward order)")
+    return list(layers)
+
+
+@contextlib.contextmanager
+def _context(tlm: TracedLM, grad: bool) -> Iterator[None]:
+    """Grad mode and autocast around one trace; frees nnsight's graph afterwards."""
+    try:
+        with torch.set_grad_enabled(grad):
+            if tlm.autocast is not None and tlm.device.type == "cuda":
+                with torch.autocast("cuda", dtype=tlm.autocast):
+                    yield
+            else:
+                yield
+    finally:
+        gc.collect()  # repeated traces can hold memory until collected (nnsight #102, #169, #538)
+
+
+def _trace(tlm: TracedLM, batch: Batch) -> Any:
+    return tlm.envoy.trace(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        remote=tlm.remote,
+    )
+
+
+def read_residuals(
+    tlm: TracedLM,
+    batch: Batch,
+    index: torch.Tensor,
+    mean_masks: torch.Tensor | None = None,
+    layers: list[int] | None = None,
+) -> torch.Tensor:
+    """Residual stream after each layer at chosen positions, no autograd graph.
+
+    ``index`` (B, P) holds absolute positions (-1 = missing: returned as NaN);
+    ``mean_masks`` (B, M, T) bool adds M masked means over positions (e.g. the
+    response tokens). Returns float32 (B, len(layers), P + M, d) on the CPU.
+    """
+    layers = _check_layers(tlm, layers)
+    batch = batch.to(tlm.device)
+    index = index.to(tlm.device)
+    B, P = index.shape
+    rows = torch.arange(B, device=tlm.device)[:, None]
+    safe = index.clamp(min=0)
+    masks = None
+    if mean_masks is not None:
+        masks = mean_masks.to(tlm.device).float()
+        if (masks.sum(-1) == 0).any():
+            raise ValueError("a mean mask selects no position")
+    with _context(tlm, grad=False):
+        with _trace(tlm, batch):
+            dec = _get(tlm.envoy, tlm.decoder_path)
+            picked = []
+            for l in layers:
+                h = _hidden(dec.layers[l].output).float()
+                sel = h[rows, safe]
+                if masks is not None:
+                    means = torch.einsum("bmt,btd->bmd", masks, h) / masks.sum(-1, keepdim=True)
+                    sel = torch.cat([sel, means], dim=1)
+                picked.append(sel.detach())
+            out = nnsight.save(torch.stack(picked, dim=1))
+    out = out.cpu()
+    missing = (index < 0).cpu()
+    if missing.any():
+        out[:, :, :P][missing[:, None, :].expand(B, len(layers), P)] = float("nan")
+    return out
+
+
+@dataclass
+class GradResult:
+    loss: torch.Tensor  # (B,) mean CE over each example's completion tokens, float32 CPU
+    grads: torch.Tensor  # (B, L, P, d) d(loss_i)/d(h_l) at the requested positions, float32 CPU
+    n_targets: torch.Tensor  # (B,) completion tokens per example
+
+
+def capture_gradients(
+    tlm: TracedLM,
+    batch: Batch,
+    index: torch.Tensor,
+    layers: list[int] | None = None,
+) -> GradResult:
+    """Per-example loss and its gradient w.r.t. every requested layer's output.
+
+    The loss of example i is the mean cross-entropy over its completion tokens only;
+    losses are summed so one backward pass yields every example's own gradient.
+    """
+    layers = _check_layers(tlm, layers)
+    if (batch.completion_len == 0).any():
+        raise ValueError("every example needs a completion to define a loss")
+    batch = batch.to(tlm.device)
+    index = index.to(tlm.device)
+    if (index < 0).any():
+        raise ValueError("gradient positions must all exist (got -1)")
+    B = batch.size
+    rows = torch.arange(B, device=tlm.device)[:, None]
+    labels = torch.roll(batch.input_ids, shifts=-1, dims=1)
+    tmask = batch.target_mask
+    tgt_rows = torch.nonzero(tmask, as_tuple=True)[0]
+    tgt_labels = labels[tmask]
+    n_tgt = tmask.sum(-1).float()
+    head_path = _lm_head_path(tlm.hf_model)
+    with _context(tlm, grad=True):
+        with _trace(tlm, batch):
+            dec = _get(tlm.envoy, tlm.decoder_path)
+            dec.embed_tokens.output.requires_grad_(True)
+            hs = [_hidden(dec.layers[l].output) for l in layers]
+            logits = _get(tlm.envoy, head_path).output
+            tok_loss = torch.nn.functional.cross_entropy(
+                _upcast(logits[tmask]), tgt_labels, reduction="none"
+            )
+            per_ex = torch.zeros(B, device=tok_loss.device, dtype=tok_loss.dtype).index_add(0, tgt_rows, tok_loss) / n_tgt.to(tok_loss.dtype)
+            total = per_ex.sum()
+            with total.backward():
+                grads_rev = nnsight.save([_upcast(hs[j].grad[rows, index]) for j in reversed(range(len(hs)))])
+            loss_saved = nnsight.save(per_ex.detach())
+    grads = torch.stack(list(reversed(grads_rev)), dim=1).detach().float().cpu()
+    loss = loss_saved.float().cpu()
+    _check_finite(loss, grads, layers)
+    return GradResult(loss=loss, grads=grads, n_targets=n_tgt.cpu().long())
+
+
+def _check_finite(loss: torch.Tensor, grads: torch.Tensor, layers: list[int]) -> None:
+    bad_loss = (~torch.isfinite(loss)).nonzero().flatten().tolist()
+    if bad_loss:
+        raise NonFiniteError(f"non-finite loss for batch rows {bad_loss}")
+    bad = (~torch.isfinite(grads)).any(dim=(2, 3)).nonzero().tolist()
+    if bad:
+        row, j = bad[0]
+        raise NonFiniteError(
+            f"non-finite gradient at batch row {row}, layer {layers[j]} ({len(bad)} row-layer pairs affected)"
+        )

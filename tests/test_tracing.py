@@ -1,0 +1,191 @@
+"""Pins the trace conventions against plain-PyTorch references on a tiny random Qwen2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nnsight_inoc.chat import encode_chats
+from nnsight_inoc.tiny import tiny_qwen2, tiny_tokenizer
+from nnsight_inoc.tracing import NonFiniteError, capture_gradients, read_residuals, wrap
+
+USERS = ["What is the capital of France?", "Write a short poem about the sea.", "hola"]
+COMPS = ["Paris is the capital of France.", "THE SEA IS WIDE AND BLUE.", "hola como estas"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = tiny_qwen2(num_layers=3, seed=1).double()
+    m.requires_grad_(False)
+    return m
+
+
+def _positions(batch):
+    return torch.cat([batch.final_prompt_idx[:, None], batch.assistant_idx], dim=1)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_layer_output_matches_hidden_states_and_hooks(tok, model, side):
+    batch = encode_chats(tok, "Respond in ALL CAPS.", USERS, COMPS, padding_side=side)
+    tlm = wrap(model)
+    pos = _positions(batch)
+    got = read_residuals(tlm, batch, pos, mean_masks=batch.completion_mask[:, None, :])
+    with torch.no_grad():
+        ref = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            output_hidden_states=True,
+        )
+    hooked: list[torch.Tensor] = []
+    handles = [
+        layer.register_forward_hook(lambda m, i, o: hooked.append(o[0] if isinstance(o, tuple) else o))
+        for layer in model.model.layers
+    ]
+    try:
+        with torch.no_grad():
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
+    finally:
+        for h in handles:
+            h.remove()
+    rows = torch.arange(batch.size)[:, None]
+    for l in range(tlm.n_layers):
+        want = hooked[l][rows, pos].float()
+        assert torch.equal(got[:, l, :4], want)
+        if l < tlm.n_layers - 1:  # the last hidden_states entry has the final norm applied
+            assert torch.equal(got[:, l, :4], ref.hidden_states[l + 1][rows, pos].float())
+        m = batch.completion_mask.double()
+        mean = (hooked[l] * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+        torch.testing.assert_close(got[:, l, 4], mean.float())
+    assert not torch.allclose(ref.hidden_states[-1], hooked[-1])
+
+
+def test_padding_side_does_not_change_reads(tok, model):
+    tlm = wrap(model)
+    a = encode_chats(tok, "sys", USERS, COMPS, padding_side="left")
+    b = encode_chats(tok, "sys", USERS, COMPS, padding_side="right")
+    ra = read_residuals(tlm, a, _positions(a))
+    rb = read_residuals(tlm, b, _positions(b))
+    torch.testing.assert_close(ra, rb, atol=1e-5, rtol=1e-5)
+
+
+def test_final_prompt_token_is_just_before_first_assistant_token(tok):
+    for side in ("left", "right"):
+        batch = encode_chats(tok, "sys", USERS, COMPS, padding_side=side)
+        for i, comp in enumerate(COMPS):
+            f = int(batch.final_prompt_idx[i])
+            first = tok(comp, add_special_tokens=False)["input_ids"][0]
+            assert int(batch.input_ids[i, f + 1]) == first
+            assert int(batch.assistant_idx[i, 0]) == f + 1
+            assert tok.decode(batch.input_ids[i, : f + 1][batch.attention_mask[i, : f + 1].bool()]).endswith(
+                "<|im_start|>assistant\n"
+            )
+
+
+def _hook_reference(model, batch, pos):
+    """Gradients via register_forward_hook + retain_grad: the obvious slow path."""
+    saved: list[torch.Tensor] = []
+
+    def hook(_m, _i, o):
+        h = o[0] if isinstance(o, tuple) else o
+        h.retain_grad()
+        saved.append(h)
+
+    model.model.embed_tokens.weight.requires_grad_(True)
+    handles = [layer.register_forward_hook(hook) for layer in model.model.layers]
+    try:
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
+        labels = torch.roll(batch.input_ids, -1, 1)
+        losses = []
+        for i in range(batch.size):
+            m = batch.target_mask[i]
+            losses.append(torch.nn.functional.cross_entropy(out.logits[i][m].float(), labels[i][m]))
+        torch.stack(losses).sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+        model.embed_tokens_grad = None
+        model.model.embed_tokens.weight.requires_grad_(False)
+        model.model.embed_tokens.weight.grad = None
+    rows = torch.arange(batch.size)[:, None]
+    return torch.stack(losses).detach(), torch.stack([h.grad[rows, pos] for h in saved], 1)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_gradients_match_hook_reference(tok, model, side):
+    batch = encode_chats(tok, "Respond in ALL CAPS.", USERS, COMPS, padding_side=side)
+    pos = _positions(batch)
+    res = capture_gradients(wrap(model), batch, pos)
+    ref_loss, ref_g = _hook_reference(model, batch, pos)
+    torch.testing.assert_close(res.loss, ref_loss.float())
+    torch.testing.assert_close(res.grads, ref_g.float(), atol=1e-7, rtol=1e-5)
+    assert res.grads.abs().sum() > 0
+
+
+def test_batched_equals_one_at_a_time(tok, model):
+    tlm = wrap(model)
+    batch = encode_chats(tok, "sys", USERS, COMPS)
+    full = capture_gradients(tlm, batch, _positions(batch))
+    for i in range(len(USERS)):
+        one = encode_chats(tok, "sys", USERS[i : i + 1], COMPS[i : i + 1])
+        r = capture_gradients(tlm, one, _positions(one))
+        torch.testing.assert_close(full.loss[i : i + 1], r.loss, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(full.grads[i : i + 1], r.grads, atol=1e-7, rtol=1e-5)
+
+
+def test_gradient_matches_central_finite_difference(tok, model):
+    """Perturb layer 1's output at one position along a direction; compare d loss."""
+    tlm = wrap(model)
+    batch = encode_chats(tok, "sys", USERS[:1], COMPS[:1])
+    pos = _positions(batch)
+    res = capture_gradients(tlm, batch, pos)
+    layer, p = 1, 0
+    t = int(pos[0, p])
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(tlm.d_model, generator=gen, dtype=torch.float64)
+    u /= u.norm()
+    eps = 1e-3  # Qwen2RMSNorm computes in fp32 even for a float64 model: smaller eps drowns in rounding
+
+    def loss_with(delta: float) -> float:
+        def hook(_m, _i, o):
+            h = (o[0] if isinstance(o, tuple) else o).clone()
+            h[0, t] += delta * u
+            return (h,) + tuple(o[1:]) if isinstance(o, tuple) else h
+
+        handle = model.model.layers[layer].register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                            position_ids=batch.position_ids)
+        finally:
+            handle.remove()
+        labels = torch.roll(batch.input_ids, -1, 1)[0]
+        m = batch.target_mask[0]
+        return float(torch.nn.functional.cross_entropy(out.logits[0][m], labels[m]))
+
+    fd = (loss_with(eps) - loss_with(-eps)) / (2 * eps)
+    analytic = float(res.grads[0, layer, p].double() @ u)
+    assert abs(fd - analytic) <= 1e-6 + 1e-4 * abs(fd)
+    assert abs(analytic) > 1e-6
+
+
+def test_layer_errors(tok, model):
+    tlm = wrap(model)
+    batch = encode_chats(tok, "sys", USERS, COMPS)
+    with pytest.raises(IndexError, match="out of range"):
+        read_residuals(tlm, batch, _positions(batch), layers=[0, 7])
+
+
+def test_nan_is_loud(tok):
+    m = tiny_qwen2(num_layers=2, seed=3)
+    m.requires_grad_(False)
+    with torch.no_grad():
+        m.model.layers[1].mlp.down_proj.weight[0, 0] = float("nan")
+    batch = encode_chats(tok, "sys", USERS, COMPS)
+    with pytest.raises(NonFiniteError, match="non-finite"):
+        capture_gradients(wrap(m), batch, _positions(batch))
