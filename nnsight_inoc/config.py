@@ -58,6 +58,8 @@ class DataConfig(_Section):
     n_eval: int = Field(300, ge=1, description="Prompts in the held-out eval split (different source from SFT).")
     max_chars: int = Field(500, ge=10, description="Longest prompt kept, in characters.")
     seed: int = Field(0, description="Shuffle seed for the split assignment.")
+    sft_max_new_tokens: int = Field(96, ge=4, description="Length cap of the model's own neutral SFT answers.")
+    generation_batch_size: int = Field(32, ge=1)
 
 
 class TraitConfig(_Section):
@@ -98,6 +100,16 @@ class AlignConfig(_Section):
         description="Training-time system prompts by condition name. 'lossmatch' is added by control A.",
     )
     n_assistant_tokens: int = Field(3, ge=1, le=16)
+    direction_position: Literal["final_prompt", "first_assistant", "response_mean"] = Field(
+        "final_prompt", description="Which extracted v(l) the gradients are compared with (at every position)."
+    )
+    lossmatch_examples: int = Field(200, ge=10, description="SFT examples used to rank loss-matched candidates.")
+    lossmatch_check_prompts: int = Field(
+        16, ge=1, description="Held-out prompts answered under each candidate to check it does not elicit the trait."
+    )
+    lossmatch_max_trait_score: float = Field(
+        0.2, ge=0, le=1, description="A candidate whose answers score above this mean is rejected as eliciting the trait."
+    )
     batch_size: int = Field(8, ge=1)
     n_random: int = Field(256, ge=1, description="Random unit directions per layer for the null.")
     n_bootstrap: int = Field(2000, ge=100)

@@ -255,3 +255,27 @@ def _check_finite(loss: torch.Tensor, grads: torch.Tensor, layers: list[int]) ->
         raise NonFiniteError(
             f"non-finite gradient at batch row {row}, layer {layers[j]} ({len(bad)} row-layer pairs affected)"
         )
+
+
+def sequence_losses(tlm: TracedLM, batch: Batch) -> torch.Tensor:
+    """Per-example mean CE over completion tokens, no autograd graph (loss matching, probes)."""
+    if (batch.completion_len == 0).any():
+        raise ValueError("every example needs a completion to define a loss")
+    batch = batch.to(tlm.device)
+    labels = torch.roll(batch.input_ids, shifts=-1, dims=1)
+    tmask = batch.target_mask
+    tgt_rows = torch.nonzero(tmask, as_tuple=True)[0]
+    tgt_labels = labels[tmask]
+    n_tgt = tmask.sum(-1)
+    head_path = _lm_head_path(tlm.hf_model)
+    with _context(tlm, grad=False):
+        with _trace(tlm, batch):
+            logits = _get(tlm.envoy, head_path).output
+            tok_loss = torch.nn.functional.cross_entropy(_upcast(logits[tmask]), tgt_labels, reduction="none")
+            per_ex = torch.zeros(batch.size, device=tok_loss.device, dtype=tok_loss.dtype).index_add(
+                0, tgt_rows, tok_loss
+            ) / n_tgt.to(tok_loss.dtype)
+            saved = nnsight.save(per_ex.detach())
+    loss = saved.float().cpu()
+    _check_finite(loss, torch.zeros(1, 1, 1, 1), [0])
+    return loss

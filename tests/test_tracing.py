@@ -189,3 +189,11 @@ def test_nan_is_loud(tok):
     batch = encode_chats(tok, "sys", USERS, COMPS)
     with pytest.raises(NonFiniteError, match="non-finite"):
         capture_gradients(wrap(m), batch, _positions(batch))
+
+
+def test_sequence_losses_equal_gradient_pass_losses(tok, model):
+    from nnsight_inoc.tracing import sequence_losses
+
+    tlm = wrap(model)
+    batch = encode_chats(tok, "sys", USERS, COMPS)
+    torch.testing.assert_close(sequence_losses(tlm, batch), capture_gradients(tlm, batch, _positions(batch)).loss)

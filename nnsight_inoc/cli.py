@@ -1,0 +1,217 @@
+"""Click CLI: ``python cli.py <command>`` or the ``nnsight-inoc`` console script.
+
+Each study command resolves one typed config (defaults < preset or --config file <
+flags), writes it into the run folder, and runs its stage.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.table import Table
+
+from .config import PRESETS, ConfigError, StudyConfig, apply_overrides, load_config
+
+NOT_IMPLEMENTED = 2
+
+
+def _command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["python", "cli.py", *sys.argv[1:]])
+
+
+def study_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The shared options of every study command."""
+    opts = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Study config TOML file."),
+        click.option("--preset", type=click.Choice(PRESETS), help="A shipped config (allcaps = default study)."),
+        click.option("--model", help="Preset name, hub id, local HF folder or local .gguf file."),
+        click.option("--backend", type=click.Choice(["local", "remote"]), help="Where nnsight traces execute."),
+        click.option("--device", help="auto, cpu, cuda, cuda:N."),
+        click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), help="Model weight dtype."),
+        click.option("--seed", type=int, help="Global seed."),
+        click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder (default artifacts/<trait>_<model>)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def resolve(
+    config_path: str | None,
+    preset: str | None,
+    model: str | None,
+    backend: str | None,
+    device: str | None,
+    dtype: str | None,
+    seed: int | None,
+    run_dir: str | None,
+) -> tuple[StudyConfig, Path]:
+    try:
+        cfg = load_config(config_path, preset)
+        cfg = apply_overrides(
+            cfg,
+            {"model.name": model, "backend.kind": backend, "model.device": device, "model.dtype": dtype, "seed": seed},
+        )
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
+    if run_dir is None:
+        run_dir = str(Path("artifacts") / f"{cfg.trait.name}_{Path(cfg.model.name).name.replace('.gguf', '')}")
+    return cfg, Path(run_dir)
+
+
+def _open(opts: dict[str, Any]):  # -> Study (import is slow: keep `--help` fast)
+    from .study import open_study
+
+    cfg, run_dir = resolve(**opts)
+    return open_study(cfg, run_dir, _command_line())
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Known failure types become one clear line and exit 1, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **k: Any) -> Any:
+        from .chat import ChatFormatError
+        from .data import DataError
+        from .model_cache import ModelError
+        from .tracing import NonFiniteError, TracingError
+
+        try:
+            return fn(*a, **k)
+        except (ConfigError, ModelError, DataError, ChatFormatError, TracingError, NonFiniteError,
+                FileNotFoundError) as err:
+            raise click.ClickException(f"{type(err).__name__}: {err}") from None
+
+    return wrapper
+
+
+@click.group()
+def main() -> None:
+    """nnsight_inoc: does inoculation prompting rotate training gradients away from a trait direction?"""
+
+
+@main.group()
+def models() -> None:
+    """List and fetch the offline models."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """Show the offline presets and whether each is cached."""
+    from .models import list_presets
+    from .progress import console
+
+    table = Table("name", *[k for k in list_presets()[0] if k != "name"])
+    for row in list_presets():
+        table.add_row(row["name"], *[str(v) for k, v in row.items() if k != "name"])
+    console.print(table)
+
+
+@models.command("fetch")
+@click.argument("name")
+@handle_errors
+def models_fetch(name: str) -> None:
+    """Download, verify (sha256) and convert a preset into the cache; no-op when already valid."""
+    from .model_cache import fetch
+
+    click.echo(str(fetch(name)))
+
+
+@main.group()
+def data() -> None:
+    """Prompt splits."""
+
+
+@data.command("build")
+@study_options
+@handle_errors
+def data_build(**opts: Any) -> None:
+    """Build the three disjoint prompt splits and the data card into <run-dir>/data."""
+    from . import artifacts as A
+    from .config import dump_toml
+    from .study import ensure_splits
+
+    cfg, run_dir = resolve(**opts)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    A.write_text(run_dir / A.CONFIG, dump_toml(cfg))
+    splits = ensure_splits(cfg, run_dir)
+    click.echo(
+        f"direction {len(splits.direction)} (+{len(splits.direction_heldout)} held out), sft {len(splits.sft)}, "
+        f"eval {len(splits.eval)}; sha256 {splits.sha256()[:16]}; card: {run_dir / A.DATA_DIR / 'data_card.json'}"
+    )
+
+
+@main.command()
+@study_options
+@handle_errors
+def extract(**opts: Any) -> None:
+    """Build v(l) (promote minus suppress means) and run the held-out and monitoring checks."""
+    from .extract import run_extract
+
+    run_extract(_open(opts))
+
+
+@main.command()
+@click.option("--condition", default="all", show_default=True,
+              help="A configured condition name (neutral, inoc, explicit, ...), 'lossmatch', or 'all'.")
+@study_options
+@handle_errors
+def align(condition: str, **opts: Any) -> None:
+    """Per-example gradient alignment cos(-g, v) under training-time system prompts, with controls."""
+    from .align import run_align
+
+    run_align(_open(opts), condition)
+
+
+def _not_yet(name: str) -> None:
+    click.echo(f"`{name}` is not implemented yet.", err=True)
+    sys.exit(NOT_IMPLEMENTED)
+
+
+@main.command()
+@study_options
+def finetune(**opts: Any) -> None:
+    """LoRA finetune per condition (not implemented yet)."""
+    _not_yet("finetune")
+
+
+@main.command()
+@study_options
+def drift(**opts: Any) -> None:
+    """Persona drift before vs after finetuning (not implemented yet)."""
+    _not_yet("drift")
+
+
+@main.command()
+@study_options
+def report(**opts: Any) -> None:
+    """Write report.md / report.html (not implemented yet)."""
+    _not_yet("report")
+
+
+@main.command()
+@study_options
+@handle_errors
+def run(**opts: Any) -> None:
+    """The study end to end: data, extract, align (all conditions, controls). Later stages: see README."""
+    from .align import run_align
+    from .extract import run_extract
+    from .progress import log
+
+    t0 = time.time()
+    study = _open(opts)
+    study.splits  # builds the splits if absent
+    run_extract(study)
+    run_align(study, "all")
+    log(f"done in {time.time() - t0:.0f} s; results in {study.run_dir}. "
+        "finetune, drift and report are not implemented yet.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Batched greedy generation of the model's own answers.
+
+Generation produces text (SFT completions, monitoring answers, drift answers), not
+activation reads, so it calls the HF model directly; every activation read or
+gradient of the study still goes through :mod:`nnsight_inoc.tracing`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .chat import encode_chats
+
+
+def greedy_answers(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    system: str | None,
+    users: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Greedy answers to ``users`` under one system prompt, batched with left padding.
+
+    Generation stops at the end-of-turn token; text after it is discarded and the
+    special tokens are stripped. Prompts are sorted by length so padding is small,
+    and answers come back in the input order.
+    """
+    if not users:
+        return []
+    device = next(model.parameters()).device
+    order = sorted(range(len(users)), key=lambda i: len(users[i]))
+    out: list[str | None] = [None] * len(users)
+    eos = tok.eos_token_id
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = encode_chats(tok, system, [users[i] for i in idx], padding_side="left")
+        with torch.no_grad():
+            gen = model.generate(
+                input_ids=batch.input_ids.to(device),
+                attention_mask=batch.attention_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                eos_token_id=eos,
+                pad_token_id=tok.pad_token_id,
+            )
+        new = gen[:, batch.input_ids.shape[1] :].cpu()
+        for row, i in enumerate(idx):
+            ids = new[row].tolist()
+            if eos in ids:
+                ids = ids[: ids.index(eos)]
+            out[i] = tok.decode(ids, skip_special_tokens=True).strip()
+        if on_batch is not None:
+            on_batch(len(idx))
+    return [o if o is not None else "" for o in out]

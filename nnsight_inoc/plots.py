@@ -1,0 +1,120 @@
+"""Matplotlib figures for the extract and align stages (Agg backend, PNG files)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .alignment import SIGN_NOTE  # noqa: E402
+from .artifacts import write_bytes  # noqa: E402
+
+
+def _save(fig: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+def projection_hist(path: Path, promote: np.ndarray, suppress: np.ndarray, layer: int, trait: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    bins = np.histogram_bin_edges(np.concatenate([promote, suppress]), bins=30)
+    ax.hist(suppress, bins=bins, alpha=0.6, label="suppress prompt")
+    ax.hist(promote, bins=bins, alpha=0.6, label="promote prompt")
+    ax.set_xlabel(f"projection onto v (layer {layer}, final prompt token)")
+    ax.set_ylabel("held-out prompts")
+    ax.set_title(f"{trait}: held-out projections, promote vs suppress")
+    ax.legend()
+    _save(fig, path)
+
+
+def monitor_scatter(path: Path, proj: np.ndarray, score: np.ndarray, corr: Mapping[str, Any], layer: int) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ok = np.isfinite(score)
+    ax.scatter(proj[ok], score[ok], s=8, alpha=0.5)
+    ax.set_xlabel(f"final-prompt-token projection onto v (layer {layer})")
+    ax.set_ylabel("trait score of the answer")
+    ax.set_title(
+        f"monitoring: Pearson r={corr['pearson_r']:.2f} [{corr['pearson_lo']:.2f}, {corr['pearson_hi']:.2f}], "
+        f"Spearman={corr['spearman_r']:.2f}, n={corr['n']}"
+    )
+    _save(fig, path)
+
+
+def separation_vs_layer(
+    path: Path, auroc: np.ndarray, d: np.ndarray, r: np.ndarray, positions: Sequence[str], layer: int
+) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    x = np.arange(auroc.shape[0])
+    for j, p in enumerate(positions):
+        axes[0].plot(x, auroc[:, j], label=p)
+        axes[1].plot(x, d[:, j], label=p)
+    axes[2].plot(x, r, color="k", label="Pearson r (final prompt)")
+    for ax, t in zip(axes, ("held-out AUROC", "held-out Cohen's d", "monitoring r")):
+        ax.axvline(layer, color="grey", ls=":")
+        ax.set_xlabel("layer")
+        ax.set_title(t)
+    axes[0].axhline(0.95, color="r", ls="--", lw=0.8)
+    axes[2].axhline(0.6, color="r", ls="--", lw=0.8)
+    axes[0].legend(fontsize=7)
+    _save(fig, path)
+
+
+def curves_with_ci(
+    path: Path,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ylabel: str,
+    title: str,
+    hline: float | None = 0.0,
+    logy: bool = False,
+) -> None:
+    """One line per condition over layers, with a shaded 95% CI band."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, (est, lo, hi) in curves.items():
+        x = np.arange(len(est))
+        ax.plot(x, est, label=name)
+        ax.fill_between(x, lo, hi, alpha=0.2)
+    if hline is not None:
+        ax.axhline(hline, color="grey", lw=0.8)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def loss_by_condition(path: Path, losses: Mapping[str, tuple[float, float, float]]) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    names = list(losses)
+    est = np.array([losses[n][0] for n in names])
+    err = np.array([[losses[n][0] - losses[n][1], losses[n][2] - losses[n][0]] for n in names]).T
+    ax.bar(names, est, yerr=err, capsize=4)
+    ax.set_ylabel("mean SFT loss (completion tokens), 95% CI")
+    ax.set_title("loss per training condition")
+    _save(fig, path)
+
+
+def null_panel(path: Path, delta_v: np.ndarray, delta_r: np.ndarray, p_adj: np.ndarray, label: str) -> None:
+    """Observed change in cosine for v vs the random-direction distribution, per layer."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    L = len(delta_v)
+    ax.violinplot([delta_r[l] for l in range(L)], positions=np.arange(L), showextrema=False)
+    ax.scatter(np.arange(L), delta_v, color="r", zorder=3, s=14, label="v (trait direction)")
+    for l in range(L):
+        if p_adj[l] < 0.05:
+            ax.annotate("*", (l, delta_v[l]), textcoords="offset points", xytext=(0, 5), ha="center")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(f"change in mean cos(-g, dir): {label}")
+    ax.set_title(f"{label} vs {delta_r.shape[1]} random directions (* Holm-adjusted p<0.05)\n{SIGN_NOTE}", fontsize=8)
+    ax.legend(fontsize=8)
+    _save(fig, path)

@@ -1,0 +1,171 @@
+"""The study context every stage receives: config, model, trait, data and run folder.
+
+Stages take a :class:`Study` and nothing backend-specific; the backend choice lives
+inside ``study.tlm`` (see :mod:`nnsight_inoc.tracing`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import artifacts as A
+from .config import StudyConfig, dump_toml
+from .data import Splits, build_splits, load_splits, save_splits
+from .generation import greedy_answers
+from .models import LoadedModel, home, load_model, resolve_device
+from .progress import log, task
+from .traits import Trait, get_trait
+from .tracing import TracedLM, wrap
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Study:
+    cfg: StudyConfig
+    run_dir: Path
+    loaded: LoadedModel
+    tlm: TracedLM
+    trait: Trait
+    prov: A.Provenance
+    _splits: Splits | None = field(default=None, repr=False)
+
+    @property
+    def splits(self) -> Splits:
+        if self._splits is None:
+            self._splits = ensure_splits(self.cfg, self.run_dir)
+        return self._splits
+
+
+def ensure_splits(cfg: StudyConfig, run_dir: Path) -> Splits:
+    """Load the run's splits, building them if absent (needs PyPI the first time)."""
+    folder = run_dir / A.DATA_DIR
+    if (folder / "splits.json").is_file():
+        splits = load_splits(folder)
+        want = cfg.data
+        got = splits.card.get("config", {})
+        if got and got != want.model_dump(include=set(got)):
+            raise ValueError(
+                f"{folder} was built with a different data config ({got}); use another --run-dir or delete it"
+            )
+        return splits
+    splits = build_splits(cfg.data, home())
+    save_splits(splits, folder)
+    return splits
+
+
+def open_study(cfg: StudyConfig, run_dir: Path, command: str) -> Study:
+    """Load the model and trait, and start (or resume) the run folder's provenance."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prov = A.Provenance(run_dir, dump_toml(cfg), command)
+    t0 = time.time()
+    device = resolve_device(cfg.model.device)
+    loaded = load_model(cfg.model.name, device=device, dtype=cfg.model.dtype)
+    autocast = None if cfg.model.autocast == "none" else DTYPES[cfg.model.autocast]
+    if cfg.backend.kind == "remote":
+        raise NotImplementedError("the remote backend is not implemented yet (issue: remote NDIF backend)")
+    tlm = wrap(loaded.hf_model, remote=False, autocast=autocast)
+    prov.fact(
+        "model",
+        {
+            "name": loaded.name,
+            "source": loaded.source,
+            "sha256": loaded.sha256,
+            "dtype": loaded.dtype,
+            "device": loaded.device,
+            "n_layers": tlm.n_layers,
+            "d_model": tlm.d_model,
+            "notes": loaded.notes,
+        },
+    )
+    prov.stage("load_model", time.time() - t0)
+    return Study(cfg=cfg, run_dir=run_dir, loaded=loaded, tlm=tlm, trait=get_trait(cfg.trait.name), prov=prov)
+
+
+@dataclass
+class SFTSet:
+    """The SFT examples every condition trains on, in one fixed order."""
+
+    ids: list[str]
+    prompts: list[str]
+    neutral_answers: list[str]
+    completions: list[str]  # trait-transformed
+    excluded: dict[str, int]
+
+
+def sft_key(study: Study) -> str:
+    blob = json.dumps(
+        {
+            "model": study.loaded.sha256 or study.loaded.name,
+            "dtype": study.loaded.dtype,
+            "data": study.splits.sha256(),
+            "max_new_tokens": study.cfg.data.sft_max_new_tokens,
+            "neutral": study.trait.neutral,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def ensure_sft(study: Study) -> SFTSet:
+    """The model's own neutral answers, transformed by the trait; cached per model and data hash."""
+    key = sft_key(study)
+    cache = home() / "completions" / f"{key}.json"
+    run_copy = study.run_dir / A.SFT_COMPLETIONS
+    data: dict[str, Any] | None = None
+    for path in (run_copy, cache):
+        if path.is_file():
+            cand = A.read_json(path)
+            if cand.get("key") == key:
+                data = cand
+                break
+    if data is None:
+        t0 = time.time()
+        sft = study.splits.sft
+        users = [p.text for p in sft]
+        with task("SFT completions (neutral, greedy)", len(users)) as adv:
+            answers = greedy_answers(
+                study.loaded.hf_model,
+                study.loaded.tokenizer,
+                study.trait.neutral,
+                users,
+                study.cfg.data.sft_max_new_tokens,
+                study.cfg.data.generation_batch_size,
+                on_batch=adv,
+            )
+        data = {"key": key, "ids": [p.id for p in sft], "prompts": users, "neutral_answers": answers}
+        A.write_json(cache, data)
+        study.prov.stage("sft_completions", time.time() - t0, n=len(users))
+    if run_copy.resolve() != cache.resolve() and not run_copy.is_file():
+        A.write_json(run_copy, data)
+    return _filter_sft(study, data)
+
+
+def _filter_sft(study: Study, data: dict[str, Any]) -> SFTSet:
+    """Drop (and count) answers that cannot carry the trait or fill the measured positions."""
+    tok = study.loaded.tokenizer
+    need = study.cfg.align.n_assistant_tokens
+    keep_ids, keep_p, keep_a, keep_c = [], [], [], []
+    excluded = {"empty_or_unscorable": 0, "too_short": 0}
+    for i, p, a in zip(data["ids"], data["prompts"], data["neutral_answers"]):
+        c = study.trait.transform(a)
+        if study.trait.score(c) is None:
+            excluded["empty_or_unscorable"] += 1
+            continue
+        if len(tok(c, add_special_tokens=False)["input_ids"]) < need:
+            excluded["too_short"] += 1
+            continue
+        keep_ids.append(i)
+        keep_p.append(p)
+        keep_a.append(a)
+        keep_c.append(c)
+    if excluded["empty_or_unscorable"] or excluded["too_short"]:
+        log(f"SFT examples excluded: {excluded} (kept {len(keep_ids)})")
+    return SFTSet(keep_ids, keep_p, keep_a, keep_c, excluded)

@@ -1,0 +1,197 @@
+"""Alignment summary: per-condition CIs, paired contrasts, the random-direction null
+and the loss-controlled regression, written as one JSON, a tidy table and plots.
+
+Every contrast is paired (the same SFT examples under each condition) and every
+per-layer family of p-values is corrected (Holm; Benjamini-Hochberg also given).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import artifacts as A
+from . import plots
+from .alignment import SIGN_NOTE, null_p_values
+from .progress import log
+from .stats import (
+    benjamini_hochberg,
+    bootstrap_mean_ci_by_col,
+    condition_effect_regression,
+    holm,
+    paired_bootstrap_diff_by_col,
+)
+from .study import Study
+
+# (a, b): report a - b. The first is the hypothesis test; the others are its controls.
+CONTRASTS = (("inoc", "neutral"), ("inoc", "lossmatch"), ("lossmatch", "neutral"), ("explicit", "neutral"))
+REGRESSION_POSITIONS = ("final_prompt", "a_sum")
+
+
+def load_conditions(align_dir: Path) -> dict[str, dict[str, Any]]:
+    conds = {}
+    for path in sorted(align_dir.glob("cond_*.pt")):
+        blob = A.load_torch(path)
+        conds[blob["condition"]] = blob
+    if not conds:
+        raise FileNotFoundError(f"no measured conditions in {align_dir}; run `align` first")
+    ids = {name: c["ids"] for name, c in conds.items()}
+    first = next(iter(ids.values()))
+    if any(v != first for v in ids.values()):
+        raise ValueError("conditions were measured on different SFT examples; rerun align --condition all")
+    return conds
+
+
+def _ci_block(x: np.ndarray, n_boot: int, seed: int) -> dict[str, list[float]]:
+    est, lo, hi = bootstrap_mean_ci_by_col(x, n_boot=n_boot, rng=seed)
+    return {"mean": est.tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
+
+
+def summarise(study: Study) -> dict[str, Any]:
+    t0 = time.time()
+    cfg = study.cfg.align
+    out_dir = study.run_dir / A.ALIGN_DIR
+    conds = load_conditions(out_dir)
+    any_c = next(iter(conds.values()))
+    positions: list[str] = any_c["positions"]
+    layer = int(any_c["layer"])
+    nb, seed = cfg.n_bootstrap, study.cfg.seed
+    per_cond: dict[str, Any] = {}
+    for name, c in conds.items():
+        loss = c["loss"].numpy()[:, None]
+        per_cond[name] = {
+            "system_prompt": c["system_prompt"],
+            "n": int(loss.shape[0]),
+            "loss": _ci_block(loss, nb, seed),
+            "cos": {p: _ci_block(c["cos"][:, :, j].numpy(), nb, seed) for j, p in enumerate(positions)},
+            "norm": {p: _ci_block(c["norm"][:, :, j].numpy(), nb, seed) for j, p in enumerate(positions)},
+            "proj": {p: _ci_block(c["proj"][:, :, j].numpy(), nb, seed) for j, p in enumerate(positions)},
+        }
+    contrasts: dict[str, Any] = {}
+    for a, b in CONTRASTS:
+        if a not in conds or b not in conds:
+            continue
+        key = f"{a}-{b}"
+        block: dict[str, Any] = {}
+        dl, dlo, dhi, dp = paired_bootstrap_diff_by_col(conds[a]["loss"].numpy()[:, None],
+                                                         conds[b]["loss"].numpy()[:, None], nb, rng=seed)
+        block["loss"] = {"diff": float(dl[0]), "lo": float(dlo[0]), "hi": float(dhi[0]), "p": float(dp[0])}
+        for j, p in enumerate(positions):
+            diff, lo, hi, pv = paired_bootstrap_diff_by_col(
+                conds[a]["cos"][:, :, j].numpy(), conds[b]["cos"][:, :, j].numpy(), nb, rng=seed
+            )
+            delta_r = conds[a]["null_mean_cos"][:, j].numpy() - conds[b]["null_mean_cos"][:, j].numpy()  # (L, K)
+            p_null = null_p_values(diff[:, None], delta_r[:, None, :])[:, 0]
+            z = (diff - delta_r.mean(-1)) / delta_r.std(-1)
+            block[p] = {
+                "diff_cos": diff.tolist(), "lo": lo.tolist(), "hi": hi.tolist(),
+                "p_boot": pv.tolist(), "p_boot_holm": holm(pv).tolist(), "p_boot_bh": benjamini_hochberg(pv).tolist(),
+                "null_p": p_null.tolist(), "null_p_holm": holm(p_null).tolist(), "null_z": z.tolist(),
+                "null_delta_mean": delta_r.mean(-1).tolist(), "null_delta_sd": delta_r.std(-1).tolist(),
+                "diff_norm": (conds[a]["norm"][:, :, j] - conds[b]["norm"][:, :, j]).mean(0).tolist(),
+            }
+        contrasts[key] = block
+    regression = _regressions(conds, positions, nb, seed)
+    summary = {
+        "sign_convention": SIGN_NOTE,
+        "layer": layer,
+        "positions": positions,
+        "direction_position": any_c["direction_position"],
+        "n_random": any_c["n_random"],
+        "n_bootstrap": nb,
+        "conditions": per_cond,
+        "contrasts": contrasts,
+        "regression": regression,
+    }
+    lm_path = out_dir / A.LOSSMATCH
+    if lm_path.is_file():
+        summary["lossmatch"] = {k: v for k, v in A.read_json(lm_path).items() if k != "candidates"}
+    A.write_json(out_dir / A.ALIGN_SUMMARY, summary)
+    n_rows = _write_rows(out_dir / A.ALIGN_ROWS, conds, positions)
+    _plots(out_dir, conds, per_cond, contrasts, positions, layer)
+    study.prov.stage("align_summary", time.time() - t0, n_rows=n_rows)
+    _log_headline(summary)
+    return summary
+
+
+def _regressions(conds: dict[str, Any], positions: list[str], nb: int, seed: int) -> dict[str, Any]:
+    """alignment ~ condition + z(loss) + z(log |g|), per layer, cluster bootstrap over examples."""
+    if "neutral" not in conds or "inoc" not in conds:
+        return {}
+    names = list(conds)
+    ids = np.concatenate([np.asarray(conds[n]["ids"]) for n in names])
+    cond = np.concatenate([np.full(len(conds[n]["ids"]), n) for n in names])
+    loss = np.concatenate([conds[n]["loss"].numpy() for n in names])
+    out: dict[str, Any] = {}
+    baselines = ["neutral"] + (["lossmatch"] if "lossmatch" in conds else [])
+    for p in REGRESSION_POSITIONS:
+        j = positions.index(p)
+        cos = np.concatenate([conds[n]["cos"][:, :, j].numpy() for n in names])  # (N, L)
+        lognorm = np.concatenate([np.log(conds[n]["norm"][:, :, j].numpy()) for n in names])
+        for base in baselines:
+            rows = []
+            for l in range(cos.shape[1]):
+                r = condition_effect_regression(
+                    cos[:, l], cond, ids, {"loss": loss, "log_grad_norm": lognorm[:, l]},
+                    baseline=base, target="inoc", n_boot=nb, rng=seed + l,
+                )
+                rows.append(r)
+            pv = np.array([r["coef_adjusted_p_boot"] for r in rows])
+            padj = holm(pv)
+            for r, q in zip(rows, padj):
+                r["coef_adjusted_p_holm"] = float(q)
+            out[f"{p}/inoc_vs_{base}"] = rows
+    return out
+
+
+def _write_rows(path: Path, conds: dict[str, Any], positions: list[str]) -> int:
+    def rows():
+        for name, c in conds.items():
+            cos, proj, norm, loss = (c[k].numpy() for k in ("cos", "proj", "norm", "loss"))
+            for i, ex in enumerate(c["ids"]):
+                for l in range(cos.shape[1]):
+                    for j, p in enumerate(positions):
+                        yield (ex, name, l, p, f"{proj[i, l, j]:.6g}", f"{norm[i, l, j]:.6g}",
+                               f"{cos[i, l, j]:.6g}", f"{loss[i]:.6g}")
+
+    return A.write_csv_gz(path, ["example_id", "condition", "layer", "position", "proj_neg_g_v",
+                                 "grad_norm", "cos_neg_g_v", "loss"], rows())
+
+
+def _plots(out_dir: Path, conds: dict[str, Any], per_cond: dict[str, Any], contrasts: dict[str, Any],
+           positions: list[str], layer: int) -> None:
+    for p in ("final_prompt", "a_sum"):
+        curves = {n: tuple(np.array(per_cond[n]["cos"][p][k]) for k in ("mean", "lo", "hi")) for n in conds}
+        plots.curves_with_ci(out_dir / f"cos_vs_layer_{p}.png", curves, "mean cos(-g, v)",
+                             f"gradient alignment with v at {p} (95% bootstrap CI)\n{SIGN_NOTE}")
+        norms = {n: tuple(np.array(per_cond[n]["norm"][p][k]) for k in ("mean", "lo", "hi")) for n in conds}
+        plots.curves_with_ci(out_dir / f"norm_vs_layer_{p}.png", norms, "mean |g|",
+                             f"gradient norm at {p} (95% CI)", hline=None, logy=True)
+    plots.loss_by_condition(out_dir / "loss_by_condition.png",
+                            {n: (per_cond[n]["loss"]["mean"][0], per_cond[n]["loss"]["lo"][0],
+                                 per_cond[n]["loss"]["hi"][0]) for n in conds})
+    for key in ("inoc-neutral", "inoc-lossmatch"):
+        if key not in contrasts:
+            continue
+        a, b = key.split("-")
+        j = positions.index("final_prompt")
+        delta_r = conds[a]["null_mean_cos"][:, j].numpy() - conds[b]["null_mean_cos"][:, j].numpy()
+        blk = contrasts[key]["final_prompt"]
+        plots.null_panel(out_dir / f"null_{a}_minus_{b}.png", np.array(blk["diff_cos"]), delta_r,
+                         np.array(blk["null_p_holm"]), f"{a} - {b} (final prompt)")
+
+
+def _log_headline(s: dict[str, Any]) -> None:
+    l = s["layer"]
+    c = s["contrasts"].get("inoc-neutral")
+    if c is None:
+        return
+    b = c["final_prompt"]
+    log(
+        f"layer {l}, final prompt: delta cos(-g,v) inoc-neutral = {b['diff_cos'][l]:+.4f} "
+        f"[{b['lo'][l]:+.4f}, {b['hi'][l]:+.4f}], null p (Holm) {b['null_p_holm'][l]:.3g}"
+    )
