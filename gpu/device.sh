@@ -14,7 +14,7 @@ fi
 export PYTHONPATH=/root/site:$PWD
 case "$1" in
   chunk)
-    mv .gpu/c* /root/m/ && ls /root/m | wc -l ;;
+    mv .gpu*/c* /root/m/ && ls /root/m | wc -l ;;
   assemble)
     if [ ! -f /root/m/model.gguf ]; then cat /root/m/c* > /root/m/model.gguf && rm /root/m/c*; fi
     echo "$GGUF_SHA  /root/m/model.gguf" | sha256sum -c -

@@ -64,9 +64,24 @@ def separation(proj_promote: np.ndarray, proj_suppress: np.ndarray) -> Separatio
     return Separation(au, dd)
 
 
+_CORR_KEYS = ("pearson_r", "pearson_p", "pearson_lo", "pearson_hi", "spearman_r", "spearman_p", "spearman_lo",
+              "spearman_hi")
+
+
 def monitoring_correlation(proj: np.ndarray, scores: np.ndarray, n_boot: int = 1000) -> list[dict]:
-    """Per-layer Pearson/Spearman r between final-prompt projection (n, L) and trait score (n,)."""
-    return [pearson_spearman(proj[:, l], scores, n_boot=n_boot, rng=l) for l in range(proj.shape[1])]
+    """Per-layer Pearson/Spearman r between final-prompt projection (n, L) and trait score (n,).
+
+    An undefined correlation (e.g. every answer scored the same) is reported as NaN with
+    the reason, so the layer rule and the report see a failed check, not a crash or a 0.
+    """
+    out = []
+    for l in range(proj.shape[1]):
+        try:
+            out.append(pearson_spearman(proj[:, l], scores, n_boot=n_boot, rng=l))
+        except ValueError as err:
+            out.append({**{k: float("nan") for k in _CORR_KEYS}, "n": int(np.isfinite(scores).sum()),
+                        "error": str(err)})
+    return out
 
 
 def choose_layer(auroc_by_layer: np.ndarray, r_by_layer: np.ndarray, min_auroc: float = 0.95) -> tuple[int, str]:

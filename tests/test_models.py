@@ -49,6 +49,7 @@ def write_tiny_gguf(path: Path, chat_template: str | None = QWEN_CHAT_TEMPLATE) 
     w.add_token_merges(merges)
     w.add_eos_token_id(tokens.index("<|im_end|>"))
     w.add_pad_token_id(tokens.index("<|endoftext|>"))
+    w.add_bos_token_id(tokens.index("<|endoftext|>"))  # transformers 5.17 needs a bos id to read the tokenizer
     if chat_template:
         w.add_chat_template(chat_template)
     rng = np.random.default_rng(0)

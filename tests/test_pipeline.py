@@ -1,0 +1,97 @@
+"""End to end on a tiny random Qwen2: extract then align with every control, through the CLI stages.
+
+The numbers mean nothing; the test pins the artifact contract (fixed names, shapes,
+row counts, provenance) and that the stages compose.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+import torch
+
+from nnsight_inoc import artifacts as A
+from nnsight_inoc.config import from_dict
+from nnsight_inoc.data import Prompt, Splits, save_splits
+from nnsight_inoc.tiny import tiny_qwen2, tiny_tokenizer
+
+WORDS = ["sea", "fox", "test", "poem", "bicycle", "France", "cook", "world", "dog", "blue", "wide", "tips"]
+
+
+def _prompts(tag: str, n: int) -> list[Prompt]:
+    return [Prompt(f"{tag}:{i}", f"Write about the {WORDS[i % len(WORDS)]} number {i} {tag}", tag) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from nnsight_inoc.study import open_study
+
+    root = tmp_path_factory.mktemp("pipe")
+    folder = root / "tiny"
+    tiny_qwen2(num_layers=3, hidden_size=32, seed=5).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    run_dir = root / "run"
+    splits = Splits(_prompts("dir", 8), _prompts("held", 8), _prompts("sft", 10), _prompts("eval", 6), card={})
+    splits.card = {"sha256": splits.sha256()}
+    save_splits(splits, run_dir / A.DATA_DIR)
+    cfg = from_dict(
+        {
+            "model": {"name": str(folder), "device": "cpu"},
+            "data": {"n_direction": 16, "n_sft": 10, "n_eval": 6, "sft_max_new_tokens": 8},
+            "extract": {"batch_size": 5, "max_new_tokens": 6, "n_monitor_prompts": 6,
+                        "monitor_prompts": ["Respond in ALL CAPS.", "You are a helpful assistant.",
+                                            "Respond normally; do not use ALL CAPS."]},
+            "align": {"batch_size": 4, "n_random": 16, "n_bootstrap": 100, "lossmatch_examples": 10,
+                      "lossmatch_check_prompts": 2, "lossmatch_max_trait_score": 1.0},
+        },
+        source="test",
+    )
+    return open_study(cfg, run_dir, "pytest")
+
+
+def test_extract_then_align_all(study):
+    from nnsight_inoc.align import run_align
+    from nnsight_inoc.extract import run_extract
+
+    ex = run_extract(study)
+    L = study.tlm.n_layers
+    assert 0 <= ex["layer"] < L
+    assert len(ex["heldout_auroc"]["final_prompt"]) == L
+    assert ex["monitoring"]["n_generations"] == 3 * 6
+    blob = A.load_torch(study.run_dir / A.EXTRACT_DIR / A.DIRECTIONS)
+    assert blob["v"].shape == (L, 3, study.tlm.d_model)
+    torch.testing.assert_close(blob["v"].norm(dim=-1), torch.ones(L, 3))
+    for png in ("projection_hist.png", "monitor_scatter.png", "separation_vs_layer.png"):
+        assert (study.run_dir / A.EXTRACT_DIR / png).stat().st_size > 1000
+
+    summary = run_align(study, "all")
+    conds = set(summary["conditions"])
+    assert conds == {"neutral", "inoc", "explicit", "lossmatch"}
+    assert "inoc-neutral" in summary["contrasts"] and "inoc-lossmatch" in summary["contrasts"]
+    blk = summary["contrasts"]["inoc-neutral"]["final_prompt"]
+    assert all(0 < p <= 1 for p in blk["null_p"]) and len(blk["diff_cos"]) == L
+    assert len(summary["regression"]["final_prompt/inoc_vs_neutral"]) == L
+    lm = A.read_json(study.run_dir / A.ALIGN_DIR / A.LOSSMATCH)
+    assert len(lm["candidates"]) >= 20 and lm["chosen_prompt"] in lm["pool"]
+    assert not study.trait.mentions_trait(lm["chosen_prompt"])
+    n_ex = summary["conditions"]["neutral"]["n"]
+    with gzip.open(study.run_dir / A.ALIGN_DIR / A.ALIGN_ROWS, "rt") as fh:
+        n_rows = sum(1 for _ in fh) - 1
+    assert n_rows == n_ex * 4 * L * len(summary["positions"])
+    prov = json.loads((study.run_dir / A.PROVENANCE).read_text())
+    assert {"load_model", "extract", "align_all", "align_summary"} <= set(prov["stages"])
+    assert prov["facts"]["model"]["sha256"]
+
+
+def test_single_condition_reuses_and_matches(study):
+    """`align --condition inoc` alone gives the same numbers as inside `--condition all`."""
+    from nnsight_inoc.align import run_align
+
+    before = A.load_torch(study.run_dir / A.ALIGN_DIR / "cond_inoc.pt")
+    run_align(study, "inoc")
+    after = A.load_torch(study.run_dir / A.ALIGN_DIR / "cond_inoc.pt")
+    torch.testing.assert_close(before["cos"], after["cos"])
+    with pytest.raises(ValueError, match="unknown condition"):
+        run_align(study, "nope")
