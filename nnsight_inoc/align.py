@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import artifacts as A
-from .alignment import RandomNull, gradient_index, make_random_dirs, metrics, position_names, with_sum
+from .alignment import gradient_index, metrics, position_names, unit_neg_grad_sum, with_sum
 from .chat import encode_chats
 from .controls import select_lossmatch
 from .directions import POSITIONS
@@ -40,8 +40,7 @@ def condition_prompts(study: Study, sft: SFTSet, wanted: list[str]) -> dict[str,
 def measure_condition(study: Study, name: str, system: str, sft: SFTSet, v: torch.Tensor) -> dict[str, Any]:
     """Gradient metrics for every SFT example under one training-time system prompt."""
     cfg = study.cfg.align
-    L, d = study.tlm.n_layers, study.tlm.d_model
-    null = RandomNull(make_random_dirs(L, cfg.n_random, d, seed=study.cfg.seed))
+    unit_sum: torch.Tensor | None = None
     cos, proj, norm, loss = [], [], [], []
     n = len(sft.prompts)
     with task(f"align: {name}", n) as adv:
@@ -60,7 +59,8 @@ def measure_condition(study: Study, name: str, system: str, sft: SFTSet, v: torc
             if bad.any():
                 b, l, p = bad.nonzero()[0].tolist()
                 raise NonFiniteError(f"zero gradient (no angle) for {sft.ids[s + b]} at layer {l}, position {p}")
-            null.add(name, g)
+            u = unit_neg_grad_sum(g)
+            unit_sum = u if unit_sum is None else unit_sum + u
             cos.append(m.cos)
             proj.append(m.proj)
             norm.append(m.norm)
@@ -75,8 +75,7 @@ def measure_condition(study: Study, name: str, system: str, sft: SFTSet, v: torc
         "proj": torch.cat(proj),
         "norm": torch.cat(norm),
         "loss": torch.cat(loss),
-        "null_mean_cos": torch.from_numpy(null.mean(name)),  # (L, P, K)
-        "n_random": cfg.n_random,
+        "mean_unit_neg_grad": (unit_sum / n).float(),  # (L, P, d): all the random-direction null needs
         "direction_position": cfg.direction_position,
     }
 

@@ -11,13 +11,13 @@ only the angle separates "rotated away from the trait" from "smaller overall".
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import betainc
 
 from .chat import Batch
-from .controls_stats import random_unit_directions
 
 SIGN_NOTE = "cos(-g, v): -g is the direction a gradient step moves the activation; > 0 = toward the trait"
 
@@ -63,39 +63,29 @@ def metrics(grads: torch.Tensor, v: torch.Tensor) -> Metrics:
     return Metrics(proj.float(), norm.float(), cos.float())
 
 
-@dataclass
-class RandomNull:
-    """Running sums of cos(-g, r) for K random unit directions per layer and condition.
+def unit_neg_grad_sum(grads: torch.Tensor) -> torch.Tensor:
+    """Sum over examples of -g/|g|, (L, P, d) float64.
 
-    Only per-condition means are needed for the null of the condition difference in
-    mean cosine, so nothing per-example is stored.
+    The random-direction null needs nothing more: for any direction r, the condition
+    difference in mean cosine is linear in r, ``<mu_a - mu_b, r>`` with ``mu`` the mean
+    unit -gradient, so its distribution over random r follows from ``mu`` alone (exactly,
+    see :func:`sphere_null_p`), and Monte-Carlo directions can be drawn after the run.
     """
-
-    dirs: torch.Tensor  # (L, K, d) unit rows
-    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # condition -> (L, P, K) float64
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def add(self, condition: str, grads: torch.Tensor) -> None:
-        g = -grads.double()
-        gn = g / g.norm(dim=-1, keepdim=True)
-        if not torch.isfinite(gn).all():
-            raise FloatingPointError(f"zero or non-finite gradient in the random-direction null ({condition})")
-        c = torch.einsum("blpd,lkd->lpk", gn, self.dirs.double())
-        if condition in self.sums:
-            self.sums[condition] += c
-            self.counts[condition] += grads.shape[0]
-        else:
-            self.sums[condition] = c
-            self.counts[condition] = grads.shape[0]
-
-    def mean(self, condition: str) -> np.ndarray:
-        return (self.sums[condition] / self.counts[condition]).numpy()
+    g = -grads.double()
+    n = g.norm(dim=-1, keepdim=True)
+    if (n == 0).any() or not torch.isfinite(n).all():
+        raise FloatingPointError("zero or non-finite gradient: the direction of -g is undefined")
+    return (g / n).sum(0)
 
 
-def make_random_dirs(n_layers: int, k: int, d: int, seed: int) -> torch.Tensor:
-    """(L, K, d) isotropic unit directions, an independent set per layer, reproducible from ``seed``."""
-    rng = np.random.default_rng(seed)
-    return torch.from_numpy(np.stack([random_unit_directions(d, k, rng) for _ in range(n_layers)]))
+def sphere_null_p(observed: np.ndarray, d_norm: np.ndarray, dim: int) -> np.ndarray:
+    """Exact two-sided P(|<D, r>| >= |observed|) for r uniform on the unit sphere in ``dim`` dims.
+
+    ``t = <D, r> / |D|`` has density proportional to (1 - t^2)^((dim - 3) / 2), so
+    P(|t| >= c) = I_{1 - c^2}((dim - 1) / 2, 1 / 2) (regularised incomplete beta).
+    """
+    c = np.clip(np.abs(observed) / d_norm, 0.0, 1.0)
+    return betainc((dim - 1) / 2.0, 0.5, 1.0 - c**2)
 
 
 def null_p_values(delta_v: np.ndarray, delta_r: np.ndarray) -> np.ndarray:

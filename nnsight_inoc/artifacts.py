@@ -135,6 +135,10 @@ def git_info() -> dict[str, Any]:
     except (OSError, subprocess.TimeoutExpired) as err:
         return {"commit": None, "dirty": None, "error": str(err)}
     if head.returncode != 0:
+        # A copy of the tree without .git (e.g. the GPU machine) can be told its commit by the caller.
+        env = os.environ.get("NNSIGHT_INOC_GIT_COMMIT")
+        if env:
+            return {"commit": env, "dirty": None, "source": "NNSIGHT_INOC_GIT_COMMIT"}
         return {"commit": None, "dirty": None, "error": head.stderr.strip() or "not a git checkout"}
     return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 

@@ -111,7 +111,11 @@ class AlignConfig(_Section):
         0.2, ge=0, le=1, description="A candidate whose answers score above this mean is rejected as eliciting the trait."
     )
     batch_size: int = Field(8, ge=1)
-    n_random: int = Field(256, ge=1, description="Random unit directions per layer for the null.")
+    n_random: int = Field(
+        10000, ge=256,
+        description="Monte-Carlo random unit directions for the null (the exact sphere null is reported too). "
+        "Its p-value floor is 1/(n_random+1): keep it well above layers/0.05 so Holm can reach significance.",
+    )
     n_bootstrap: int = Field(2000, ge=100)
     lossmatch_target: str = Field("inoc", description="Condition whose mean SFT loss the control must match.")
     lossmatch_pool: list[str] = Field(

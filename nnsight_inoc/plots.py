@@ -115,6 +115,6 @@ def null_panel(path: Path, delta_v: np.ndarray, delta_r: np.ndarray, p_adj: np.n
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("layer")
     ax.set_ylabel(f"change in mean cos(-g, dir): {label}")
-    ax.set_title(f"{label} vs {delta_r.shape[1]} random directions (* Holm-adjusted p<0.05)\n{SIGN_NOTE}", fontsize=8)
+    ax.set_title(f"{label} vs {delta_r.shape[1]} random directions (* exact null p, Holm-adjusted, < 0.05)\n{SIGN_NOTE}", fontsize=8)
     ax.legend(fontsize=8)
     _save(fig, path)

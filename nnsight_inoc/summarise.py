@@ -16,7 +16,8 @@ import torch
 
 from . import artifacts as A
 from . import plots
-from .alignment import SIGN_NOTE, null_p_values
+from .alignment import SIGN_NOTE, null_p_values, sphere_null_p
+from .controls_stats import random_unit_directions
 from .progress import log
 from .stats import (
     benjamini_hochberg,
@@ -72,6 +73,7 @@ def summarise(study: Study) -> dict[str, Any]:
             "proj": {p: _ci_block(c["proj"][:, :, j].numpy(), nb, seed) for j, p in enumerate(positions)},
         }
     contrasts: dict[str, Any] = {}
+    dirs = random_unit_directions(study.tlm.d_model, cfg.n_random, rng=seed)  # (K, d)
     for a, b in CONTRASTS:
         if a not in conds or b not in conds:
             continue
@@ -80,18 +82,24 @@ def summarise(study: Study) -> dict[str, Any]:
         dl, dlo, dhi, dp = paired_bootstrap_diff_by_col(conds[a]["loss"].numpy()[:, None],
                                                          conds[b]["loss"].numpy()[:, None], nb, rng=seed)
         block["loss"] = {"diff": float(dl[0]), "lo": float(dlo[0]), "hi": float(dhi[0]), "p": float(dp[0])}
+        D = (conds[a]["mean_unit_neg_grad"] - conds[b]["mean_unit_neg_grad"]).double().numpy()  # (L, P, d)
+        dim = D.shape[-1]
+        delta_r_all = D @ dirs.T  # (L, P, K): the same contrast measured along each random direction
         for j, p in enumerate(positions):
             diff, lo, hi, pv = paired_bootstrap_diff_by_col(
                 conds[a]["cos"][:, :, j].numpy(), conds[b]["cos"][:, :, j].numpy(), nb, rng=seed
             )
-            delta_r = conds[a]["null_mean_cos"][:, j].numpy() - conds[b]["null_mean_cos"][:, j].numpy()  # (L, K)
-            p_null = null_p_values(diff[:, None], delta_r[:, None, :])[:, 0]
-            z = (diff - delta_r.mean(-1)) / delta_r.std(-1)
+            d_norm = np.linalg.norm(D[:, j], axis=-1)
+            p_exact = sphere_null_p(diff, d_norm, dim)
+            p_mc = null_p_values(diff[:, None], delta_r_all[:, j][:, None, :])[:, 0]
+            sd = d_norm / np.sqrt(dim)
             block[p] = {
                 "diff_cos": diff.tolist(), "lo": lo.tolist(), "hi": hi.tolist(),
                 "p_boot": pv.tolist(), "p_boot_holm": holm(pv).tolist(), "p_boot_bh": benjamini_hochberg(pv).tolist(),
-                "null_p": p_null.tolist(), "null_p_holm": holm(p_null).tolist(), "null_z": z.tolist(),
-                "null_delta_mean": delta_r.mean(-1).tolist(), "null_delta_sd": delta_r.std(-1).tolist(),
+                "null_p_exact": p_exact.tolist(), "null_p_exact_holm": holm(p_exact).tolist(),
+                "null_p_mc": p_mc.tolist(), "null_p_mc_holm": holm(p_mc).tolist(),
+                "null_sd": sd.tolist(), "null_z": (diff / sd).tolist(),
+                "null_mc_sd": delta_r_all[:, j].std(-1).tolist(),
                 "diff_norm": (conds[a]["norm"][:, :, j] - conds[b]["norm"][:, :, j]).mean(0).tolist(),
             }
         contrasts[key] = block
@@ -101,7 +109,9 @@ def summarise(study: Study) -> dict[str, Any]:
         "layer": layer,
         "positions": positions,
         "direction_position": any_c["direction_position"],
-        "n_random": any_c["n_random"],
+        "n_random": cfg.n_random,
+        "null_note": "random-direction null: the contrast in mean cos(-g, r) for r uniform on the sphere; "
+        "p exact (incomplete beta) and Monte-Carlo over n_random directions; Holm across layers",
         "n_bootstrap": nb,
         "conditions": per_cond,
         "contrasts": contrasts,
@@ -112,7 +122,7 @@ def summarise(study: Study) -> dict[str, Any]:
         summary["lossmatch"] = {k: v for k, v in A.read_json(lm_path).items() if k != "candidates"}
     A.write_json(out_dir / A.ALIGN_SUMMARY, summary)
     n_rows = _write_rows(out_dir / A.ALIGN_ROWS, conds, positions)
-    _plots(out_dir, conds, per_cond, contrasts, positions, layer)
+    _plots(out_dir, conds, per_cond, contrasts, positions, dirs)
     study.prov.stage("align_summary", time.time() - t0, n_rows=n_rows)
     _log_headline(summary)
     return summary
@@ -163,7 +173,7 @@ def _write_rows(path: Path, conds: dict[str, Any], positions: list[str]) -> int:
 
 
 def _plots(out_dir: Path, conds: dict[str, Any], per_cond: dict[str, Any], contrasts: dict[str, Any],
-           positions: list[str], layer: int) -> None:
+           positions: list[str], dirs: np.ndarray) -> None:
     for p in ("final_prompt", "a_sum"):
         curves = {n: tuple(np.array(per_cond[n]["cos"][p][k]) for k in ("mean", "lo", "hi")) for n in conds}
         plots.curves_with_ci(out_dir / f"cos_vs_layer_{p}.png", curves, "mean cos(-g, v)",
@@ -178,11 +188,12 @@ def _plots(out_dir: Path, conds: dict[str, Any], per_cond: dict[str, Any], contr
         if key not in contrasts:
             continue
         a, b = key.split("-")
-        j = positions.index("final_prompt")
-        delta_r = conds[a]["null_mean_cos"][:, j].numpy() - conds[b]["null_mean_cos"][:, j].numpy()
-        blk = contrasts[key]["final_prompt"]
-        plots.null_panel(out_dir / f"null_{a}_minus_{b}.png", np.array(blk["diff_cos"]), delta_r,
-                         np.array(blk["null_p_holm"]), f"{a} - {b} (final prompt)")
+        for p in ("final_prompt", "a_sum"):
+            j = positions.index(p)
+            D = (conds[a]["mean_unit_neg_grad"][:, j] - conds[b]["mean_unit_neg_grad"][:, j]).double().numpy()
+            blk = contrasts[key][p]
+            plots.null_panel(out_dir / f"null_{a}_minus_{b}_{p}.png", np.array(blk["diff_cos"]), D @ dirs[:2000].T,
+                             np.array(blk["null_p_exact_holm"]), f"{a} - {b} ({p})")
 
 
 def _log_headline(s: dict[str, Any]) -> None:
@@ -193,5 +204,6 @@ def _log_headline(s: dict[str, Any]) -> None:
     b = c["final_prompt"]
     log(
         f"layer {l}, final prompt: delta cos(-g,v) inoc-neutral = {b['diff_cos'][l]:+.4f} "
-        f"[{b['lo'][l]:+.4f}, {b['hi'][l]:+.4f}], null p (Holm) {b['null_p_holm'][l]:.3g}"
+        f"[{b['lo'][l]:+.4f}, {b['hi'][l]:+.4f}], random-direction z {b['null_z'][l]:+.1f}, "
+        f"exact null p (Holm) {b['null_p_exact_holm'][l]:.3g}"
     )

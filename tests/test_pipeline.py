@@ -43,7 +43,7 @@ def study(tmp_path_factory):
             "extract": {"batch_size": 5, "max_new_tokens": 6, "n_monitor_prompts": 6,
                         "monitor_prompts": ["Respond in ALL CAPS.", "You are a helpful assistant.",
                                             "Respond normally; do not use ALL CAPS."]},
-            "align": {"batch_size": 4, "n_random": 16, "n_bootstrap": 100, "lossmatch_examples": 10,
+            "align": {"batch_size": 4, "n_random": 300, "n_bootstrap": 100, "lossmatch_examples": 10,
                       "lossmatch_check_prompts": 2, "lossmatch_max_trait_score": 1.0},
         },
         source="test",
@@ -71,7 +71,7 @@ def test_extract_then_align_all(study):
     assert conds == {"neutral", "inoc", "explicit", "lossmatch"}
     assert "inoc-neutral" in summary["contrasts"] and "inoc-lossmatch" in summary["contrasts"]
     blk = summary["contrasts"]["inoc-neutral"]["final_prompt"]
-    assert all(0 < p <= 1 for p in blk["null_p"]) and len(blk["diff_cos"]) == L
+    assert all(0 < p <= 1 for p in blk["null_p_exact"] + blk["null_p_mc"]) and len(blk["diff_cos"]) == L
     assert len(summary["regression"]["final_prompt/inoc_vs_neutral"]) == L
     lm = A.read_json(study.run_dir / A.ALIGN_DIR / A.LOSSMATCH)
     assert len(lm["candidates"]) >= 20 and lm["chosen_prompt"] in lm["pool"]
