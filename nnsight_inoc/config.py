@@ -59,7 +59,7 @@ class DataConfig(_Section):
     max_chars: int = Field(500, ge=10, description="Longest prompt kept, in characters.")
     seed: int = Field(0, description="Shuffle seed for the split assignment.")
     sft_max_new_tokens: int = Field(96, ge=4, description="Length cap of the model's own neutral SFT answers.")
-    generation_batch_size: int = Field(32, ge=1)
+    generation_batch_size: int = Field(32, ge=1, description="Prompts per batched greedy generation.")
 
 
 class TraitConfig(_Section):
@@ -67,7 +67,7 @@ class TraitConfig(_Section):
 
 
 class ExtractConfig(_Section):
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="Prompts per activation-read trace.")
     max_new_tokens: int = Field(48, ge=1, description="Greedy answer length for assistant-token positions and monitoring.")
     monitor_prompts: list[str] = Field(
         default_factory=lambda: [
@@ -99,7 +99,7 @@ class AlignConfig(_Section):
         },
         description="Training-time system prompts by condition name. 'lossmatch' is added by control A.",
     )
-    n_assistant_tokens: int = Field(3, ge=1, le=16)
+    n_assistant_tokens: int = Field(3, ge=1, le=16, description="Assistant tokens whose gradients are measured.")
     direction_position: Literal["final_prompt", "first_assistant", "response_mean"] = Field(
         "final_prompt", description="Which extracted v(l) the gradients are compared with (at every position)."
     )
@@ -110,13 +110,13 @@ class AlignConfig(_Section):
     lossmatch_max_trait_score: float = Field(
         0.2, ge=0, le=1, description="A candidate whose answers score above this mean is rejected as eliciting the trait."
     )
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="Examples per gradient trace (one backward pass each).")
     n_random: int = Field(
         10000, ge=256,
         description="Monte-Carlo random unit directions for the null (the exact sphere null is reported too). "
         "Its p-value floor is 1/(n_random+1): keep it well above layers/0.05 so Holm can reach significance.",
     )
-    n_bootstrap: int = Field(2000, ge=100)
+    n_bootstrap: int = Field(2000, ge=100, description="Bootstrap draws for every CI (resampling examples).")
     lossmatch_target: str = Field("inoc", description="Condition whose mean SFT loss the control must match.")
     lossmatch_pool: list[str] = Field(
         default_factory=list,
@@ -124,27 +124,14 @@ class AlignConfig(_Section):
     )
 
 
-class FinetuneConfig(_Section):
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(16.0, gt=0)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    lr: float = Field(1e-4, gt=0)
-    steps: int = Field(125, ge=1)
-    batch_size: int = Field(8, ge=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    probe_every: int = Field(25, ge=1)
-    n_probe: int = Field(32, ge=1)
-
-
 class StudyConfig(_Section):
-    seed: int = 0
+    seed: int = Field(0, description="Seed for bootstraps and random directions (generation is greedy).")
     model: ModelConfig = Field(default_factory=ModelConfig)
     backend: BackendConfig = Field(default_factory=BackendConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     trait: TraitConfig = Field(default_factory=TraitConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     align: AlignConfig = Field(default_factory=AlignConfig)
-    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
 
     @model_validator(mode="after")
     def _check_conditions(self) -> "StudyConfig":

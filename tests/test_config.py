@@ -56,3 +56,23 @@ def test_toml_round_trip():
     cfg = load_config(preset="smoke")
     again = from_dict(tomllib.loads(dump_toml(cfg)))
     assert again == cfg
+
+
+def test_readme_config_reference_lists_every_key():
+    from pathlib import Path
+
+    from pydantic import BaseModel
+
+    from nnsight_inoc.config import StudyConfig
+
+    def keys(model, prefix=""):
+        for name, f in model.model_fields.items():
+            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+                yield from keys(f.annotation, prefix + name + ".")
+            else:
+                assert f.description, f"{prefix}{name} has no description"
+                yield prefix + name
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [k for k in keys(StudyConfig) if f"`{k}`" not in readme]
+    assert not missing, f"README config reference lacks {missing}"

@@ -95,3 +95,29 @@ def test_single_condition_reuses_and_matches(study):
     torch.testing.assert_close(before["cos"], after["cos"])
     with pytest.raises(ValueError, match="unknown condition"):
         run_align(study, "nope")
+
+
+def test_example_experiments_run(study, tmp_path):
+    """The scripts in experiments/ run against a finished run folder (tiny model)."""
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from nnsight_inoc.config import dump_toml
+
+    cfg_path = tmp_path / "cfg.toml"
+    cfg_path.write_text(dump_toml(study.cfg))
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent / "experiments"
+    for script, extra in (
+        ("projection_by_system_prompt.py", ["--system", "Respond in ALL CAPS.", "--system", "Hi.", "--n", "4"]),
+        ("precision_check.py", ["--n", "4"]),
+    ):
+        spec = importlib.util.spec_from_file_location(script[:-3], root / script)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        res = CliRunner().invoke(mod.main, ["--run-dir", str(study.run_dir), "--config", str(cfg_path), *extra])
+        assert res.exit_code == 0, res.output + repr(res.exception)
+    out = json.loads((study.run_dir / "experiments" / "projection_by_system_prompt.json").read_text())
+    assert set(out["systems"]) == {"Respond in ALL CAPS.", "Hi."}
+    pc = json.loads((study.run_dir / "precision_check.json").read_text())
+    assert pc["abs_delta_cos_inoc"]["max"] == 0.0  # autocast applies on CUDA only: on CPU both runs are fp32
