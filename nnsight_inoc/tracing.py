@@ -192,6 +192,13 @@ def read_residuals(
     return out
 
 
+def _loss_targets(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Completion-only CE targets: mask of predicting positions, their rows, labels, count per row."""
+    labels = torch.roll(batch.input_ids, shifts=-1, dims=1)
+    tmask = batch.target_mask
+    return tmask, torch.nonzero(tmask, as_tuple=True)[0], labels[tmask], tmask.sum(-1).float()
+
+
 @dataclass
 class GradResult:
     loss: torch.Tensor  # (B,) mean CE over each example's completion tokens, float32 CPU
@@ -219,11 +226,7 @@ def capture_gradients(
         raise ValueError("gradient positions must all exist (got -1)")
     B = batch.size
     rows = torch.arange(B, device=tlm.device)[:, None]
-    labels = torch.roll(batch.input_ids, shifts=-1, dims=1)
-    tmask = batch.target_mask
-    tgt_rows = torch.nonzero(tmask, as_tuple=True)[0]
-    tgt_labels = labels[tmask]
-    n_tgt = tmask.sum(-1).float()
+    tmask, tgt_rows, tgt_labels, n_tgt = _loss_targets(batch)
     head_path = _lm_head_path(tlm.hf_model)
     with _context(tlm, grad=True):
         with _trace(tlm, batch):
@@ -262,11 +265,7 @@ def sequence_losses(tlm: TracedLM, batch: Batch) -> torch.Tensor:
     if (batch.completion_len == 0).any():
         raise ValueError("every example needs a completion to define a loss")
     batch = batch.to(tlm.device)
-    labels = torch.roll(batch.input_ids, shifts=-1, dims=1)
-    tmask = batch.target_mask
-    tgt_rows = torch.nonzero(tmask, as_tuple=True)[0]
-    tgt_labels = labels[tmask]
-    n_tgt = tmask.sum(-1)
+    tmask, tgt_rows, tgt_labels, n_tgt = _loss_targets(batch)
     head_path = _lm_head_path(tlm.hf_model)
     with _context(tlm, grad=False):
         with _trace(tlm, batch):

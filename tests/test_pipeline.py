@@ -121,3 +121,17 @@ def test_example_experiments_run(study, tmp_path):
     assert set(out["systems"]) == {"Respond in ALL CAPS.", "Hi."}
     pc = json.loads((study.run_dir / "precision_check.json").read_text())
     assert pc["abs_delta_cos_inoc"]["max"] == 0.0  # autocast applies on CUDA only: on CPU both runs are fp32
+
+
+def test_sft_completions_cached_by_model_and_data(study, monkeypatch):
+    """A second ensure_sft reuses the cache; a different data hash or model would give another key."""
+    from nnsight_inoc import study as study_mod
+
+    first = study_mod.ensure_sft(study)
+    monkeypatch.setattr(study_mod, "greedy_answers", lambda *a, **k: (_ for _ in ()).throw(AssertionError("regenerated")))
+    again = study_mod.ensure_sft(study)
+    assert again.completions == first.completions
+    assert all(c == study.trait.transform(a) for c, a in zip(first.completions, first.neutral_answers))
+    key = study_mod.sft_key(study)
+    monkeypatch.setattr(study.loaded, "sha256", "0" * 64)
+    assert study_mod.sft_key(study) != key
