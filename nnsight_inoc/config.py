@@ -124,6 +124,23 @@ class AlignConfig(_Section):
     )
 
 
+class FinetuneConfig(_Section):
+    rank: int = Field(8, ge=1, description="LoRA rank.")
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha (scale = alpha / rank).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names that get LoRA adapters.",
+    )
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (fp32 LoRA weights).")
+    steps: int = Field(125, ge=1, description="Optimizer steps per run (same budget for every condition).")
+    batch_size: int = Field(8, ge=1, description="SFT examples per step.")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="One run per seed and condition.")
+    probe_every: int = Field(25, ge=1, description="Steps between alignment probes during training.")
+    n_probe: int = Field(32, ge=1, description="Fixed SFT examples in the alignment probe.")
+    n_drift_prompts: int = Field(100, ge=1, description="Eval-split prompts answered before and after training.")
+
+
 class StudyConfig(_Section):
     seed: int = Field(0, description="Seed for bootstraps and random directions (generation is greedy).")
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -132,6 +149,7 @@ class StudyConfig(_Section):
     trait: TraitConfig = Field(default_factory=TraitConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     align: AlignConfig = Field(default_factory=AlignConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
 
     @model_validator(mode="after")
     def _check_conditions(self) -> "StudyConfig":
