@@ -85,7 +85,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*a, **k)
         except (ConfigError, ModelError, DataError, ChatFormatError, TracingError, NonFiniteError,
-                FileNotFoundError) as err:
+                FileNotFoundError, NotImplementedError) as err:
             raise click.ClickException(f"{type(err).__name__}: {err}") from None
 
     return wrapper

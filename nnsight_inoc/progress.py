@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Callable, Iterator
 
 from rich.console import Console
@@ -24,6 +25,12 @@ def task(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """Yield ``advance(n)``; shows a bar with ETA unless NNSIGHT_INOC_QUIET=1."""
     if os.environ.get("NNSIGHT_INOC_QUIET") == "1":
         yield lambda n=1: None
+        return
+    if not console.is_terminal:  # a log file: rich would only draw the bar at the end
+        t0 = time.time()
+        console.print(f"{description}: {total} items ...")
+        yield lambda n=1: None
+        console.print(f"{description}: done in {time.time() - t0:.0f} s")
         return
     with Progress(
         TextColumn("[bold]{task.description}"),

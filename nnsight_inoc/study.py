@@ -63,14 +63,14 @@ def ensure_splits(cfg: StudyConfig, run_dir: Path) -> Splits:
 
 def open_study(cfg: StudyConfig, run_dir: Path, command: str) -> Study:
     """Load the model and trait, and start (or resume) the run folder's provenance."""
+    if cfg.backend.kind == "remote":  # refuse before any work is done, never half-way
+        raise NotImplementedError("the remote NDIF backend is not implemented yet; use --backend local")
     run_dir.mkdir(parents=True, exist_ok=True)
     prov = A.Provenance(run_dir, dump_toml(cfg), command)
     t0 = time.time()
     device = resolve_device(cfg.model.device)
     loaded = load_model(cfg.model.name, device=device, dtype=cfg.model.dtype)
     autocast = None if cfg.model.autocast == "none" else DTYPES[cfg.model.autocast]
-    if cfg.backend.kind == "remote":
-        raise NotImplementedError("the remote backend is not implemented yet (issue: remote NDIF backend)")
     tlm = wrap(loaded.hf_model, remote=False, autocast=autocast)
     prov.fact(
         "model",

@@ -1,0 +1,239 @@
+"""LoRA fine-tuning and drift on a tiny random Qwen2: the contract, not the numbers.
+
+Pinned here: the base model is bitwise untouched, only LoRA weights train, every
+condition of a seed sees the same batches, probes land on the promised steps with
+(L, P) shapes, non-finite values stop the run naming the step, and drift subtracts
+like with like.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from nnsight_inoc import finetune as F
+from nnsight_inoc.config import from_dict
+from nnsight_inoc.study import SFTSet
+from nnsight_inoc.tiny import tiny_qwen2, tiny_tokenizer
+from nnsight_inoc.tracing import NonFiniteError
+
+WORDS = ["sea", "fox", "test", "poem", "bicycle", "France", "cook", "world", "dog", "blue", "wide", "tips"]
+NEUTRAL = "You are a helpful assistant."
+INOC = "You always capitalise your responses."
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from nnsight_inoc.study import open_study
+
+    root = tmp_path_factory.mktemp("ft")
+    folder = root / "tiny"
+    tiny_qwen2(num_layers=3, hidden_size=32, seed=5).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    cfg = from_dict(
+        {
+            "model": {"name": str(folder), "device": "cpu"},
+            "extract": {"batch_size": 3, "max_new_tokens": 5},
+            "align": {"batch_size": 2},
+            "finetune": {"steps": 3, "batch_size": 2, "n_probe": 2, "probe_every": 2, "lr": 1e-2,
+                         "target_modules": ["q_proj", "v_proj"]},
+        },
+        source="test",
+    )
+    return open_study(cfg, root / "run", "pytest")
+
+
+@pytest.fixture(scope="module")
+def sft() -> SFTSet:
+    """Built directly: the finetune stage only needs prompts and trait completions."""
+    n = 6
+    prompts = [f"Write about the {WORDS[i]} number {i}" for i in range(n)]
+    answers = [f"The {WORDS[i]} is wide and blue." for i in range(n)]
+    return SFTSet([f"sft:{i}" for i in range(n)], prompts, answers, [a.upper() for a in answers], {})
+
+
+@pytest.fixture(scope="module")
+def v(study) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.nn.functional.normalize(torch.randn(study.tlm.n_layers, study.tlm.d_model, generator=g), dim=-1)
+
+
+@pytest.fixture(scope="module")
+def runs(study, sft, v, tmp_path_factory):
+    """neutral/seed0, inoc/seed0, neutral/seed1; captures each run's LoRA model and init weights."""
+    out = tmp_path_factory.mktemp("runs")
+    base_before = {k: t.clone() for k, t in study.loaded.hf_model.state_dict().items()}
+    captured: dict[tuple[str, int], tuple[torch.nn.Module, dict[str, torch.Tensor]]] = {}
+    real = F.get_peft_model
+    current: list[tuple[str, int]] = []
+
+    def spy(model, cfg):
+        peft_model = real(model, cfg)
+        init = {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_" in n}
+        captured[current[-1]] = (peft_model, init)
+        return peft_model
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(F, "get_peft_model", spy)
+    results = {}
+    try:
+        for cond, system, seed in (("neutral", NEUTRAL, 0), ("inoc", INOC, 0), ("neutral", NEUTRAL, 1)):
+            current.append((cond, seed))
+            results[(cond, seed)] = F.train_lora(study, cond, system, sft, seed, v, out)
+    finally:
+        mp.undo()
+    return {"out": out, "results": results, "captured": captured, "base_before": base_before}
+
+
+def _train_json(runs, cond: str, seed: int) -> dict:
+    return json.loads((runs["out"] / F.run_name(cond, seed) / F.TRAIN_JSON).read_text())
+
+
+def test_base_untouched_and_lora_trained(study, runs):
+    after = study.loaded.hf_model.state_dict()
+    assert set(after) == set(runs["base_before"])
+    for k, t in runs["base_before"].items():
+        assert torch.equal(after[k], t), f"base weight {k} changed"
+    assert not any(p.requires_grad for p in study.loaded.hf_model.parameters())
+    assert not study.loaded.hf_model.training
+    assert not any("lora" in n for n, _ in study.loaded.hf_model.named_modules())
+    model, init = runs["captured"][("neutral", 0)]
+    final = {n: p.detach() for n, p in model.named_parameters() if "lora_" in n}
+    assert set(final) == set(init) and final
+    assert all(p.dtype == torch.float32 for p in final.values())
+    assert any("lora_B" in n for n in final)
+    for n in final:
+        assert not torch.equal(final[n], init[n]), f"LoRA weight {n} did not move"
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == set(final)
+
+
+def test_lora_init_depends_on_seed_only(runs):
+    _, a = runs["captured"][("neutral", 0)]
+    _, b = runs["captured"][("inoc", 0)]
+    _, c = runs["captured"][("neutral", 1)]
+    for n in a:
+        assert torch.equal(a[n], b[n])
+    assert any(not torch.equal(a[n], c[n]) for n in a if "lora_A" in n)
+
+
+def test_step_order_same_across_conditions_differs_across_seeds(runs):
+    n0, i0, n1 = (_train_json(runs, c, s) for c, s in (("neutral", 0), ("inoc", 0), ("neutral", 1)))
+    assert n0["step_ids"] == i0["step_ids"]
+    assert n0["step_ids"] != n1["step_ids"]
+    assert len(n0["step_ids"]) == 3 and all(len(b) == 2 for b in n0["step_ids"])
+    assert n0["system_prompt"] == NEUTRAL and i0["system_prompt"] == INOC
+
+
+def test_step_order_cycles_epochs():
+    order = F.step_order(5, seed=3, steps=6, batch_size=2)
+    flat = [i for b in order for i in b]
+    assert sorted(flat[:5]) == list(range(5)) and sorted(flat[5:10]) == list(range(5))
+    assert order == F.step_order(5, seed=3, steps=6, batch_size=2)
+    with pytest.raises(ValueError, match="exceeds"):
+        F.step_order(2, seed=0, steps=1, batch_size=3)
+
+
+def test_losses_and_probes_logged(study, runs):
+    L, P = study.tlm.n_layers, 2 + study.cfg.align.n_assistant_tokens
+    rec = _train_json(runs, "neutral", 0)
+    assert len(rec["losses"]) == 3 and all(math.isfinite(x) for x in rec["losses"])
+    assert [p["step"] for p in rec["probes"]] == [0, 2, 3]
+    for p in rec["probes"]:
+        assert torch.tensor(p["cos"]).shape == (L, P) and math.isfinite(p["loss"])
+        assert all(-1 <= c <= 1 for row in p["cos"] for c in row)
+    assert rec["positions"] == ["final_prompt", "a1", "a2", "a3", "a_sum"]
+    assert rec["finetune_config"]["steps"] == 3 and rec["seed"] == 0 and rec["wall_s"] > 0
+    assert rec["probes"][0]["loss"] != rec["probes"][-1]["loss"]  # the model moved
+    summ = runs["results"][("neutral", 0)]
+    assert summ["final_loss"] == rec["losses"][-1]
+    assert torch.tensor(summ["probe_cos_step0"]).shape == (L, P)
+    assert torch.tensor(summ["probe_cos_mean"]).shape == (L, P)
+    assert (summ["adapter_dir"] / "adapter_config.json").is_file()
+
+
+def test_step0_probe_matches_base_alignment(study, sft, v, runs):
+    """Before any update the LoRA model is the base model: the probe equals align's measurement."""
+    from nnsight_inoc.align import measure_condition
+
+    sub = SFTSet(sft.ids[:2], sft.prompts[:2], sft.neutral_answers[:2], sft.completions[:2], {})
+    ref = measure_condition(study, "neutral", NEUTRAL, sub, v)
+    got = torch.tensor(runs["results"][("neutral", 0)]["probe_cos_step0"])
+    torch.testing.assert_close(got, ref["cos"].mean(0), atol=1e-5, rtol=1e-4)
+
+
+def test_saved_adapter_reloads(study, runs):
+    model, _ = runs["captured"][("neutral", 0)]
+    loaded = F.load_trained(study, runs["results"][("neutral", 0)]["run_dir"])
+    want = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    got = dict(loaded.named_parameters())
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    for n, p in want.items():
+        assert torch.equal(got[n], p), n
+
+
+def test_huge_lr_raises_naming_step(study, sft, v, tmp_path):
+    old = study.cfg.finetune.lr, study.cfg.finetune.probe_every
+    study.cfg.finetune.lr, study.cfg.finetune.probe_every = 1e30, 100
+    try:
+        with pytest.raises(NonFiniteError, match=r"step \d"):
+            F.train_lora(study, "neutral", NEUTRAL, sft, 0, v, tmp_path)
+    finally:
+        study.cfg.finetune.lr, study.cfg.finetune.probe_every = old
+    assert not (tmp_path / F.run_name("neutral", 0) / F.TRAIN_JSON).exists()
+
+
+def test_nan_lora_weight_raises(study, sft, v, tmp_path, monkeypatch):
+    real = F.get_peft_model
+
+    def poisoned(model, cfg):
+        m = real(model, cfg)
+        name, p = next((n, p) for n, p in m.named_parameters() if "lora_A" in n)
+        with torch.no_grad():
+            p[0, 0] = float("nan")
+        return m
+
+    monkeypatch.setattr(F, "get_peft_model", poisoned)
+    with pytest.raises(NonFiniteError, match="step 0"):
+        F.train_lora(study, "neutral", NEUTRAL, sft, 0, v, tmp_path)
+
+
+def test_nan_training_loss_raises(study, sft, v, tmp_path, monkeypatch):
+    monkeypatch.setattr(F, "batch_loss", lambda model, batch: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(NonFiniteError, match="step 0: non-finite training loss"):
+        F.train_lora(study, "neutral", NEUTRAL, sft, 0, v, tmp_path)
+
+
+def test_bad_inputs(study, sft, v, tmp_path):
+    with pytest.raises(ValueError, match="v must be"):
+        F.train_lora(study, "neutral", NEUTRAL, sft, 0, v[:, :5], tmp_path)
+    small = SFTSet(sft.ids[:1], sft.prompts[:1], sft.neutral_answers[:1], sft.completions[:1], {})
+    with pytest.raises(ValueError, match="n_probe"):
+        F.train_lora(study, "neutral", NEUTRAL, small, 0, v, tmp_path)
+
+
+def test_measure_behaviour_and_drift(study, sft, v, runs):
+    from nnsight_inoc.drift import drift, measure_behaviour
+
+    prompts = sft.prompts[:3]
+    pre = measure_behaviour(study, study.loaded.hf_model, NEUTRAL, prompts, v)
+    keys = {"system_prompt", "prompts", "answers", "scores", "mean_score", "share_above_half", "n_unscored", "projection"}
+    assert keys <= set(pre)
+    assert len(pre["answers"]) == 3 and len(pre["projection"]) == study.tlm.n_layers
+    assert pre["n_unscored"] == sum(1 for s in pre["scores"] if s is None or math.isnan(s))
+    trained = F.load_trained(study, runs["results"][("neutral", 0)]["run_dir"])
+    post = measure_behaviour(study, trained, NEUTRAL, prompts, v)
+    assert post["projection"] != pre["projection"]  # the adapter changes the residual stream
+
+    a = dict(pre, mean_score=0.2, share_above_half=0.0, projection=[1.0, 2.0, 3.0])
+    b = dict(pre, mean_score=0.7, share_above_half=0.5, projection=[1.5, 1.0, 3.0])
+    d = drift(a, b)
+    assert d["mean_score"] == pytest.approx(0.5) and d["share_above_half"] == pytest.approx(0.5)
+    assert d["projection"] == pytest.approx([0.5, -1.0, 0.0])
+    with pytest.raises(ValueError, match="prompts"):
+        drift(a, dict(b, prompts=["other"]))
+    trained.train()
+    with pytest.raises(ValueError, match="eval mode"):
+        measure_behaviour(study, trained, NEUTRAL, prompts, v)
