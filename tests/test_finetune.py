@@ -237,3 +237,16 @@ def test_measure_behaviour_and_drift(study, sft, v, runs):
     trained.train()
     with pytest.raises(ValueError, match="eval mode"):
         measure_behaviour(study, trained, NEUTRAL, prompts, v)
+
+
+def test_nan_gradient_with_finite_loss_raises(study, sft, v, tmp_path, monkeypatch):
+    real = F.batch_loss
+
+    def nan_grad(model, batch):
+        loss = real(model, batch)
+        p = next(p for p in model.parameters() if p.requires_grad)
+        return loss + (p.sum() * 0).abs().sqrt()  # value +0, gradient inf * 0 = NaN
+
+    monkeypatch.setattr(F, "batch_loss", nan_grad)
+    with pytest.raises(NonFiniteError, match="step 0: non-finite gradient"):
+        F.train_lora(study, "neutral", NEUTRAL, sft, 0, v, tmp_path)
