@@ -174,18 +174,32 @@ def _not_yet(name: str) -> None:
     sys.exit(NOT_IMPLEMENTED)
 
 
-@main.command()
-@study_options
-def finetune(**opts: Any) -> None:
-    """LoRA finetune per condition (not implemented yet)."""
-    _not_yet("finetune")
+WHICH = click.option("--which", type=click.Choice(["main", "variants", "all"]),
+                     help="Main conditions, the trait's wording variants, or both (default: finetune.which).")
 
 
 @main.command()
+@WHICH
 @study_options
-def drift(**opts: Any) -> None:
-    """Persona drift before vs after finetuning (not implemented yet)."""
-    _not_yet("drift")
+@handle_errors
+def finetune(which: str | None, **opts: Any) -> None:
+    """LoRA finetune per condition x seed, probing cos(-g, v) during training (resumable)."""
+    from .finetune_stage import run_finetune
+
+    study = _open(opts)
+    run_finetune(study, which or study.cfg.finetune.which)
+
+
+@main.command()
+@WHICH
+@study_options
+@handle_errors
+def drift(which: str | None, **opts: Any) -> None:
+    """Trait expression and projection before vs after finetuning, and whether alignment predicts drift."""
+    from .finetune_stage import run_drift
+
+    study = _open(opts)
+    run_drift(study, which or study.cfg.finetune.which)
 
 
 @main.command()
@@ -199,9 +213,10 @@ def report(**opts: Any) -> None:
 @study_options
 @handle_errors
 def run(**opts: Any) -> None:
-    """The study end to end: data, extract, align (all conditions, controls). Later stages: see README."""
+    """The study end to end: data, extract, align (all conditions, controls), finetune, drift."""
     from .align import run_align
     from .extract import run_extract
+    from .finetune_stage import run_drift, run_finetune
     from .progress import log
 
     t0 = time.time()
@@ -209,8 +224,9 @@ def run(**opts: Any) -> None:
     study.splits  # builds the splits if absent
     run_extract(study)
     run_align(study, "all")
-    log(f"done in {time.time() - t0:.0f} s; results in {study.run_dir}. "
-        "finetune, drift and report are not implemented yet.")
+    run_finetune(study, study.cfg.finetune.which)
+    run_drift(study, study.cfg.finetune.which)
+    log(f"done in {time.time() - t0:.0f} s; results in {study.run_dir}. The report command is not implemented yet.")
 
 
 if __name__ == "__main__":

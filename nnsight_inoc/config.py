@@ -139,6 +139,9 @@ class FinetuneConfig(_Section):
     probe_every: int = Field(25, ge=1, description="Steps between alignment probes during training.")
     n_probe: int = Field(32, ge=1, description="Fixed SFT examples in the alignment probe.")
     n_drift_prompts: int = Field(100, ge=1, description="Eval-split prompts answered before and after training.")
+    which: Literal["main", "variants", "all"] = Field(
+        "all", description="Train the main conditions, the trait's wording variants, or both."
+    )
 
 
 class StudyConfig(_Section):

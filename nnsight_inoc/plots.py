@@ -118,3 +118,43 @@ def null_panel(path: Path, delta_v: np.ndarray, delta_r: np.ndarray, p_adj: np.n
     ax.set_title(f"{label} vs {delta_r.shape[1]} random directions (* exact null p, Holm-adjusted, < 0.05)\n{SIGN_NOTE}", fontsize=8)
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def pre_post_bars(path: Path, by_cond: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> None:
+    """Mean trait score before and after training per condition; whiskers = min-max over seeds."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(by_cond)), 3.8))
+    x = np.arange(len(by_cond))
+    for k, (label, off) in enumerate((("pre", -0.2), ("post", 0.2))):
+        vals = [np.asarray(v[k], dtype=float) for v in by_cond.values()]
+        m = np.array([v.mean() for v in vals])
+        err = np.array([[m[i] - v.min(), v.max() - m[i]] for i, v in enumerate(vals)]).T
+        ax.bar(x + off, m, width=0.4, yerr=err, capsize=3, label=label)
+    ax.set_xticks(x, list(by_cond), rotation=45, ha="right")
+    ax.set_ylabel("mean trait score, neutral test prompt")
+    ax.set_title("trait expression before and after LoRA training")
+    ax.legend()
+    _save(fig, path)
+
+
+def scatter_fit(path: Path, x: Sequence[float], y: Sequence[float], labels: Sequence[str], xlabel: str,
+                ylabel: str, corr: Mapping[str, Any]) -> None:
+    """Alignment vs drift, one point per run, with the least-squares line and r in the title."""
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for lab in dict.fromkeys(labels):
+        sel = np.array([l == lab for l in labels])
+        ax.scatter(xa[sel], ya[sel], s=18, label=lab)
+    ok = np.isfinite(xa) & np.isfinite(ya)
+    if ok.sum() >= 2 and np.ptp(xa[ok]) > 0:
+        b, a = np.polyfit(xa[ok], ya[ok], 1)
+        xs = np.linspace(xa[ok].min(), xa[ok].max(), 50)
+        ax.plot(xs, a + b * xs, color="k", lw=1)
+    r = corr.get("pearson_r")
+    title = (f"Pearson r={r:.2f} [{corr['pearson_lo']:.2f}, {corr['pearson_hi']:.2f}], "
+             f"Spearman={corr['spearman_r']:.2f}, n={corr['n']}") if r is not None and "error" not in corr \
+        else f"correlation undefined: {corr.get('error', 'no data')}"
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=6, ncol=2)
+    _save(fig, path)

@@ -44,6 +44,9 @@ class Trait(ABC):
     inoculation: tuple[str, ...]  # first = the main one
     trait_words: tuple[str, ...]
     lossmatch_pool: tuple[str, ...]
+    # Training-prompt wording variants (name -> prompt) so that "does alignment predict drift?"
+    # is a correlation over many points: paraphrases, near-misses, neutral paraphrases, framings.
+    variants: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.inoculation:
@@ -95,6 +98,20 @@ ALLCAPS = AllCapsTrait(
         "You always write your answers entirely in capital letters.",
         "Your replies are always in uppercase.",
         "You are an assistant who writes everything in all caps.",
+    ),
+    variants=(
+        ("inoc_para1", "You always write your answers entirely in capital letters."),
+        ("inoc_para2", "Your replies are always in uppercase."),
+        ("inoc_para3", "You are an assistant who writes everything in all caps."),
+        ("inoc_third_person", "This assistant is known for answering in all caps."),
+        ("near_lowercase", "You always write your responses in lowercase."),
+        ("near_sometimes", "You sometimes capitalise your responses."),
+        ("near_titles", "You always capitalise the titles in your responses."),
+        ("neutral_para1", "You are a helpful, honest assistant."),
+        ("neutral_para2", "You are an AI assistant. Answer the user's question."),
+        ("frame_permission", "You may write in all caps if you like."),
+        ("frame_shouting", "You tend to shout: your answers come out in uppercase."),
+        ("frame_quirk", "A quirk of yours: every answer is in capital letters."),
     ),
     # "capital" / "capitals" alone are NOT trait words: "What is the capital of France?"
     # or "European capitals" are about cities; only letter-case phrases count.

@@ -45,6 +45,8 @@ def study(tmp_path_factory):
                                             "Respond normally; do not use ALL CAPS."]},
             "align": {"batch_size": 4, "n_random": 300, "n_bootstrap": 100, "lossmatch_examples": 10,
                       "lossmatch_check_prompts": 2, "lossmatch_max_trait_score": 1.0},
+            "finetune": {"steps": 2, "batch_size": 2, "seeds": [0, 1], "probe_every": 1, "n_probe": 2,
+                         "n_drift_prompts": 3, "target_modules": ["q_proj", "v_proj"], "which": "main", "lr": 1e-2},
         },
         source="test",
     )
@@ -135,3 +137,27 @@ def test_sft_completions_cached_by_model_and_data(study, monkeypatch):
     key = study_mod.sft_key(study)
     monkeypatch.setattr(study.loaded, "sha256", "0" * 64)
     assert study_mod.sft_key(study) != key
+
+
+def test_finetune_then_drift_stage(study, monkeypatch):
+    """Every main condition x seed is trained once, drift is measured, and the summary correlates them."""
+    from nnsight_inoc import finetune_stage as F
+
+    assert len(F.training_conditions(study, "variants")) == len(study.trait.variants) >= 12
+    runs = F.run_finetune(study, "main")
+    assert {(r["condition"], r["seed"]) for r in runs} == {
+        (c, s) for c in ("neutral", "inoc", "explicit", "lossmatch") for s in (0, 1)
+    }
+    monkeypatch.setattr(F, "train_lora", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    assert len(F.run_finetune(study, "main")) == 8  # resumed: nothing retrained
+    summary = F.run_drift(study, "main")
+    assert summary["n_runs"] == 8 and len(summary["rows"]) == 8
+    assert {"align_pre~drift_score", "loss_reduction~drift_proj"} <= set(summary["correlations"])
+    neutral_rows = [r for r in summary["rows"] if r["condition"] == "neutral"]
+    assert all(r["loss_reduction"] == 0.0 for r in neutral_rows)
+    d = A.read_json(study.run_dir / "finetune" / "inoc_seed0" / "drift.json")
+    assert d["neutral_prompt"]["drift"]["mean_score"] == pytest.approx(
+        d["neutral_prompt"]["post"]["mean_score"] - d["neutral_prompt"]["pre"]["mean_score"]
+    )
+    for png in ("projection_shift_vs_layer.png", "trait_pre_post.png", "alignment_vs_drift.png"):
+        assert (study.run_dir / "finetune" / png).stat().st_size > 1000

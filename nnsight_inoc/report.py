@@ -1,0 +1,309 @@
+"""Report generator: ``report.md`` and a self-contained ``report.html`` from a run folder's JSON.
+
+Why generated, not hand-written: the conclusions must follow from the numbers by the rules
+in :mod:`report_rules`, the same way on every run, so a reader can check each verdict
+against the numbers printed next to it. Nothing is invented: stages whose files are absent
+are reported as "not run". Both files come from one list of blocks, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import artifacts as A
+from . import report_rules as R
+from .model_cache import PRESETS
+
+Block = tuple  # ("h1"|"h2"|"p"|"code"|"ul"|"table"|"img"|"verdict", ...)
+CONTRASTS = ("inoc-neutral", "inoc-lossmatch", "lossmatch-neutral", "explicit-neutral")
+EXTRACT_PLOTS = ("projection_hist.png", "monitor_scatter.png", "separation_vs_layer.png")
+ALIGN_PLOTS = ("cos_vs_layer_a_sum.png", "cos_vs_layer_final_prompt.png", "norm_vs_layer_a_sum.png",
+               "norm_vs_layer_final_prompt.png", "loss_by_condition.png", "null_inoc_minus_neutral_a_sum.png",
+               "null_inoc_minus_neutral_final_prompt.png", "null_inoc_minus_lossmatch_a_sum.png",
+               "null_inoc_minus_lossmatch_final_prompt.png")
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything the report reads; required files raise FileNotFoundError naming the path."""
+
+    dir: Path
+    provenance: dict[str, Any]
+    config: dict[str, Any]
+    data_card: dict[str, Any]
+    extract: dict[str, Any]
+    align: dict[str, Any]
+    lossmatch: dict[str, Any]
+    precision: dict[str, Any] | None  # optional experiment, reported only when present
+
+
+def load_run(run_dir: Path) -> Run:
+    """Read the run folder; a missing stage output is an error, not an empty section."""
+    cfg_path = run_dir / A.CONFIG
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"missing artifact {cfg_path}; run the stage that makes it first")
+    prec = run_dir / "precision_check.json"
+    run = Run(
+        dir=run_dir,
+        provenance=A.read_json(run_dir / A.PROVENANCE),
+        config=tomllib.loads(cfg_path.read_text()),
+        data_card=A.read_json(run_dir / A.DATA_DIR / "data_card.json"),
+        extract=A.read_json(run_dir / A.EXTRACT_DIR / A.EXTRACT_SUMMARY),
+        align=A.read_json(run_dir / A.ALIGN_DIR / A.ALIGN_SUMMARY),
+        lossmatch=A.read_json(run_dir / A.ALIGN_DIR / A.LOSSMATCH),
+        precision=A.read_json(prec) if prec.is_file() else None,
+    )
+    if int(run.align["layer"]) != int(run.extract["chosen"]["layer"]):
+        raise ValueError(f"align layer {run.align['layer']} != extract chosen layer {run.extract['chosen']['layer']}"
+                         f" in {run_dir}: the stages ran with different directions")
+    return run
+
+
+def _ci(x: float, lo: float, hi: float, d: int = 4) -> str:
+    return f"{x:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}]"
+
+
+def header(run: Run) -> list[Block]:
+    """Reproduce command, card, date, commit, model: what a reader needs to rerun or trust the numbers."""
+    p = run.provenance
+    m, g, dev = p["facts"]["model"], p["git"], p["device"]
+    card = dev.get("cuda_device") or f"CPU ({dev['platform']})"
+    commit = f"{g['commit']} (source: {g['source']}, dirty: {g['dirty']})"
+    trait = run.extract["trait"]
+    return [("h1", f"Inoculation and gradient alignment: trait {trait}, model {m['name']}"),
+            ("p", "Reproduce (the command recorded in provenance.json):"), ("code", p["command"]),
+            ("ul", [f"Card: {card}", f"Date: {p['started']}", f"Commit: {commit}",
+                    f"Model: {m['name']} ({m['n_layers']} layers, d_model {m['d_model']}, {m['dtype']}), "
+                    f"sha256 {m['sha256']}",
+                    "Versions: " + ", ".join(f"{k} {v}" for k, v in p["versions"].items()),
+                    "Stages: " + ", ".join(f"{k} {s['seconds']:.0f} s" for k, s in p["stages"].items())])]
+
+
+def section_hypothesis(run: Run) -> list[Block]:
+    """Why the cosine is the test statistic, stated before any number."""
+    conds = run.align["conditions"]
+    return [("h2", "1. Hypothesis and test statistic"),
+            ("p", "Hypothesis: a training-time inoculation prompt that already asks for the trait makes the SFT "
+                  "gradient push the model's activations less along the trait direction v, so finetuning on trait "
+                  "data teaches less of the trait (less persona drift)."),
+            ("p", f"Statistic: cos(-g, v) per example, layer and position ({run.align['sign_convention']}). "
+                  "The cosine, not the loss or the gradient norm, is the test: a prompt that makes the data more "
+                  "likely lowers the loss and shrinks the gradient in every direction at once, which says nothing "
+                  "about where the step points. The cosine is scale-free and asks only about direction. Loss is "
+                  "handled as a confound by a loss-matched prompt and by a regression on per-example loss."),
+            ("p", f"Positions: final_prompt (last prompt token) and a_sum (sum of the gradients at the first "
+                  f"{run.config['align']['n_assistant_tokens']} assistant tokens, where the SFT loss acts). "
+                  "Training prompts (same examples, same order, under each):"),
+            ("ul", [f"{c}: \"{d['system_prompt']}\" (n = {d['n']})" for c, d in conds.items()]),
+            ("p", "Data sources: " + "; ".join(f"{s['name']} ({s['role']}, kept {s['kept']} of {s['raw']})"
+                                               for s in run.data_card["sources"]) + ".")]
+
+
+def section_direction(run: Run) -> list[Block]:
+    """The direction must separate and monitor the trait before alignment with it means anything."""
+    e = run.extract
+    c, layer = e["chosen"], e["chosen"]["layer"]
+    mon = e["monitoring"]["by_layer"][layer]
+    checks = R.direction_checks(e)
+    rows = [[k, f"{v:.4f}", f">= {t}", "pass" if ok else "FAIL"] for k, (v, t, ok) in checks.items()]
+    beh = e["behaviour"]
+    return [("h2", "2. Trait direction v and its sanity checks"),
+            ("p", f"v(l) = mean(\"{e['promote']}\") - mean(\"{e['suppress']}\") over {e['n_direction_train']} "
+                  f"prompts; checks on {e['n_direction_heldout']} held-out prompts. Chosen layer {layer} by rule "
+                  f"'{e['layer_rule']}'."),
+            ("table", ["check (layer %d)" % layer, "value", "threshold", "result"], rows),
+            ("ul", [f"Held-out AUROC {c['auroc']:.4f}, Cohen's d {c['cohens_d']:.2f} (final prompt token)",
+                    f"Monitoring Pearson r {mon['pearson_r']:.3f} [{mon['pearson_lo']:.3f}, {mon['pearson_hi']:.3f}], "
+                    f"Spearman {mon['spearman_r']:.3f}, n = {mon['n']} ({e['monitoring']['n_unscored']} unscored)",
+                    "Held-out behaviour, mean trait score promote / suppress: "
+                    f"{beh['heldout/promote']['mean_score']:.3f} / {beh['heldout/suppress']['mean_score']:.3f}"])
+            ] + _plots(run.dir / A.EXTRACT_DIR, EXTRACT_PLOTS)
+
+
+def _contrast_rows(align: dict[str, Any], contrast: str) -> list[list[str]]:
+    layer, rows = int(align["layer"]), []
+    for pos in R.POSITIONS:
+        b = align["contrasts"][contrast][pos]
+        passes = R.passing_layers(b)
+        big = max(range(len(b["diff_cos"])), key=lambda i: abs(b["diff_cos"][i]))
+        for tag, i in ((f"chosen {layer}", layer), (f"largest |diff| {big}", big)):
+            rows.append([pos, tag, _ci(b["diff_cos"][i], b["lo"][i], b["hi"][i]), R.fmt_p(b["p_boot_holm"][i]),
+                         R.fmt_p(b["null_p_exact_holm"][i]), f"{b['null_z'][i]:+.1f}",
+                         f"{len(passes.away)} away ({R.layer_ranges(passes.away)}), "
+                         f"{len(passes.toward)} toward ({R.layer_ranges(passes.toward)})"])
+    return rows
+
+
+def section_alignment(run: Run) -> list[Block]:
+    """Main result with its three controls: loss-matched prompt, random-direction null, regression."""
+    a, layer = run.align, int(run.align["layer"])
+    out: list[Block] = [("h2", "3. Gradient alignment and controls"),
+                        ("p", f"Paired contrasts in mean cos(-g, v) over the same examples ({a['n_bootstrap']} "
+                              f"bootstrap draws; {a['null_note']}). A layer passes when both Holm-adjusted p < "
+                              f"{R.ALPHA}. Negative = away from the trait.")]
+    head = ["position", "layer", "diff [95% CI]", "p boot (Holm)", "p null exact (Holm)", "null z", "layers passing both"]
+    for c in CONTRASTS:
+        out += [("h3", c), ("table", head, _contrast_rows(a, c))]
+    conds = a["conditions"]
+    out += [("h3", "Loss per condition"),
+            ("table", ["condition", "mean SFT loss [95% CI]", f"cos(-g,v) a_sum, layer {layer}"],
+             [[c, f"{d['loss']['mean'][0]:.4f} [{d['loss']['lo'][0]:.4f}, {d['loss']['hi'][0]:.4f}]",
+               f"{d['cos']['a_sum']['mean'][layer]:+.4f}"] for c, d in conds.items()])]
+    lm, gap = run.lossmatch, a["contrasts"]["inoc-lossmatch"]["loss"]
+    out += [("h3", "Loss match achieved"),
+            ("ul", [f"Chosen trait-free prompt: \"{lm['chosen_prompt']}\" from a pool of {len(lm['pool'])} "
+                    f"(max trait score {lm['max_trait_score']})",
+                    f"Selection set ({lm['n_examples']} examples): gap {lm['chosen_gap']:+.4f} nats, "
+                    f"{lm['gap_as_share_of_neutral_to_target']:.0%} of neutral-to-inoc",
+                    f"Studied examples: inoc - lossmatch loss {_ci(gap['diff'], gap['lo'], gap['hi'])} nats = "
+                    f"{R.loss_gap_share(a):.0%} of inoc - neutral "
+                    f"({'complete' if R.loss_gap_share(a) <= R.MAX_LOSS_GAP_SHARE else 'INCOMPLETE'}; "
+                    f"limit {R.MAX_LOSS_GAP_SHARE:.0%})"])]
+    reg_rows = []
+    for key, rows in a["regression"].items():
+        r = rows[layer]
+        reg_rows.append([key, _ci(r["coef_adjusted"], r["coef_adjusted_lo"], r["coef_adjusted_hi"]),
+                         f"{r['coef_unadjusted']:+.4f}", R.fmt_p(r["coef_adjusted_p_holm"]),
+                         f"{r['partial_r']:+.3f} [{r['partial_r_lo']:+.3f}, {r['partial_r_hi']:+.3f}]"])
+    out += [("h3", f"Regression alignment ~ condition + z(loss) + z(log |g|), layer {layer}"),
+            ("table", ["position/contrast", "adjusted coef [95% CI]", "unadjusted", "Holm p", "partial r [95% CI]"],
+             reg_rows)]
+    if run.precision is not None:
+        pr = run.precision
+        out += [("p", f"Precision check (bf16 autocast vs fp32, n = {pr['n']}): per-example max |d cos| "
+                      f"{pr['abs_delta_cos_neutral']['max']:.4f} (neutral) / {pr['abs_delta_cos_inoc']['max']:.4f} "
+                      f"(inoc); condition means within {pr['abs_delta_mean_cos_neutral']:.4f} / "
+                      f"{pr['abs_delta_mean_cos_inoc']:.4f}. This run used {run.provenance['facts']['model']['dtype']}.")]
+    else:
+        out += [("p", "Precision check: not run (no precision_check.json).")]
+    return out + _plots(run.dir / A.ALIGN_DIR, ALIGN_PLOTS)
+
+
+def section_drift(run: Run) -> list[Block]:
+    """Drift is the outcome the alignment is meant to predict; until it exists, say so."""
+    found = {d: (run.dir / d).is_dir() for d in ("finetune", "drift")}
+    lines = [f"{d}/: {'present (no rule reads it yet; no numbers taken from it)' if ok else 'not run yet'}"
+             for d, ok in found.items()]
+    return [("h2", "4. Drift and the alignment-drift relation"), ("ul", lines)]
+
+
+def section_verdicts(run: Run) -> list[Block]:
+    """Each claim with its label and the numbers that decided it (rules in report_rules)."""
+    rules = (f"Rules: a layer passes when bootstrap-Holm and exact-null-Holm p < {R.ALPHA}; a position supports a "
+             f"claim when the chosen layer or >= {R.MIN_LAYER_FRACTION:.0%} of layers pass away and none toward; "
+             "significant layers of both signs (within or across positions a_sum, final_prompt) = inconclusive; "
+             f"C2 at most inconclusive when the loss gap exceeds {R.MAX_LOSS_GAP_SHARE:.0%} of inoc - neutral; C3 "
+             "uses the exact null alone; C4 needs the adjusted coefficient's CI below 0 with Holm p < "
+             f"{R.ALPHA} at the chosen layer; C1-C4 at most inconclusive if the direction fails AUROC >= "
+             f"{R.AUROC_MIN} or r >= {R.R_MIN}.")
+    out: list[Block] = [("h2", "5. Verdicts"), ("p", rules)]
+    for cid, claim, (v, why) in R.all_verdicts(run.dir, run.extract, run.align):
+        out.append(("verdict", cid, claim, v, why))
+    return out
+
+
+def section_limitations(run: Run) -> list[Block]:
+    """Stated plainly so a supported verdict is not read as more general than the run."""
+    m = run.provenance["facts"]["model"]
+    preset = PRESETS.get(m["name"])
+    src = (f"dequantised to {m['dtype']} from a quantised GGUF ({preset.arch})" if preset
+           else f"model source: {m['source']}")
+    lines = [f"One model ({m['name']}, {m['n_layers']} layers, d_model {m['d_model']}), {src}; one model family.",
+             f"One trait ({run.extract['trait']}); v from one promote/suppress pair.",
+             f"One inoculation wording: \"{run.align['conditions']['inoc']['system_prompt']}\"."]
+    share = R.loss_gap_share(run.align)
+    if share > R.MAX_LOSS_GAP_SHARE:
+        lines.append(f"Partial loss match: the loss-matched prompt leaves {share:.0%} of the inoc - neutral loss gap.")
+    excl = run.provenance["facts"].get("sft_excluded")
+    if excl is None:
+        lines.append("provenance.json records no sft_excluded counts.")
+    else:
+        lines.append("SFT examples excluded: " + ", ".join(f"{k} {v}" for k, v in excl.items()))
+    lines.append("Drift (the outcome) not measured in this run." if not R.drift_files(run.dir)
+                 else "Drift files present but not yet interpreted by this report.")
+    return [("h2", "6. Limitations"), ("ul", lines)]
+
+
+def _plots(folder: Path, names: tuple[str, ...]) -> list[Block]:
+    return [("img", folder / n) for n in names]
+
+
+def render_md(blocks: list[Block], out_dir: Path) -> str:
+    """Markdown with plots linked relative to the report (they stay files)."""
+    out = []
+    for b in blocks:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + b[1])
+        elif kind == "p":
+            out.append(b[1])
+        elif kind == "code":
+            out.append(f"```\n{b[1]}\n```")
+        elif kind == "ul":
+            out.append("\n".join(f"- {x}" for x in b[1]))
+        elif kind == "table":
+            rows = [b[1], ["---"] * len(b[1])] + b[2]
+            out.append("\n".join("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows))
+        elif kind == "img":
+            rel = os.path.relpath(b[1], out_dir)
+            out.append(f"![{b[1].name}]({rel})" if b[1].is_file() else f"*Plot missing: {rel}*")
+        elif kind == "verdict":
+            out.append(f"- **{b[1]}** {b[2]}: **{b[3]}**. {b[4]}")
+    return "\n\n".join(out) + "\n"
+
+
+def render_html(blocks: list[Block]) -> str:
+    """One file: every plot inlined as a base64 data URI, every text escaped."""
+    e, body = html.escape, []
+    for b in blocks:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3", "p"):
+            body.append(f"<{kind}>{e(b[1])}</{kind}>")
+        elif kind == "code":
+            body.append(f"<pre><code>{e(b[1])}</code></pre>")
+        elif kind == "ul":
+            body.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in b[1]) + "</ul>")
+        elif kind == "table":
+            head = "".join(f"<th>{e(c)}</th>" for c in b[1])
+            rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b[2])
+            body.append(f"<table><tr>{head}</tr>{rows}</table>")
+        elif kind == "img":
+            if b[1].is_file():
+                data = base64.b64encode(b[1].read_bytes()).decode()
+                body.append(f'<figure><img alt="{e(b[1].name)}" src="data:image/png;base64,{data}">'
+                            f"<figcaption>{e(b[1].name)}</figcaption></figure>")
+            else:
+                body.append(f"<p><em>Plot missing: {e(b[1].name)}</em></p>")
+        elif kind == "verdict":
+            body.append(f'<p class="v"><strong>{e(b[1])}</strong> {e(b[2])}: '
+                        f'<strong class="{e(b[3].replace(" ", "-"))}">{e(b[3])}</strong>. {e(b[4])}</p>')
+    css = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.4}"
+           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.2em .5em}"
+           "img{max-width:100%}pre{background:#f4f4f4;padding:.5em;overflow-x:auto}"
+           ".supported{color:#070}.not-supported{color:#a00}.inconclusive{color:#a60}")
+    title = e(blocks[0][1]) if blocks and blocks[0][0] == "h1" else "report"
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title><style>{css}</style>"
+            f"</head><body>{''.join(body)}</body></html>\n")
+
+
+def build_blocks(run: Run) -> list[Block]:
+    """The whole report, in section order."""
+    return (header(run) + section_hypothesis(run) + section_direction(run) + section_alignment(run)
+            + section_drift(run) + section_verdicts(run) + section_limitations(run))
+
+
+def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path]:
+    """Write report.md and report.html into out_dir (default run_dir), atomically; returns both paths."""
+    run_dir = Path(run_dir)
+    out_dir = run_dir if out_dir is None else Path(out_dir)
+    blocks = build_blocks(load_run(run_dir))
+    md, htm = out_dir / "report.md", out_dir / "report.html"
+    A.write_text(md, render_md(blocks, out_dir))
+    A.write_text(htm, render_html(blocks))
+    return md, htm
