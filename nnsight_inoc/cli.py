@@ -18,7 +18,6 @@ from rich.table import Table
 
 from .config import PRESETS, ConfigError, StudyConfig, apply_overrides, load_config
 
-NOT_IMPLEMENTED = 2
 
 
 def _command_line() -> str:
@@ -85,7 +84,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*a, **k)
         except (ConfigError, ModelError, DataError, ChatFormatError, TracingError, NonFiniteError,
-                FileNotFoundError, NotImplementedError) as err:
+                FileNotFoundError, NotImplementedError, ValueError) as err:
             raise click.ClickException(f"{type(err).__name__}: {err}") from None
 
     return wrapper
@@ -169,11 +168,6 @@ def align(condition: str, **opts: Any) -> None:
     run_align(_open(opts), condition)
 
 
-def _not_yet(name: str) -> None:
-    click.echo(f"`{name}` is not implemented yet.", err=True)
-    sys.exit(NOT_IMPLEMENTED)
-
-
 WHICH = click.option("--which", type=click.Choice(["main", "variants", "all"]),
                      help="Main conditions, the trait's wording variants, or both (default: finetune.which).")
 
@@ -203,10 +197,16 @@ def drift(which: str | None, **opts: Any) -> None:
 
 
 @main.command()
+@click.option("--out-dir", type=click.Path(file_okay=False), help="Where to write (default: the run folder).")
 @study_options
-def report(**opts: Any) -> None:
-    """Write report.md / report.html (not implemented yet)."""
-    _not_yet("report")
+@handle_errors
+def report(out_dir: str | None, **opts: Any) -> None:
+    """Write report.md and a self-contained report.html from a run folder's JSON (no model needed)."""
+    from .report import write_report
+
+    _, run_dir = resolve(**opts)
+    md, htm = write_report(run_dir, Path(out_dir) if out_dir else None)
+    click.echo(f"wrote {md} and {htm}")
 
 
 @main.command()
@@ -218,6 +218,7 @@ def run(**opts: Any) -> None:
     from .extract import run_extract
     from .finetune_stage import run_drift, run_finetune
     from .progress import log
+    from .report import write_report
 
     t0 = time.time()
     study = _open(opts)
@@ -226,7 +227,8 @@ def run(**opts: Any) -> None:
     run_align(study, "all")
     run_finetune(study, study.cfg.finetune.which)
     run_drift(study, study.cfg.finetune.which)
-    log(f"done in {time.time() - t0:.0f} s; results in {study.run_dir}. The report command is not implemented yet.")
+    md, _ = write_report(study.run_dir)
+    log(f"done in {time.time() - t0:.0f} s; results in {study.run_dir}; report: {md}")
 
 
 if __name__ == "__main__":

@@ -187,9 +187,12 @@ def section_alignment(run: Run) -> list[Block]:
 
 def section_drift(run: Run) -> list[Block]:
     """Drift is the outcome the alignment is meant to predict; until it exists, say so."""
-    found = {d: (run.dir / d).is_dir() for d in ("finetune", "drift")}
-    lines = [f"{d}/: {'present (no rule reads it yet; no numbers taken from it)' if ok else 'not run yet'}"
-             for d, ok in found.items()]
+    trained = sorted(run.dir.glob("finetune/**/train.json"))
+    drift = R.drift_files(run.dir)
+    lines = [f"Finetuning: {len(trained)} finished run(s) (train.json)" if trained else "Finetuning: not run yet",
+             (f"Drift: {len(drift)} file(s) present; no rule reads them yet, so no number is taken from them"
+              if drift else "Drift: not run yet"),
+             "Alignment-drift relation: " + ("not run yet" if not drift else "not interpreted yet")]
     return [("h2", "4. Drift and the alignment-drift relation"), ("ul", lines)]
 
 

@@ -200,17 +200,20 @@ def c4_regression(align: Mapping[str, Any]) -> Verdict:
     return v, f"layer {layer}: {why}"
 
 
+DRIFT_GLOBS = ("drift/**/*", "finetune/**/drift.json", "finetune/finetune_summary.json")
+
+
 def drift_files(run_dir: Path) -> list[Path]:
-    """Files under drift/ (empty when the stage has not run)."""
-    d = run_dir / "drift"
-    return sorted(p for p in d.rglob("*") if p.is_file()) if d.is_dir() else []
+    """Drift outputs: anything under drift/, and the finetune stage's drift.json / finetune_summary.json
+    (where `cli.py drift` writes). Empty when the stage has not run."""
+    return sorted({p for g in DRIFT_GLOBS for p in run_dir.glob(g) if p.is_file()})
 
 
 def _drift_verdict(run_dir: Path) -> Verdict:
     files = drift_files(run_dir)
     if not files:
-        return INCONCLUSIVE, f"not run: no drift results in {run_dir.name}/drift/"
-    return INCONCLUSIVE, (f"drift/ holds {len(files)} file(s) but this report has no rule for them yet; "
+        return INCONCLUSIVE, f"not run: no drift results in {run_dir.name}/ ({', '.join(DRIFT_GLOBS)})"
+    return INCONCLUSIVE, (f"{len(files)} drift file(s) present but this report has no rule for them yet; "
                           "no number is read from them")
 
 

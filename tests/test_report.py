@@ -1,0 +1,176 @@
+"""Report generator: end to end on the committed allcaps run (copied, never written in place),
+and the verdict rules on small synthetic summaries whose right answer is obvious."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nnsight_inoc import report_rules as R
+from nnsight_inoc.report import write_report
+
+ALLCAPS = Path(__file__).resolve().parents[1] / "results" / "allcaps"
+N_LAYERS, CHOSEN = 8, 7
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    run = tmp_path_factory.mktemp("r") / "allcaps"
+    shutil.copytree(ALLCAPS, run)
+    md, htm = write_report(run)
+    return run, md, htm
+
+
+def test_both_files_written_into_run_dir(written: tuple[Path, Path, Path]) -> None:
+    run, md, htm = written
+    assert md == run / "report.md" and htm == run / "report.html"
+    assert md.stat().st_size > 1000 and htm.stat().st_size > 1000
+
+
+def test_html_self_contained(written: tuple[Path, Path, Path]) -> None:
+    text = written[2].read_text()
+    assert "data:image/png;base64," in text
+    srcs = re.findall(r'src="([^"]*)"', text)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "<script" not in text and 'href="' not in text
+
+
+@pytest.mark.parametrize("cid", [c for c, _ in R.CLAIMS])
+def test_every_verdict_line_labelled(written: tuple[Path, Path, Path], cid: str) -> None:
+    md, htm = written[1].read_text(), written[2].read_text()
+    labels = "|".join(R.LABELS)
+    assert re.search(rf"^- \*\*{cid}\*\* .+: \*\*({labels})\*\*\. ", md, re.M), cid
+    assert re.search(rf"<strong>{cid}</strong> .+?: <strong class=\"[a-z-]+\">({labels})</strong>", htm), cid
+
+
+def test_reproduce_command_and_header(written: tuple[Path, Path, Path]) -> None:
+    run, md, htm = written
+    prov = json.loads((run / "provenance.json").read_text())
+    for text, cmd in ((md.read_text(), prov["command"]), (htm.read_text(), html.escape(prov["command"]))):
+        assert cmd in text
+        assert prov["facts"]["model"]["sha256"] in text and prov["git"]["commit"] in text
+        assert prov["device"]["cuda_device"] in text
+
+
+def test_drift_not_run(written: tuple[Path, Path, Path]) -> None:
+    md = written[1].read_text()
+    drift = md.split("## 4.")[1].split("## 5.")[0]
+    assert "not run" in drift
+    assert re.search(r"\*\*C5\*\* .+: \*\*inconclusive\*\*\. not run", md)
+    assert re.search(r"\*\*C6\*\* .+: \*\*inconclusive\*\*\. not run", md)
+
+
+def test_out_dir_elsewhere_keeps_links(written: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    md, _ = write_report(written[0], tmp_path / "out")
+    for rel in re.findall(r"!\[[^]]*\]\(([^)]+)\)", md.read_text()):
+        assert (md.parent / rel).is_file(), rel
+
+
+def test_missing_extract_names_the_file(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(ALLCAPS, run)
+    (run / "extract" / "extract_summary.json").unlink()
+    with pytest.raises(FileNotFoundError, match="extract_summary.json"):
+        write_report(run)
+    assert not (run / "report.md").exists()
+
+
+# ---- rules on synthetic summaries -------------------------------------------------------------
+
+def _block(diff: list[float], p_boot: float | list[float] = 0.01, p_null: float | list[float] = 0.01) -> dict:
+    n = len(diff)
+    pb = p_boot if isinstance(p_boot, list) else [p_boot] * n
+    pn = p_null if isinstance(p_null, list) else [p_null] * n
+    return {"diff_cos": diff, "p_boot_holm": pb, "null_p_exact_holm": pn}
+
+
+def _loss(diff: float) -> dict:
+    return {"diff": diff, "lo": diff - 0.002, "hi": diff + 0.002, "p": 0.0005}
+
+
+def _align(neutral_block: dict, lossmatch_block: dict | None = None, *, lm_loss: float = -0.001) -> dict:
+    lm = lossmatch_block or neutral_block
+    return {"layer": CHOSEN, "contrasts": {
+        "inoc-neutral": {"loss": _loss(-0.03), "a_sum": neutral_block, "final_prompt": neutral_block},
+        "inoc-lossmatch": {"loss": _loss(lm_loss), "a_sum": lm, "final_prompt": lm}}}
+
+
+NEG = [-0.01] * N_LAYERS
+
+
+def test_clear_negative_effect_supported() -> None:
+    assert R.c1_rotation(_align(_block(NEG)))[0] == R.SUPPORTED
+    assert R.c3_beyond_random(_align(_block(NEG, p_boot=0.9)))[0] == R.SUPPORTED  # null alone
+
+
+def test_no_significant_layers_not_supported() -> None:
+    v, why = R.c1_rotation(_align(_block(NEG, p_boot=0.5)))
+    assert v == R.NOT_SUPPORTED and "no layer passes" in why
+    assert R.c1_rotation(_align(_block([0.01] * N_LAYERS)))[0] == R.NOT_SUPPORTED  # all toward the trait
+
+
+def test_null_failure_blocks_c1() -> None:
+    assert R.c1_rotation(_align(_block(NEG, p_null=0.2)))[0] == R.NOT_SUPPORTED
+
+
+def test_mixed_signs_inconclusive() -> None:
+    v, why = R.c1_rotation(_align(_block([-0.01] * 4 + [0.01] * 4)))
+    assert v == R.INCONCLUSIVE and "mixed" in why
+
+
+def test_too_few_layers_inconclusive_unless_chosen_layer() -> None:
+    p = [0.5] * N_LAYERS
+    p[0] = 0.01  # one layer of eight, not the chosen one: below 25%
+    assert R.c1_rotation(_align(_block(NEG, p_boot=p)))[0] == R.INCONCLUSIVE
+    p = [0.5] * N_LAYERS
+    p[CHOSEN] = 0.01
+    assert R.c1_rotation(_align(_block(NEG, p_boot=p)))[0] == R.SUPPORTED
+
+
+def test_incomplete_loss_match_inconclusive() -> None:
+    matched = _align(_block(NEG), _block(NEG), lm_loss=-0.001)  # 3% of the inoc - neutral gap
+    assert R.c2_beyond_lossmatch(matched)[0] == R.SUPPORTED
+    v, why = R.c2_beyond_lossmatch(_align(_block(NEG), _block(NEG), lm_loss=-0.015))  # 50%
+    assert v == R.INCONCLUSIVE and "loss match incomplete" in why and "50%" in why
+
+
+def _reg(coef: float, lo: float, hi: float, p: float) -> dict:
+    return {"coef_adjusted": coef, "coef_adjusted_lo": lo, "coef_adjusted_hi": hi, "coef_adjusted_p_holm": p,
+            "partial_r": coef * 10}
+
+
+def test_regression_rule() -> None:
+    def align(row: dict) -> dict:
+        return {"layer": 0, "regression": {f"{pos}/inoc_vs_neutral": [row] for pos in R.POSITIONS}}
+
+    assert R.c4_regression(align(_reg(-0.01, -0.02, -0.005, 0.01)))[0] == R.SUPPORTED
+    assert R.c4_regression(align(_reg(-0.01, -0.02, 0.001, 0.01)))[0] == R.NOT_SUPPORTED  # CI spans 0
+    assert R.c4_regression(align(_reg(-0.01, -0.02, -0.005, 0.2)))[0] == R.NOT_SUPPORTED  # Holm p too big
+    assert R.c4_regression(align(_reg(0.01, 0.005, 0.02, 0.01)))[0] == R.NOT_SUPPORTED  # wrong sign
+
+
+def test_failed_direction_caps_verdicts(tmp_path: Path) -> None:
+    extract = {"chosen": {"auroc": 0.8, "pearson_r": 0.7}}
+    align = _align(_block(NEG))
+    align["regression"] = {f"{pos}/inoc_vs_neutral": [_reg(-0.01, -0.02, -0.005, 0.01)] * N_LAYERS
+                           for pos in R.POSITIONS}
+    verdicts = {cid: v for cid, _, v in R.all_verdicts(tmp_path, extract, align)}
+    assert verdicts["C1"][0] == R.INCONCLUSIVE and "AUROC 0.800 < 0.95" in verdicts["C1"][1]
+    assert verdicts["C5"][0] == R.INCONCLUSIVE and verdicts["C5"][1].startswith("not run")
+
+
+def test_layer_ranges() -> None:
+    assert R.layer_ranges([2, 3, 4, 9, 11, 12]) == "2–4, 9, 11–12"
+    assert R.layer_ranges([]) == "none"
+
+
+def test_drift_files_present_not_read(tmp_path: Path) -> None:
+    (tmp_path / "finetune" / "inoc" / "seed0").mkdir(parents=True)
+    (tmp_path / "finetune" / "inoc" / "seed0" / "drift.json").write_text("{}")
+    v, why = R.c5_drift(tmp_path)
+    assert v == R.INCONCLUSIVE and "not run" not in why and "no rule" in why
