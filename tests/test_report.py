@@ -21,7 +21,7 @@ N_LAYERS, CHOSEN = 8, 7
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     run = tmp_path_factory.mktemp("r") / "allcaps"
-    shutil.copytree(ALLCAPS, run)
+    shutil.copytree(ALLCAPS, run, ignore=shutil.ignore_patterns("report.md", "report.html"))
     md, htm = write_report(run)
     return run, md, htm
 
@@ -73,7 +73,7 @@ def test_out_dir_elsewhere_keeps_links(written: tuple[Path, Path, Path], tmp_pat
 
 def test_missing_extract_names_the_file(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    shutil.copytree(ALLCAPS, run)
+    shutil.copytree(ALLCAPS, run, ignore=shutil.ignore_patterns("report.md", "report.html"))
     (run / "extract" / "extract_summary.json").unlink()
     with pytest.raises(FileNotFoundError, match="extract_summary.json"):
         write_report(run)
