@@ -213,21 +213,13 @@ def report(out_dir: str | None, **opts: Any) -> None:
 @study_options
 @handle_errors
 def run(**opts: Any) -> None:
-    """The study end to end: data, extract, align (all conditions, controls), finetune, drift."""
-    from .align import run_align
-    from .extract import run_extract
-    from .finetune_stage import run_drift, run_finetune
+    """The study end to end: data, extract, align, finetune, drift, report; unchanged stages are reused."""
     from .progress import log
-    from .report import write_report
+    from .stages import run_all
 
     t0 = time.time()
     study = _open(opts)
-    study.splits  # builds the splits if absent
-    run_extract(study)
-    run_align(study, "all")
-    run_finetune(study, study.cfg.finetune.which)
-    run_drift(study, study.cfg.finetune.which)
-    md, _ = write_report(study.run_dir)
+    md = run_all(study)
     log(f"done in {time.time() - t0:.0f} s; results in {study.run_dir}; report: {md}")
 
 

@@ -78,8 +78,11 @@ def run_finetune(study: Study, which: str = "all") -> list[dict[str, Any]]:
         for seed in study.cfg.finetune.seeds:
             path = out_dir / run_name(cond, seed) / TRAIN_JSON
             if path.is_file():
+                rec = A.read_json(path)
+                if rec["finetune_config"] != study.cfg.finetune.model_dump() or rec["system_prompt"] != system:
+                    raise ValueError(f"{path} was trained with another config or prompt; use a new --run-dir")
                 log(f"finetune {run_name(cond, seed)}: already trained, reusing")
-                done.append(A.read_json(path))
+                done.append(rec)
                 continue
             train_lora(study, cond, system, sft, seed, v, out_dir)
             done.append(A.read_json(path))
@@ -111,6 +114,8 @@ def run_drift(study: Study, which: str = "all") -> dict[str, Any]:
             if not (folder / TRAIN_JSON).is_file():
                 raise FileNotFoundError(f"{folder / TRAIN_JSON}: run `finetune` first")
             if (folder / DRIFT_JSON).is_file():
+                if A.read_json(folder / DRIFT_JSON)["n_prompts"] != len(prompts):
+                    raise ValueError(f"{folder / DRIFT_JSON} used another number of prompts; use a new --run-dir")
                 continue
             model = load_trained(study, folder)
             rec: dict[str, Any] = {"condition": cond, "seed": seed, "n_prompts": len(prompts)}

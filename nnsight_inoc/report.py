@@ -14,7 +14,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from . import artifacts as A
 from . import report_rules as R
@@ -54,9 +54,9 @@ def load_run(run_dir: Path) -> Run:
         provenance=A.read_json(run_dir / A.PROVENANCE),
         config=tomllib.loads(cfg_path.read_text()),
         data_card=A.read_json(run_dir / A.DATA_DIR / "data_card.json"),
-        extract=A.read_json(run_dir / A.EXTRACT_DIR / A.EXTRACT_SUMMARY),
-        align=A.read_json(run_dir / A.ALIGN_DIR / A.ALIGN_SUMMARY),
-        lossmatch=A.read_json(run_dir / A.ALIGN_DIR / A.LOSSMATCH),
+        extract=_nulls_to_nan(A.read_json(run_dir / A.EXTRACT_DIR / A.EXTRACT_SUMMARY)),
+        align=_nulls_to_nan(A.read_json(run_dir / A.ALIGN_DIR / A.ALIGN_SUMMARY)),
+        lossmatch=_nulls_to_nan(A.read_json(run_dir / A.ALIGN_DIR / A.LOSSMATCH)),
         precision=A.read_json(prec) if prec.is_file() else None,
     )
     if int(run.align["layer"]) != int(run.extract["chosen"]["layer"]):
@@ -74,7 +74,7 @@ def header(run: Run) -> list[Block]:
     p = run.provenance
     m, g, dev = p["facts"]["model"], p["git"], p["device"]
     card = dev.get("cuda_device") or f"CPU ({dev['platform']})"
-    commit = f"{g['commit']} (source: {g['source']}, dirty: {g['dirty']})"
+    commit = f"{g['commit']} (source: {g.get('source', 'git')}, dirty: {g['dirty']})"
     trait = run.extract["trait"]
     return [("h1", f"Inoculation and gradient alignment: trait {trait}, model {m['name']}"),
             ("p", "Reproduce (the command recorded in provenance.json):"), ("code", p["command"]),
@@ -101,8 +101,7 @@ def section_hypothesis(run: Run) -> list[Block]:
                   f"{run.config['align']['n_assistant_tokens']} assistant tokens, where the SFT loss acts). "
                   "Training prompts (same examples, same order, under each):"),
             ("ul", [f"{c}: \"{d['system_prompt']}\" (n = {d['n']})" for c, d in conds.items()]),
-            ("p", "Data sources: " + "; ".join(f"{s['name']} ({s['role']}, kept {s['kept']} of {s['raw']})"
-                                               for s in run.data_card["sources"]) + ".")]
+            ("p", _sources_line(run.data_card))]
 
 
 def section_direction(run: Run) -> list[Block]:
@@ -188,12 +187,32 @@ def section_alignment(run: Run) -> list[Block]:
 def section_drift(run: Run) -> list[Block]:
     """Drift is the outcome the alignment is meant to predict; until it exists, say so."""
     trained = sorted(run.dir.glob("finetune/**/train.json"))
-    drift = R.drift_files(run.dir)
-    lines = [f"Finetuning: {len(trained)} finished run(s) (train.json)" if trained else "Finetuning: not run yet",
-             (f"Drift: {len(drift)} file(s) present; no rule reads them yet, so no number is taken from them"
-              if drift else "Drift: not run yet"),
-             "Alignment-drift relation: " + ("not run yet" if not drift else "not interpreted yet")]
-    return [("h2", "4. Drift and the alignment-drift relation"), ("ul", lines)]
+    summ = R.drift_summary(run.dir)
+    lines = [f"Finetuning: {len(trained)} finished run(s) (train.json)" if trained else "Finetuning: not run yet"]
+    if summ is None:
+        lines += ["Drift: not run yet", "Alignment-drift relation: not run yet"]
+        return [("h2", "4. Drift and the alignment-drift relation"), ("ul", lines)]
+    conds: dict[str, list[Mapping[str, Any]]] = {}
+    for r in summ["rows"]:
+        conds.setdefault(r["condition"], []).append(r)
+    rows = [[c, str(len(rs)), f"{_mean(rs, 'pre_score'):.3f}", f"{_mean(rs, 'post_score'):.3f}",
+             f"{_mean(rs, 'drift_score'):+.3f}", f"{_mean(rs, 'drift_proj'):+.3f}", f"{_mean(rs, 'align_pre'):+.4f}"]
+            for c, rs in conds.items()]
+    blocks: list[Block] = [("h2", "4. Drift and the alignment-drift relation"), ("ul", lines),
+                           ("table", ["condition", "seeds", "trait score pre", "post", "drift", f"projection drift "
+                                      f"(layer {summ['layer']})", "cos(-g, v) before training"], rows)]
+    corr = [[k, *(f"{v[x]:+.2f}" if isinstance(v.get(x), float) else "n/a"
+                  for x in ("pearson_r", "pearson_lo", "pearson_hi", "spearman_r")), str(v.get("n", "n/a"))]
+            for k, v in summ["correlations"].items()]
+    blocks.append(("table", ["predictor ~ drift", "Pearson r", "lo", "hi", "Spearman", "n"], corr))
+    blocks += _plots(run.dir / "finetune", ("projection_shift_vs_layer.png", "trait_pre_post.png",
+                                            "alignment_vs_drift.png"))
+    return blocks
+
+
+def _mean(rows: list[Mapping[str, Any]], key: str) -> float:
+    vals = [float(r[key]) for r in rows if r.get(key) is not None]
+    return sum(vals) / len(vals) if vals else float("nan")
 
 
 def section_verdicts(run: Run) -> list[Block]:
@@ -228,8 +247,8 @@ def section_limitations(run: Run) -> list[Block]:
         lines.append("provenance.json records no sft_excluded counts.")
     else:
         lines.append("SFT examples excluded: " + ", ".join(f"{k} {v}" for k, v in excl.items()))
-    lines.append("Drift (the outcome) not measured in this run." if not R.drift_files(run.dir)
-                 else "Drift files present but not yet interpreted by this report.")
+    lines.append("Drift (the outcome) not measured in this run." if R.drift_summary(run.dir) is None
+                 else "Drift rests on few seeds per condition and greedy answers to a fixed prompt set.")
     return [("h2", "6. Limitations"), ("ul", lines)]
 
 
@@ -310,3 +329,26 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path
     A.write_text(md, render_md(blocks, out_dir))
     A.write_text(htm, render_html(blocks))
     return md, htm
+
+
+def _sources_line(card: dict) -> str:
+    """One line on where the prompts came from; says so plainly when the card records no sources."""
+    sources = card.get("sources")
+    if not sources:
+        return "Data sources: not recorded in the data card (splits supplied directly)."
+    return "Data sources: " + "; ".join(
+        f"{s['name']} ({s['role']}, kept {s['kept']} of {s['raw']})" for s in sources
+    ) + "."
+
+
+def _nulls_to_nan(obj: Any) -> Any:
+    """In the numeric summaries, JSON null means "not computed" (NaN on write): read it back as NaN,
+    so it prints as nan and fails every threshold, instead of crashing a format or a comparison."""
+    if obj is None:
+        return float("nan")
+    if isinstance(obj, dict):
+        return {k: _nulls_to_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nulls_to_nan(v) for v in obj]
+    return obj
+

@@ -161,3 +161,23 @@ def test_finetune_then_drift_stage(study, monkeypatch):
     )
     for png in ("projection_shift_vs_layer.png", "trait_pre_post.png", "alignment_vs_drift.png"):
         assert (study.run_dir / "finetune" / png).stat().st_size > 1000
+
+
+def test_run_all_reuses_unchanged_stages(study, monkeypatch):
+    """A second `run` redoes nothing; a config change invalidates the stage and everything after it."""
+    from nnsight_inoc import stages as S
+
+    md = S.run_all(study)  # first pass: nothing was marked yet, so every stage runs (finetune/drift resume)
+    assert md.is_file() and (study.run_dir / "report.html").is_file()
+    for name in ("run_extract", "run_align", "run_finetune", "run_drift"):
+        monkeypatch.setattr(S, name, lambda *a, **k: (_ for _ in ()).throw(AssertionError("stage rerun")))
+    S.run_all(study)  # everything reused
+    fp = S.fingerprints(study)
+    assert all(S.is_current(study.run_dir, n, fp[n]) for n in ("extract", "align", "finetune", "drift"))
+    changed = study.cfg.model_copy(deep=True)
+    changed.extract.max_new_tokens += 1
+    monkeypatch.setattr(study, "cfg", changed)
+    fp2 = S.fingerprints(study)
+    assert all(fp2[n] != fp[n] for n in ("extract", "align", "finetune", "drift"))
+    with pytest.raises(ValueError, match="other inputs or config"):
+        S._check_resumable(study.run_dir, "finetune", fp2["finetune"])

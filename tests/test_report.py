@@ -169,8 +169,38 @@ def test_layer_ranges() -> None:
     assert R.layer_ranges([]) == "none"
 
 
-def test_drift_files_present_not_read(tmp_path: Path) -> None:
-    (tmp_path / "finetune" / "inoc" / "seed0").mkdir(parents=True)
-    (tmp_path / "finetune" / "inoc" / "seed0" / "drift.json").write_text("{}")
+def test_drift_runs_without_summary_are_not_read(tmp_path: Path) -> None:
+    """Per-run drift files without the stage summary (an interrupted drift stage) decide nothing."""
+    (tmp_path / "finetune" / "inoc_seed0").mkdir(parents=True)
+    (tmp_path / "finetune" / "inoc_seed0" / "drift.json").write_text("{}")
     v, why = R.c5_drift(tmp_path)
-    assert v == R.INCONCLUSIVE and "not run" not in why and "no rule" in why
+    assert v == R.INCONCLUSIVE and "finetune_summary.json" in why
+
+
+def _write_drift_summary(run_dir, rows, corr):
+    import json as _json
+
+    (run_dir / "finetune").mkdir(parents=True, exist_ok=True)
+    (run_dir / "finetune" / "finetune_summary.json").write_text(_json.dumps({"layer": 3, "rows": rows,
+                                                                          "correlations": corr}))
+
+
+def test_drift_rules(tmp_path):
+    from nnsight_inoc import report_rules as RR
+
+    assert RR.c5_drift(tmp_path)[0] == RR.INCONCLUSIVE and "not run" in RR.c5_drift(tmp_path)[1]
+    rows = [{"condition": c, "seed": s, "drift_score": d}
+            for s in (0, 1, 2) for c, d in (("neutral", 0.30), ("inoc", 0.05))]
+    good = {"pearson_r": 0.8, "pearson_lo": 0.5, "pearson_hi": 0.95, "spearman_r": 0.7, "n": 6}
+    _write_drift_summary(tmp_path, rows, {"align_pre~drift_score": good})
+    assert RR.c5_drift(tmp_path)[0] == RR.SUPPORTED
+    assert RR.c6_drift_tracks_alignment(tmp_path)[0] == RR.SUPPORTED
+    rows[1]["drift_score"] = 0.9  # inoc drifts more for seed 0: seeds disagree
+    flat = {"pearson_r": 0.02, "pearson_lo": -0.5, "pearson_hi": 0.5, "spearman_r": 0.0, "n": 6}
+    _write_drift_summary(tmp_path, rows, {"align_pre~drift_score": flat})
+    assert RR.c5_drift(tmp_path)[0] == RR.INCONCLUSIVE
+    assert RR.c6_drift_tracks_alignment(tmp_path)[0] == RR.NOT_SUPPORTED
+    worse = [{"condition": c, "seed": s, "drift_score": d} for s in (0, 1, 2) for c, d in (("neutral", 0.1), ("inoc", 0.4))]
+    _write_drift_summary(tmp_path, worse, {"align_pre~drift_score": {"error": "x or y is constant", "n": 6}})
+    assert RR.c5_drift(tmp_path)[0] == RR.NOT_SUPPORTED
+    assert RR.c6_drift_tracks_alignment(tmp_path)[0] == RR.INCONCLUSIVE
