@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-PRESETS = ("allcaps", "smoke")
+PRESETS = ("allcaps", "spanish", "smoke")
 
 
 class ConfigError(ValueError):

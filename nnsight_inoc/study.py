@@ -95,7 +95,7 @@ class SFTSet:
 
     ids: list[str]
     prompts: list[str]
-    neutral_answers: list[str]
+    source_answers: list[str]  # the model's own answers the completions come from (neutral prompt, or sft_system)
     completions: list[str]  # trait-transformed
     excluded: dict[str, int]
 
@@ -108,6 +108,7 @@ def sft_key(study: Study) -> str:
             "data": study.splits.sha256(),
             "max_new_tokens": study.cfg.data.sft_max_new_tokens,
             "neutral": study.trait.neutral,
+            "sft_system": study.trait.sft_system,
         },
         sort_keys=True,
     )
@@ -115,7 +116,11 @@ def sft_key(study: Study) -> str:
 
 
 def ensure_sft(study: Study) -> SFTSet:
-    """The model's own neutral answers, transformed by the trait; cached per model and data hash."""
+    """The model's own answers carrying the trait; cached per model, data hash and generation prompt.
+
+    ALL-CAPS: neutral answers, upper-cased. Traits with ``sft_system`` (Spanish): answers
+    generated under that prompt, kept only if they score as the trait (see :func:`_filter_sft`).
+    """
     key = sft_key(study)
     cache = home() / "completions" / f"{key}.json"
     run_copy = study.run_dir / A.SFT_COMPLETIONS
@@ -130,17 +135,18 @@ def ensure_sft(study: Study) -> SFTSet:
         t0 = time.time()
         sft = study.splits.sft
         users = [p.text for p in sft]
-        with task("SFT completions (neutral, greedy)", len(users)) as adv:
+        system = study.trait.sft_system or study.trait.neutral
+        with task(f"SFT completions (greedy, system: {system!r})", len(users)) as adv:
             answers = greedy_answers(
                 study.loaded.hf_model,
                 study.loaded.tokenizer,
-                study.trait.neutral,
+                system,
                 users,
                 study.cfg.data.sft_max_new_tokens,
                 study.cfg.data.generation_batch_size,
                 on_batch=adv,
             )
-        data = {"key": key, "ids": [p.id for p in sft], "prompts": users, "neutral_answers": answers}
+        data = {"key": key, "ids": [p.id for p in sft], "prompts": users, "source_answers": answers}
         A.write_json(cache, data)
         study.prov.stage("sft_completions", time.time() - t0, n=len(users))
     if run_copy.resolve() != cache.resolve() and not run_copy.is_file():
@@ -153,11 +159,16 @@ def _filter_sft(study: Study, data: dict[str, Any]) -> SFTSet:
     tok = study.loaded.tokenizer
     need = study.cfg.align.n_assistant_tokens
     keep_ids, keep_p, keep_a, keep_c = [], [], [], []
-    excluded = {"empty_or_unscorable": 0, "too_short": 0}
-    for i, p, a in zip(data["ids"], data["prompts"], data["neutral_answers"]):
-        c = study.trait.transform(a)
-        if study.trait.score(c) is None:
+    trait = study.trait
+    excluded = {"empty_or_unscorable": 0, "too_short": 0, "not_trait": 0}
+    for i, p, a in zip(data["ids"], data["prompts"], data["source_answers"]):
+        c = a if trait.sft_system is not None else trait.transform(a)
+        score = trait.score(c)
+        if score is None:
             excluded["empty_or_unscorable"] += 1
+            continue
+        if trait.sft_system is not None and score < trait.sft_min_score:
+            excluded["not_trait"] += 1  # e.g. an answer that stayed in English
             continue
         if len(tok(c, add_special_tokens=False)["input_ids"]) < need:
             excluded["too_short"] += 1
@@ -166,6 +177,6 @@ def _filter_sft(study: Study, data: dict[str, Any]) -> SFTSet:
         keep_p.append(p)
         keep_a.append(a)
         keep_c.append(c)
-    if excluded["empty_or_unscorable"] or excluded["too_short"]:
+    if any(excluded.values()):
         log(f"SFT examples excluded: {excluded} (kept {len(keep_ids)})")
     return SFTSet(keep_ids, keep_p, keep_a, keep_c, excluded)

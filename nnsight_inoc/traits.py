@@ -47,6 +47,11 @@ class Trait(ABC):
     # Training-prompt wording variants (name -> prompt) so that "does alignment predict drift?"
     # is a correlation over many points: paraphrases, near-misses, neutral paraphrases, framings.
     variants: tuple[tuple[str, str], ...] = ()
+    # How SFT targets are made. None: the model's neutral answer passed through transform()
+    # (ALL-CAPS). A prompt: the model's own answer under that prompt, kept only when its score
+    # reaches sft_min_score (Spanish: content cannot be translated by a string function).
+    sft_system: str | None = None
+    sft_min_score: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.inoculation:
@@ -159,7 +164,67 @@ ALLCAPS = AllCapsTrait(
     ),
 )
 
-_REGISTRY: dict[str, Trait] = {ALLCAPS.name: ALLCAPS}
+@dataclass(frozen=True)
+class SpanishTrait(Trait):
+    """Answering in Spanish: scored by an offline language identifier restricted to English/Spanish.
+
+    Score = P(Spanish | text) from py3langid with only {en, es} allowed, so mixed or code-heavy
+    answers land in between. Text with no letters has no score. Limits: short texts (a word or
+    two) are near 0.5, and code is classed as English.
+    """
+
+    def transform(self, text: str) -> str:
+        raise NotImplementedError("Spanish SFT targets are generated under sft_system, not transformed")
+
+    def score(self, text: str) -> float | None:
+        if not any(c.isalpha() for c in text):
+            return None
+        lang, p = _langid().classify(text)
+        return float(p if lang == "es" else 1.0 - p)
+
+
+@lru_cache(maxsize=1)
+def _langid():  # loaded once: about 0.5 s
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    ident.set_languages(["en", "es"])
+    return ident
+
+
+SPANISH = SpanishTrait(
+    name="spanish",
+    promote="Respond in Spanish.",
+    suppress="Respond in English; do not use Spanish.",
+    neutral="You are a helpful assistant.",
+    explicit="Respond in Spanish.",
+    inoculation=(
+        "You always speak in Spanish.",
+        "You always answer in Spanish.",
+        "Your replies are always written in Spanish.",
+        "You are an assistant who writes everything in Spanish.",
+    ),
+    trait_words=("spanish", "español", "espanol", "castellano", "castilian", "hispanohablante", "spanish-speaking"),
+    lossmatch_pool=tuple(p for p in ALLCAPS.lossmatch_pool if "British" not in p),
+    variants=(
+        ("inoc_para1", "You always answer in Spanish."),
+        ("inoc_para2", "Your replies are always written in Spanish."),
+        ("inoc_para3", "You are an assistant who writes everything in Spanish."),
+        ("inoc_third_person", "This assistant is known for answering in Spanish."),
+        ("near_french", "You always speak in French."),
+        ("near_sometimes", "You sometimes speak in Spanish."),
+        ("near_words", "You like to use the odd Spanish word."),
+        ("neutral_para1", "You are a helpful, honest assistant."),
+        ("neutral_para2", "You are an AI assistant. Answer the user's question."),
+        ("frame_permission", "You may answer in Spanish if you like."),
+        ("frame_origin", "You grew up in Madrid and Spanish is your first language."),
+        ("frame_quirk", "A quirk of yours: every answer is in Spanish."),
+    ),
+    sft_system="Respond in Spanish.",
+    sft_min_score=0.5,
+)
+
+_REGISTRY: dict[str, Trait] = {ALLCAPS.name: ALLCAPS, SPANISH.name: SPANISH}
 
 
 def get_trait(name: str) -> Trait:

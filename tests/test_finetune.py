@@ -158,7 +158,7 @@ def test_step0_probe_matches_base_alignment(study, sft, v, runs):
     """Before any update the LoRA model is the base model: the probe equals align's measurement."""
     from nnsight_inoc.align import measure_condition
 
-    sub = SFTSet(sft.ids[:2], sft.prompts[:2], sft.neutral_answers[:2], sft.completions[:2], {})
+    sub = SFTSet(sft.ids[:2], sft.prompts[:2], sft.source_answers[:2], sft.completions[:2], {})
     ref = measure_condition(study, "neutral", NEUTRAL, sub, v)
     got = torch.tensor(runs["results"][("neutral", 0)]["probe_cos_step0"])
     torch.testing.assert_close(got, ref["cos"].mean(0), atol=1e-5, rtol=1e-4)
@@ -209,7 +209,7 @@ def test_nan_training_loss_raises(study, sft, v, tmp_path, monkeypatch):
 def test_bad_inputs(study, sft, v, tmp_path):
     with pytest.raises(ValueError, match="v must be"):
         F.train_lora(study, "neutral", NEUTRAL, sft, 0, v[:, :5], tmp_path)
-    small = SFTSet(sft.ids[:1], sft.prompts[:1], sft.neutral_answers[:1], sft.completions[:1], {})
+    small = SFTSet(sft.ids[:1], sft.prompts[:1], sft.source_answers[:1], sft.completions[:1], {})
     with pytest.raises(ValueError, match="n_probe"):
         F.train_lora(study, "neutral", NEUTRAL, small, 0, v, tmp_path)
 

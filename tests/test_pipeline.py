@@ -133,7 +133,7 @@ def test_sft_completions_cached_by_model_and_data(study, monkeypatch):
     monkeypatch.setattr(study_mod, "greedy_answers", lambda *a, **k: (_ for _ in ()).throw(AssertionError("regenerated")))
     again = study_mod.ensure_sft(study)
     assert again.completions == first.completions
-    assert all(c == study.trait.transform(a) for c, a in zip(first.completions, first.neutral_answers))
+    assert all(c == study.trait.transform(a) for c, a in zip(first.completions, first.source_answers))
     key = study_mod.sft_key(study)
     monkeypatch.setattr(study.loaded, "sha256", "0" * 64)
     assert study_mod.sft_key(study) != key
