@@ -210,6 +210,46 @@ def report(out_dir: str | None, **opts: Any) -> None:
 
 
 @main.command()
+@click.option("--scale", type=click.Choice(["real", "7b", "both"]), default="both", show_default=True,
+              help="The configured model, the Qwen2.5-7B shape with random weights, or both.")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--words", default=90, show_default=True, help="Words per prompt and per completion.")
+@click.option("--reps", default=5, show_default=True)
+@click.option("--out-dir", type=click.Path(file_okay=False), default="results/bench", show_default=True)
+@study_options
+@handle_errors
+def bench(scale: str, batch_size: int, words: int, reps: int, out_dir: str, **opts: Any) -> None:
+    """Time nnsight gradient capture vs raw hooks, LoRA steps and generation; FLOP utilisation vs matmul."""
+    import torch
+
+    from . import artifacts as A
+    from .bench import qwen7b_shape, run_bench
+    from .config import dump_toml
+    from .models import load_model, resolve_device
+
+    cfg, _ = resolve(**opts)
+    device = resolve_device(cfg.model.device)
+    models = {}
+    loaded = load_model(cfg.model.name, device=device, dtype=cfg.model.dtype) if scale in ("real", "both") else None
+    if loaded is not None:
+        models[f"{loaded.name} ({cfg.model.dtype})"] = (loaded.hf_model, loaded.tokenizer)
+    if scale in ("7b", "both"):
+        if loaded is None:
+            loaded = load_model(cfg.model.name, device="cpu", dtype="float32")  # only for its tokenizer
+        models["qwen2.5-7b shape, random (bfloat16)"] = (qwen7b_shape(torch.bfloat16, device), loaded.tokenizer)
+    result = run_bench(models, batch_size, words, reps)
+    result.update(command=_command_line(), config=dump_toml(cfg), versions=A.versions(), device=A.device_info(),
+                  git=A.git_info(), date=time.strftime("%Y-%m-%d"))
+    path = Path(out_dir) / "bench.json"
+    A.write_json(path, result)
+    for label, r in result["models"].items():
+        click.echo(f"{label}: nnsight/raw {r['nnsight_over_raw']:.3f}, {r['tokens_per_s']:.0f} tok/s grad pass, "
+                   f"util {r.get('grad_pass_util', float('nan')):.2f}, LoRA util {r.get('lora_util', float('nan')):.2f}, "
+                   f"gen {r['generation_tokens_per_s']:.0f} tok/s")
+    click.echo(f"wrote {path}")
+
+
+@main.command()
 @study_options
 @handle_errors
 def run(**opts: Any) -> None:
