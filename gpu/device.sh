@@ -28,10 +28,12 @@ case "$1" in
     src="${RUN_SRC:-artifacts/allcaps_qwen2.5-coder-1.5b-instruct}"
     [ -d "$run/data" ] || cp -r "$src/." "$run/"
     set +e
-    python3 cli.py "$@" --run-dir "$run" 2>&1 | tee -a "$run/device_log.txt"
+    # Stop before the call's 600 s limit so the bundle below is still written; stages resume next call.
+    timeout "${STUDY_TIMEOUT:-540}" python3 cli.py "$@" --run-dir "$run" 2>&1 | tee -a "$run/device_log.txt"
     rc=${PIPESTATUS[0]}
     set -e
-    tar -czf "$OUT/bundle.tar.gz" -C "$run" --exclude='cond_*.pt' --exclude='sft_completions.json' .
+    tar -czf "$OUT/bundle.tar.gz" -C "$run" --exclude='cond_*.pt' --exclude='sft_completions.json' \
+      --exclude='adapter' --exclude='*.safetensors' .
     (cd "$run" && ls align/cond_*.pt >/dev/null 2>&1 && tar -czf "$OUT/conds.tar.gz" align/cond_*.pt sft_completions.json) || true
     ls -la "$OUT"
     exit "$rc" ;;
