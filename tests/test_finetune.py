@@ -17,7 +17,7 @@ import torch
 from nnsight_inoc import finetune as F
 from nnsight_inoc.config import from_dict
 from nnsight_inoc.study import SFTSet
-from nnsight_inoc.tiny import tiny_qwen2, tiny_tokenizer
+from nnsight_inoc.tiny import save_tiny_checkpoint
 from nnsight_inoc.tracing import NonFiniteError
 
 WORDS = ["sea", "fox", "test", "poem", "bicycle", "France", "cook", "world", "dog", "blue", "wide", "tips"]
@@ -30,9 +30,7 @@ def study(tmp_path_factory):
     from nnsight_inoc.study import open_study
 
     root = tmp_path_factory.mktemp("ft")
-    folder = root / "tiny"
-    tiny_qwen2(num_layers=3, hidden_size=32, seed=5).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
+    folder = save_tiny_checkpoint(root / "tiny")
     cfg = from_dict(
         {
             "model": {"name": str(folder), "device": "cpu"},

@@ -15,7 +15,7 @@ import torch
 from nnsight_inoc import artifacts as A
 from nnsight_inoc.config import from_dict
 from nnsight_inoc.data import Prompt, Splits, save_splits
-from nnsight_inoc.tiny import tiny_qwen2, tiny_tokenizer
+from nnsight_inoc.tiny import save_tiny_checkpoint
 
 WORDS = ["sea", "fox", "test", "poem", "bicycle", "France", "cook", "world", "dog", "blue", "wide", "tips"]
 
@@ -29,9 +29,7 @@ def study(tmp_path_factory):
     from nnsight_inoc.study import open_study
 
     root = tmp_path_factory.mktemp("pipe")
-    folder = root / "tiny"
-    tiny_qwen2(num_layers=3, hidden_size=32, seed=5).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
+    folder = save_tiny_checkpoint(root / "tiny")
     run_dir = root / "run"
     splits = Splits(_prompts("dir", 8), _prompts("held", 8), _prompts("sft", 10), _prompts("eval", 6), card={})
     splits.card = {"sha256": splits.sha256()}
