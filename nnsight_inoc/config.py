@@ -44,9 +44,17 @@ class ModelConfig(_Section):
 
 
 class BackendConfig(_Section):
-    kind: Literal["local", "remote"] = Field("local", description="Where nnsight traces execute.")
-    host: str = Field("https://api.ndif.us", description="NDIF host for the remote backend.")
-    api_key_env: str = Field("NDIF_API_KEY", description="Environment variable holding the NDIF API key.")
+    kind: Literal["local", "remote"] = Field(
+        "local", description="Where nnsight traces execute: 'local', or 'remote' (an NDIF server; see README)."
+    )
+    host: str = Field(
+        "api.ndif.us", description="NDIF server host name, without scheme (default: the public NDIF service)."
+    )
+    port: int | None = Field(None, ge=1, le=65535, description="NDIF server port; none = the scheme's default.")
+    tls: bool = Field(True, description="Connect with TLS (https/wss). The loopback test server is plain http.")
+    api_key_env: str = Field(
+        "NDIF_API_KEY", description="Environment variable holding the NDIF API key (never stored in a config)."
+    )
 
 
 class DataConfig(_Section):
