@@ -31,7 +31,7 @@ def host_url(cfg: BackendConfig) -> str:
     if "://" in cfg.host:
         raise ValueError(f"backend.host must be a bare host name (got {cfg.host!r}); use backend.tls / backend.port")
     scheme = "https" if cfg.tls else "http"
-    return f"{scheme}://{cfg.host}" + (f":{cfg.port}" if cfg.port is not None else "")
+    return f"{scheme}://{cfg.host}" + (f":{cfg.port}" if cfg.port else "")
 
 
 def configure_client(cfg: BackendConfig) -> None:
@@ -45,6 +45,9 @@ def configure_client(cfg: BackendConfig) -> None:
 
     CONFIG.API.HOST = host_url(cfg)
     CONFIG.API.APIKEY = os.environ.get(cfg.api_key_env) or None
+    # nnsight's per-job status lines would interleave with our progress output; remote
+    # errors still raise with the server-side traceback.
+    CONFIG.APP.REMOTE_LOGGING = False
 
 
 def remote_envoy(where: str | Path, tokenizer: Any) -> Any:
@@ -62,6 +65,29 @@ def remote_envoy(where: str | Path, tokenizer: Any) -> Any:
         key = str(Path(key).resolve())
         nns_hf._ID_CACHE[key] = key
     return nnsight.TransformersModel(key, tokenizer=tokenizer, task="text-generation")
+
+
+def backend_fact(cfg: BackendConfig) -> dict[str, Any]:
+    """What the provenance records about the backend (never the key itself)."""
+    if cfg.kind == "local":
+        return {"kind": "local"}
+    import nnsight
+
+    return {"kind": "remote", "host": host_url(cfg), "api_key_env": cfg.api_key_env, "nnsight": nnsight.__version__}
+
+
+def require_local(tlm: TracedLM, what: str) -> None:
+    """Refuse ``what`` on the remote backend before any of it runs.
+
+    NDIF serves a fixed model with frozen parameters, so anything that changes
+    weights (LoRA training) or needs a model other than the served one cannot be
+    done there; doing part of it locally would silently mix backends.
+    """
+    if tlm.remote:
+        raise RemoteUnsupported(
+            f"{what} cannot run on the remote NDIF backend (the server serves a fixed model with frozen "
+            "parameters); run it with --backend local"
+        )
 
 
 def traced_lm(

@@ -50,7 +50,7 @@ class BackendConfig(_Section):
     host: str = Field(
         "api.ndif.us", description="NDIF server host name, without scheme (default: the public NDIF service)."
     )
-    port: int | None = Field(None, ge=1, le=65535, description="NDIF server port; none = the scheme's default.")
+    port: int = Field(0, ge=0, le=65535, description="NDIF server port; 0 = the scheme's default (443 / 80).")
     tls: bool = Field(True, description="Connect with TLS (https/wss). The loopback test server is plain http.")
     api_key_env: str = Field(
         "NDIF_API_KEY", description="Environment variable holding the NDIF API key (never stored in a config)."

@@ -53,6 +53,7 @@ class LoadedModel:
     dtype: str
     device: str
     notes: list[str] = field(default_factory=list)
+    location: str = ""  # the folder or hub id the weights were loaded from (what a remote server loads)
 
 
 def list_presets(*, home: Path | None = None, presets: Mapping[str, Preset] | None = None) -> list[dict[str, str]]:
@@ -159,4 +160,4 @@ def _load_folder(
         notes.append(f"tokenizer had no pad token; using eos {tokenizer.eos_token!r} for padding")
     model = model.to(device).eval()
     model.requires_grad_(False)
-    return LoadedModel(model, tokenizer, name, source, sha256, dtype, device, notes)
+    return LoadedModel(model, tokenizer, name, source, sha256, dtype, device, notes, str(where))

@@ -248,6 +248,40 @@ def capture_gradients(
     return GradResult(loss=loss, grads=grads, n_targets=n_tgt.cpu().long())
 
 
+def generate_ids(
+    tlm: TracedLM,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+) -> torch.Tensor:
+    """Greedy token ids (prompt + continuation) for a left-padded batch, on the CPU.
+
+    Local: the HF model's own ``generate`` (no intervention is needed, so no trace,
+    and local numbers stay exactly what they were). Remote: nnsight's ``generate``
+    with the same arguments, executed on the server; on the loopback server its ids
+    equal the local ones exactly.
+    """
+    kwargs = dict(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+    )
+    if not tlm.remote:
+        with torch.no_grad():
+            return tlm.hf_model.generate(
+                input_ids=input_ids.to(tlm.device), attention_mask=attention_mask.to(tlm.device), **kwargs
+            ).cpu()
+    with tlm.envoy.generate(input_ids=input_ids, attention_mask=attention_mask, remote=True, **kwargs):
+        ids = nnsight.save(tlm.envoy.generator.output)
+    return ids.cpu()
+
+
 def _check_finite(loss: torch.Tensor, grads: torch.Tensor, layers: list[int]) -> None:
     bad_loss = (~torch.isfinite(loss)).nonzero().flatten().tolist()
     if bad_loss:

@@ -29,9 +29,13 @@ for tool in ray gunicorn moto_server; do
 done
 [ "$(id -u)" = 0 ] || { echo "start.sh: needs root for 'ip netns' (private loopback-only network)" >&2; exit 1; }
 
-mkdir -p "$RUN_DIR/logs" "$RUN_DIR/pids" "$RUN_DIR/ray"
+mkdir -p "$RUN_DIR/logs" "$RUN_DIR/pids"
 RUN_DIR="$(cd "$RUN_DIR" && pwd)"
 echo "$NS" > "$RUN_DIR/netns"
+# Ray's socket paths must stay under 107 bytes, so its temp dir (with Ray's own logs) is
+# short and outside RUN_DIR; RUN_DIR/ray_tmp says where.
+RAY_TMP="${NDIF_RAY_TEMP_DIR:-$(mktemp -d /tmp/ndif-ray.XXXXXX)}"
+echo "$RAY_TMP" > "$RUN_DIR/ray_tmp"
 
 if ip netns list | grep -qw "$NS"; then
     if [ -n "$(ip netns pids "$NS")" ]; then
@@ -79,12 +83,15 @@ spawn() {
     echo $! > "$RUN_DIR/pids/$name"
 }
 
-# wait_for WHAT SECONDS CMD...: poll CMD (inside the namespace) until it succeeds, bounded.
+# wait_for WHAT SECONDS CMD...: poll CMD (inside the namespace) until it succeeds, bounded;
+# fails at once if the service WHAT (when it has a PID file) has exited.
 wait_for() {
     local what="$1" limit="$2"; shift 2
-    local t0=$SECONDS
+    local t0=$SECONDS pidf
+    pidf="$RUN_DIR/pids/$what"
     until ip netns exec "$NS" "$@" >/dev/null 2>&1; do
         (( SECONDS - t0 < limit )) || fail "$what not ready after ${limit}s"
+        if [ -f "$pidf" ] && ! kill -0 "$(cat "$pidf")" 2>/dev/null; then fail "$what exited"; fi
         sleep 0.5
     done
     echo "  $what ready ($(( SECONDS - t0 ))s)"
@@ -107,8 +114,8 @@ spawn ray "$BIN/ray" start --head --block \
     --num-cpus=4 --num-gpus=1 \
     --resources="{\"head\": 10, \"cuda_memory_bytes\": 8000000000, \"cpu_memory_bytes\": $MEM}" \
     --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port=8265 \
-    --temp-dir="$RUN_DIR/ray"
-wait_for "ray head" 90 "$BIN/ray" status --address=127.0.0.1:6385
+    --temp-dir="$RAY_TMP"
+wait_for ray 90 "$BIN/ray" status --address=127.0.0.1:6385
 
 ip netns exec "$NS" env RAY_ADDRESS=127.0.0.1:6385 "$PYTHON" -m ndif.services.ray.deployments.controller.controller \
     >"$RUN_DIR/logs/controller_launch.log" 2>&1 || fail "controller launch failed"
