@@ -99,10 +99,9 @@ def traced_lm(
 ) -> TracedLM:
     """The TracedLM for ``cfg.kind``.
 
-    ``hf_model`` is the locally loaded model: it is traced for the local backend and,
-    for the remote one, used for the model's structure and the local-only steps
-    (tokenisation lengths, finetuning refusals); ``model_location`` is the folder or hub id
-    the server loads.
+    ``hf_model`` is traced for the local backend; for the remote one it is the
+    meta-device copy (module paths, layer count, width) and ``model_location`` is the
+    folder or hub id the server loads.
     """
     if cfg.kind == "local":
         return wrap(hf_model, remote=False, autocast=autocast)

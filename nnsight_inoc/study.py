@@ -68,11 +68,12 @@ def open_study(cfg: StudyConfig, run_dir: Path, command: str) -> Study:
     run_dir.mkdir(parents=True, exist_ok=True)
     prov = A.Provenance(run_dir, dump_toml(cfg), command)
     t0 = time.time()
-    device = resolve_device(cfg.model.device)
-    loaded = load_model(cfg.model.name, device=device, dtype=cfg.model.dtype)
+    remote = cfg.backend.kind == "remote"
+    device = "meta" if remote else resolve_device(cfg.model.device)
+    # Remote: the architecture on the meta device (module structure), the tokenizer and
+    # the sha256 of the weights the server loads; no weights in local memory.
+    loaded = load_model(cfg.model.name, device=device, dtype=cfg.model.dtype, weights=not remote)
     autocast = None if cfg.model.autocast == "none" else DTYPES[cfg.model.autocast]
-    # The weights are loaded locally for either backend: they pin the run (sha256), give
-    # the module structure, and serve the local-only steps; remote traces run on the server.
     tlm = traced_lm(cfg.backend, loaded.hf_model, loaded.location, loaded.tokenizer, autocast)
     prov.fact(
         "model",
