@@ -13,6 +13,7 @@ execution on the CPU actor, result download.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import tempfile
@@ -23,18 +24,23 @@ from typing import Callable
 import torch
 
 
-def _median_ms(fn: Callable[[], object], n: int) -> dict[str, float]:
-    times = []
+def _interleaved_ms(fns: dict[str, Callable[[], object]], n: int) -> dict[str, dict[str, float]]:
+    """Time each function n times, alternating between them, so load drift on a shared
+    machine hits both sides alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "n": n}
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1000)
+    return {
+        k: {"median_ms": statistics.median(t), "min_ms": min(t), "max_ms": max(t), "n": n} for k, t in times.items()
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8001)
     ap.add_argument("--out", type=Path)
@@ -71,16 +77,24 @@ def main() -> None:
         "batch": f"{batch.size} x {batch.input_ids.shape[1]} tokens",
         "first_remote_request_ms_with_deploy": first_ms,
     }
-    for kind, tlm in tlms.items():
-        read_residuals(tlm, batch, index, mean_masks=masks)  # warm
+    for tlm in tlms.values():  # warm both paths
+        read_residuals(tlm, batch, index, mean_masks=masks)
         capture_gradients(tlm, batch, index)
-        result[kind] = {
-            "read_residuals": _median_ms(lambda: read_residuals(tlm, batch, index, mean_masks=masks), args.repeats),
-            "capture_gradients": _median_ms(lambda: capture_gradients(tlm, batch, index), args.repeats),
+    t0 = time.perf_counter()
+    gc.collect()
+    result["gc_collect_ms"] = (time.perf_counter() - t0) * 1000  # every trace pays one (tracing._context)
+    traces = {
+        "read_residuals": lambda t: read_residuals(t, batch, index, mean_masks=masks),
+        "capture_gradients": lambda t: capture_gradients(t, batch, index),
+    }
+    for name, trace in traces.items():
+        result[name] = _interleaved_ms({k: (lambda t=t: trace(t)) for k, t in tlms.items()}, args.repeats)
+    result["overhead_ms"] = {
+        name: {
+            stat: result[name]["remote"][stat] - result[name]["local"][stat]  # type: ignore[index]
+            for stat in ("median_ms", "min_ms")
         }
-    result["overhead_median_ms"] = {
-        k: result["remote"][k]["median_ms"] - result["local"][k]["median_ms"]  # type: ignore[index]
-        for k in ("read_residuals", "capture_gradients")
+        for name in traces
     }
     text = json.dumps(result, indent=2)
     print(text)
