@@ -73,7 +73,14 @@ def backend_fact(cfg: BackendConfig) -> dict[str, Any]:
         return {"kind": "local"}
     import nnsight
 
-    return {"kind": "remote", "host": host_url(cfg), "api_key_env": cfg.api_key_env, "nnsight": nnsight.__version__}
+    return {
+        "kind": "remote",
+        "host": host_url(cfg),
+        "api_key_env": cfg.api_key_env,
+        "nnsight": nnsight.__version__,
+        # model.dtype/device/autocast only shape the local meta copy: the server decides both
+        "weights_dtype_device": "the server's (the loopback server: float32 on the CPU)",
+    }
 
 
 def require_local(tlm: TracedLM, what: str) -> None:
