@@ -105,8 +105,12 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*a, **k)
         except (ConfigError, ModelError, DataError, ChatFormatError, TracingError, NonFiniteError,
-                FileNotFoundError, NotImplementedError, RemoteError, ConnectionError) as err:
+                FileNotFoundError, NotImplementedError) as err:
             raise click.ClickException(f"{type(err).__name__}: {err}") from None
+        except (RemoteError, ConnectionError) as err:
+            from nnsight import CONFIG
+
+            raise click.ClickException(f"{type(err).__name__} from the NDIF server {CONFIG.API.HOST}: {err}") from None
 
     return wrapper
 

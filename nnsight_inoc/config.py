@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PRESETS = ("allcaps", "smoke")
 
@@ -55,6 +55,13 @@ class BackendConfig(_Section):
     api_key_env: str = Field(
         "NDIF_API_KEY", description="Environment variable holding the NDIF API key (never stored in a config)."
     )
+
+    @field_validator("host")
+    @classmethod
+    def _bare_host(cls, v: str) -> str:
+        if "://" in v or "/" in v or not v:
+            raise ValueError(f"must be a bare host name like api.ndif.us (got {v!r}); set the scheme with tls, the port with port")
+        return v
 
 
 class DataConfig(_Section):

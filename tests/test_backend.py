@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_host_url_defaults_to_public_ndif_with_tls():
     assert host_url(BackendConfig()) == "https://api.ndif.us"
     assert host_url(BackendConfig(host="127.0.0.1", port=8001, tls=False)) == "http://127.0.0.1:8001"
-    with pytest.raises(ValueError, match="bare host"):
-        host_url(BackendConfig(host="http://127.0.0.1"))
+    with pytest.raises(ConfigError, match="bare host name"):
+        from_dict({"backend": {"host": "http://127.0.0.1"}})  # a config error, before any work
     with pytest.raises(ConfigError, match="unknown key 'backend.api_key'"):
         from_dict({"backend": {"api_key": "secret"}})  # keys never live in configs, only their env var name
 
