@@ -40,9 +40,10 @@ def _prompts(tag: str, n: int) -> list[Prompt]:
     return [Prompt(f"{tag}:{i}", f"Write about the {WORDS[i % len(WORDS)]} number {i} {tag}", tag) for i in range(n)]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ndif_stack():
-    """The loopback NDIF server for the session; every process stopped by PID afterwards."""
+    """The loopback NDIF server for this module's tests; every process stopped by PID right after
+    (module scope, so Ray's processes do not share the CPU with the rest of the suite)."""
     # CI sets NNSIGHT_INOC_REQUIRE_NDIF=1 so a missing prerequisite fails instead of skipping.
     missing = pytest.fail if os.environ.get("NNSIGHT_INOC_REQUIRE_NDIF") == "1" else pytest.skip
     if os.geteuid() != 0 or shutil.which("redis-server") is None or shutil.which("ip") is None:
