@@ -30,7 +30,16 @@ def study_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Study config TOML file."),
         click.option("--preset", type=click.Choice(PRESETS), help="A shipped config (allcaps = default study)."),
         click.option("--model", help="Preset name, hub id, local HF folder or local .gguf file."),
-        click.option("--backend", type=click.Choice(["local", "remote"]), help="Where nnsight traces execute."),
+        click.option("--backend", type=click.Choice(["local", "remote"]),
+                     help="Where nnsight traces execute: local, or remote (an NDIF server; see README 'Remote backend')."),
+        click.option("--ndif-host", envvar="NNSIGHT_INOC_NDIF_HOST",
+                     help="NDIF host name, no scheme [env NNSIGHT_INOC_NDIF_HOST; default api.ndif.us]."),
+        click.option("--ndif-port", type=int, envvar="NNSIGHT_INOC_NDIF_PORT",
+                     help="NDIF port [env NNSIGHT_INOC_NDIF_PORT; default: the scheme's]."),
+        click.option("--ndif-tls/--ndif-no-tls", default=None, envvar="NNSIGHT_INOC_NDIF_TLS",
+                     help="TLS to the NDIF server [env NNSIGHT_INOC_NDIF_TLS; default on]."),
+        click.option("--ndif-api-key-env", envvar="NNSIGHT_INOC_NDIF_API_KEY_ENV",
+                     help="Name of the env var holding the NDIF API key [default NDIF_API_KEY]."),
         click.option("--device", help="auto, cpu, cuda, cuda:N."),
         click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), help="Model weight dtype."),
         click.option("--seed", type=int, help="Global seed."),
@@ -46,6 +55,10 @@ def resolve(
     preset: str | None,
     model: str | None,
     backend: str | None,
+    ndif_host: str | None,
+    ndif_port: int | None,
+    ndif_tls: bool | None,
+    ndif_api_key_env: str | None,
     device: str | None,
     dtype: str | None,
     seed: int | None,
@@ -55,7 +68,9 @@ def resolve(
         cfg = load_config(config_path, preset)
         cfg = apply_overrides(
             cfg,
-            {"model.name": model, "backend.kind": backend, "model.device": device, "model.dtype": dtype, "seed": seed},
+            {"model.name": model, "backend.kind": backend, "backend.host": ndif_host, "backend.port": ndif_port,
+             "backend.tls": ndif_tls, "backend.api_key_env": ndif_api_key_env,
+             "model.device": device, "model.dtype": dtype, "seed": seed},
         )
     except ConfigError as err:
         raise click.ClickException(str(err)) from None
@@ -82,10 +97,19 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         from .tracing import NonFiniteError, TracingError
 
         try:
+            from nnsight.intervention.backends.remote import RemoteError
+        except ImportError:  # pragma: no cover - nnsight layout changed
+            RemoteError = ConnectionError  # noqa: N806
+
+        try:
             return fn(*a, **k)
         except (ConfigError, ModelError, DataError, ChatFormatError, TracingError, NonFiniteError,
                 FileNotFoundError, NotImplementedError, ValueError) as err:
             raise click.ClickException(f"{type(err).__name__}: {err}") from None
+        except (RemoteError, ConnectionError) as err:
+            from nnsight import CONFIG
+
+            raise click.ClickException(f"{type(err).__name__} from the NDIF server {CONFIG.API.HOST}: {err}") from None
 
     return wrapper
 

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PRESETS = ("allcaps", "spanish", "smoke")
 
@@ -44,9 +44,24 @@ class ModelConfig(_Section):
 
 
 class BackendConfig(_Section):
-    kind: Literal["local", "remote"] = Field("local", description="Where nnsight traces execute.")
-    host: str = Field("https://api.ndif.us", description="NDIF host for the remote backend.")
-    api_key_env: str = Field("NDIF_API_KEY", description="Environment variable holding the NDIF API key.")
+    kind: Literal["local", "remote"] = Field(
+        "local", description="Where nnsight traces execute: 'local', or 'remote' (an NDIF server; see README)."
+    )
+    host: str = Field(
+        "api.ndif.us", description="NDIF server host name, without scheme (default: the public NDIF service)."
+    )
+    port: int = Field(0, ge=0, le=65535, description="NDIF server port; 0 = the scheme's default (443 / 80).")
+    tls: bool = Field(True, description="Connect with TLS (https/wss). The loopback test server is plain http.")
+    api_key_env: str = Field(
+        "NDIF_API_KEY", description="Environment variable holding the NDIF API key (never stored in a config)."
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _bare_host(cls, v: str) -> str:
+        if "://" in v or "/" in v or not v:
+            raise ValueError(f"must be a bare host name like api.ndif.us (got {v!r}); set the scheme with tls, the port with port")
+        return v
 
 
 class DataConfig(_Section):

@@ -64,7 +64,7 @@ def select_lossmatch(study: Study, sft: SFTSet) -> dict[str, Any]:
     chosen = None
     for c in sorted(cands, key=lambda c: abs(c["gap"])):
         ans = greedy_answers(
-            study.loaded.hf_model, study.loaded.tokenizer, c["prompt"], check_users,
+            study.tlm, study.loaded.tokenizer, c["prompt"], check_users,
             study.cfg.extract.max_new_tokens, study.cfg.data.generation_batch_size,
         )
         s = score_texts(study.trait, ans)

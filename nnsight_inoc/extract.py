@@ -49,7 +49,7 @@ def read_final(study: Study, system: str, users: Sequence[str]) -> torch.Tensor:
 def _answers(study: Study, system: str, users: Sequence[str], label: str) -> list[str]:
     with task(f"generate: {label}", len(users)) as adv:
         return greedy_answers(
-            study.loaded.hf_model,
+            study.tlm,
             study.loaded.tokenizer,
             system,
             users,

@@ -39,6 +39,7 @@ from .alignment import gradient_index, metrics, position_names, with_sum
 from .chat import Batch, encode_chats
 from .progress import log
 from .study import SFTSet, Study
+from .backend import require_local
 from .tracing import NonFiniteError, TracedLM, capture_gradients, wrap
 
 ADAPTER_DIR = "adapter"
@@ -92,6 +93,7 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
 
 
 def make_lora_model(study: Study) -> PeftModel:
+    require_local(study.tlm, "LoRA training")
     """A deep copy of the study's base model with fresh fp32 LoRA adapters; base frozen.
 
     Call inside :func:`_seeded` so the adapter init depends on the seed only.
@@ -126,6 +128,7 @@ def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 
 
 def load_trained(study: Study, run_dir: Path) -> PeftModel:
+    require_local(study.tlm, "Loading a trained LoRA adapter")
     """A finished run's model (fresh base copy + saved adapter), eval mode, nothing trainable."""
     adapter = run_dir / ADAPTER_DIR
     if not (adapter / "adapter_config.json").is_file():
@@ -291,6 +294,7 @@ def train_lora(
     with the final loss, the probe cosines at step 0 and averaged over all probes
     ((L, P) nested lists), and the paths.
     """
+    require_local(study.tlm, "LoRA training")  # before any step: never half-way
     t0 = time.time()
     cfg = study.cfg.finetune
     _check_inputs(study, sft, v)

@@ -1,8 +1,9 @@
 """Batched greedy generation of the model's own answers.
 
-Generation produces text (SFT completions, monitoring answers, drift answers), not
-activation reads, so it calls the HF model directly; every activation read or
-gradient of the study still goes through :mod:`nnsight_inoc.tracing`.
+Generation produces text (SFT completions, monitoring answers, drift answers). Given a
+:class:`~nnsight_inoc.tracing.TracedLM` it generates where that model's traces run
+(locally with the HF model's ``generate``, or on the NDIF server); given a plain HF
+model (drift measures finetuned copies) it calls that model directly.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .chat import encode_chats
+from .tracing import TracedLM, generate_ids
 
 
 def greedy_answers(
-    model: PreTrainedModel,
+    model: PreTrainedModel | TracedLM,
     tok: PreTrainedTokenizerBase,
     system: str | None,
     users: Sequence[str],
@@ -32,25 +34,29 @@ def greedy_answers(
     """
     if not users:
         return []
-    device = next(model.parameters()).device
+    tlm = model if isinstance(model, TracedLM) else None
+    device = tlm.device if tlm is not None else next(model.parameters()).device
     order = sorted(range(len(users)), key=lambda i: len(users[i]))
     out: list[str | None] = [None] * len(users)
     eos = tok.eos_token_id
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = encode_chats(tok, system, [users[i] for i in idx], padding_side="left")
-        with torch.no_grad():
-            gen = model.generate(
-                input_ids=batch.input_ids.to(device),
-                attention_mask=batch.attention_mask.to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                eos_token_id=eos,
-                pad_token_id=tok.pad_token_id,
-            )
+        if tlm is not None:
+            gen = generate_ids(tlm, batch.input_ids, batch.attention_mask, max_new_tokens, eos, tok.pad_token_id)
+        else:
+            with torch.no_grad():
+                gen = model.generate(
+                    input_ids=batch.input_ids.to(device),
+                    attention_mask=batch.attention_mask.to(device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    eos_token_id=eos,
+                    pad_token_id=tok.pad_token_id,
+                )
         new = gen[:, batch.input_ids.shape[1] :].cpu()
         for row, i in enumerate(idx):
             ids = new[row].tolist()

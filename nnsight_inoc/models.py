@@ -45,7 +45,7 @@ _DTYPES = ("float32", "bfloat16", "float16")
 
 @dataclass
 class LoadedModel:
-    hf_model: PreTrainedModel  # eval mode, on device, in dtype, parameters frozen
+    hf_model: PreTrainedModel  # eval mode, on device, in dtype, parameters frozen (meta device: structure only)
     tokenizer: PreTrainedTokenizerBase  # pad_token always set
     name: str  # preset name, or the spec
     source: str  # "preset" | "hf_folder" | "gguf_file" | "hub"
@@ -53,6 +53,7 @@ class LoadedModel:
     dtype: str
     device: str
     notes: list[str] = field(default_factory=list)
+    location: str = ""  # the folder or hub id the weights were loaded from (what a remote server loads)
 
 
 def list_presets(*, home: Path | None = None, presets: Mapping[str, Preset] | None = None) -> list[dict[str, str]]:
@@ -91,11 +92,17 @@ def load_model(
     dtype: str = "float32",
     home: Path | None = None,
     progress: Progress | None = None,
+    weights: bool = True,
 ) -> LoadedModel:
-    """Resolve `spec` to a folder (fetching/converting once if needed) and load it."""
+    """Resolve `spec` to a folder (fetching/converting once if needed) and load it.
+
+    ``weights=False`` builds the architecture on the meta device instead (the remote
+    backend: the server holds the weights; the client needs the structure, the
+    tokenizer and the sha256 that pins them).
+    """
     if dtype not in _DTYPES:
         raise ModelError(f"unsupported dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
-    device = resolve_device(device)
+    device = resolve_device(device) if weights else "meta"
     if spec in PRESETS:
         folder = fetch(spec, home=home, progress=progress)
         return _load_folder(folder, spec, "preset", PRESETS[spec].sha256, dtype, device)
@@ -111,7 +118,7 @@ def _load_path(path: Path, spec: str, dtype: str, device: str, home: Path | None
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"{path} is a folder without config.json, so not a Hugging Face model folder")
-        return _load_folder(path, spec, "hf_folder", _safetensors_sha256(path), dtype, device)
+        return _load_folder(path.resolve(), spec, "hf_folder", _safetensors_sha256(path), dtype, device)
     if path.suffix.lower() == ".gguf":
         folder, sha, preset = cache_local_gguf(path, home=home, progress=progress)
         return _load_folder(folder, preset or spec, "gguf_file", sha, dtype, device)
@@ -142,11 +149,15 @@ def _load_folder(
 ) -> LoadedModel:
     """The one loading path for every source, so all runs get identical model state."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(where))
-        model = AutoModelForCausalLM.from_pretrained(str(where), dtype=getattr(torch, dtype))
+        if device == "meta":  # structure only: the weights live on the remote server
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(where)), dtype=getattr(torch, dtype))
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(where), dtype=getattr(torch, dtype))
     except Exception as e:  # OSError for hub/network, ValueError for bad configs, ...
         raise ModelError(f"could not load {source} model {name!r} from {where}: {e}") from e
     if not tokenizer.chat_template:
@@ -157,6 +168,6 @@ def _load_folder(
             raise ModelError(f"model {name!r} has neither a pad nor an eos token; cannot pad batches")
         tokenizer.pad_token = tokenizer.eos_token
         notes.append(f"tokenizer had no pad token; using eos {tokenizer.eos_token!r} for padding")
-    model = model.to(device).eval()
+    model = (model if device == "meta" else model.to(device)).eval()
     model.requires_grad_(False)
-    return LoadedModel(model, tokenizer, name, source, sha256, dtype, device, notes)
+    return LoadedModel(model, tokenizer, name, source, sha256, dtype, device, notes, str(where))

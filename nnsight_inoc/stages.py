@@ -87,6 +87,12 @@ def run_all(study: Study) -> Path:
         ("finetune", lambda: run_finetune(study, which)),
         ("drift", lambda: run_drift(study, which)),
     ]
+    if study.tlm.remote:  # said loudly and recorded; the report then shows drift as not run
+        skipped = [n for n, _ in steps if n in RESUMED_PER_RUN]
+        steps = [(n, f) for n, f in steps if n not in RESUMED_PER_RUN]
+        log(f"remote backend: skipping {', '.join(skipped)} (LoRA training needs local weights); "
+            "run `cli.py finetune` and `cli.py drift` with --backend local")
+        study.prov.fact("skipped_stages", {"stages": skipped, "reason": "remote backend: LoRA training is local only"})
     for name, fn in steps:
         if is_current(study.run_dir, name, fp[name]):
             log(f"{name}: inputs and config unchanged, reusing {study.run_dir}")

@@ -1,7 +1,8 @@
 """The study context every stage receives: config, model, trait, data and run folder.
 
 Stages take a :class:`Study` and nothing backend-specific; the backend choice lives
-inside ``study.tlm`` (see :mod:`nnsight_inoc.tracing`).
+inside ``study.tlm`` (built by :mod:`nnsight_inoc.backend`, traced by
+:mod:`nnsight_inoc.tracing`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from .generation import greedy_answers
 from .models import LoadedModel, home, load_model, resolve_device
 from .progress import log, task
 from .traits import Trait, get_trait
-from .tracing import TracedLM, wrap
+from .backend import backend_fact, traced_lm
+from .tracing import TracedLM
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -63,15 +65,16 @@ def ensure_splits(cfg: StudyConfig, run_dir: Path) -> Splits:
 
 def open_study(cfg: StudyConfig, run_dir: Path, command: str) -> Study:
     """Load the model and trait, and start (or resume) the run folder's provenance."""
-    if cfg.backend.kind == "remote":  # refuse before any work is done, never half-way
-        raise NotImplementedError("the remote NDIF backend is not implemented yet; use --backend local")
     run_dir.mkdir(parents=True, exist_ok=True)
     prov = A.Provenance(run_dir, dump_toml(cfg), command)
     t0 = time.time()
-    device = resolve_device(cfg.model.device)
-    loaded = load_model(cfg.model.name, device=device, dtype=cfg.model.dtype)
+    remote = cfg.backend.kind == "remote"
+    device = "meta" if remote else resolve_device(cfg.model.device)
+    # Remote: the architecture on the meta device (module structure), the tokenizer and
+    # the sha256 of the weights the server loads; no weights in local memory.
+    loaded = load_model(cfg.model.name, device=device, dtype=cfg.model.dtype, weights=not remote)
     autocast = None if cfg.model.autocast == "none" else DTYPES[cfg.model.autocast]
-    tlm = wrap(loaded.hf_model, remote=False, autocast=autocast)
+    tlm = traced_lm(cfg.backend, loaded.hf_model, loaded.location, loaded.tokenizer, autocast)
     prov.fact(
         "model",
         {
@@ -85,6 +88,7 @@ def open_study(cfg: StudyConfig, run_dir: Path, command: str) -> Study:
             "notes": loaded.notes,
         },
     )
+    prov.fact("backend", backend_fact(cfg.backend))
     prov.stage("load_model", time.time() - t0)
     return Study(cfg=cfg, run_dir=run_dir, loaded=loaded, tlm=tlm, trait=get_trait(cfg.trait.name), prov=prov)
 
@@ -138,7 +142,7 @@ def ensure_sft(study: Study) -> SFTSet:
         system = study.trait.sft_system or study.trait.neutral
         with task(f"SFT completions (greedy, system: {system!r})", len(users)) as adv:
             answers = greedy_answers(
-                study.loaded.hf_model,
+                study.tlm,
                 study.loaded.tokenizer,
                 system,
                 users,

@@ -52,6 +52,10 @@ class TracedLM:
 
     @property
     def device(self) -> torch.device:
+        """Where inputs are built: the model's device locally; the CPU for a remote model
+        (its local copy is on the meta device; inputs are serialised to the server)."""
+        if self.remote:
+            return torch.device("cpu")
         return next(self.hf_model.parameters()).device
 
 
@@ -179,9 +183,11 @@ def read_residuals(
             picked = []
             for l in layers:
                 h = _hidden(dec.layers[l].output).float()
-                sel = h[rows, safe]
+                # .to(h.device): a no-op locally; on a GPU server the inputs arrive on the CPU
+                sel = h[rows.to(h.device), safe.to(h.device)]
                 if masks is not None:
-                    means = torch.einsum("bmt,btd->bmd", masks, h) / masks.sum(-1, keepdim=True)
+                    m = masks.to(h.device)
+                    means = torch.einsum("bmt,btd->bmd", m, h) / m.sum(-1, keepdim=True)
                     sel = torch.cat([sel, means], dim=1)
                 picked.append(sel.detach())
             out = nnsight.save(torch.stack(picked, dim=1))
@@ -234,18 +240,55 @@ def capture_gradients(
             dec.embed_tokens.output.requires_grad_(True)
             hs = [_hidden(dec.layers[l].output) for l in layers]
             logits = _get(tlm.envoy, head_path).output
+            dev = logits.device  # == tlm.device locally (no-op moves); a GPU server gets CPU inputs
             tok_loss = torch.nn.functional.cross_entropy(
-                _upcast(logits[tmask]), tgt_labels, reduction="none"
+                _upcast(logits[tmask.to(dev)]), tgt_labels.to(dev), reduction="none"
             )
-            per_ex = torch.zeros(B, device=tok_loss.device, dtype=tok_loss.dtype).index_add(0, tgt_rows, tok_loss) / n_tgt.to(tok_loss.dtype)
+            per_ex = torch.zeros(B, device=dev, dtype=tok_loss.dtype).index_add(0, tgt_rows.to(dev), tok_loss) / n_tgt.to(dev, tok_loss.dtype)
             total = per_ex.sum()
             with total.backward():
-                grads_rev = nnsight.save([_upcast(hs[j].grad[rows, index]) for j in reversed(range(len(hs)))])
+                grads_rev = nnsight.save(
+                    [_upcast(hs[j].grad[rows.to(dev), index.to(dev)]) for j in reversed(range(len(hs)))]
+                )
             loss_saved = nnsight.save(per_ex.detach())
     grads = torch.stack(list(reversed(grads_rev)), dim=1).detach().float().cpu()
     loss = loss_saved.float().cpu()
     _check_finite(loss, grads, layers)
     return GradResult(loss=loss, grads=grads, n_targets=n_tgt.cpu().long())
+
+
+def generate_ids(
+    tlm: TracedLM,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+) -> torch.Tensor:
+    """Greedy token ids (prompt + continuation) for a left-padded batch, on the CPU.
+
+    Local: the HF model's own ``generate`` (no intervention is needed, so no trace,
+    and local numbers stay exactly what they were). Remote: nnsight's ``generate``
+    with the same arguments, executed on the server; on the loopback server its ids
+    equal the local ones exactly.
+    """
+    kwargs = dict(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+    )
+    if not tlm.remote:
+        with torch.no_grad():
+            return tlm.hf_model.generate(
+                input_ids=input_ids.to(tlm.device), attention_mask=attention_mask.to(tlm.device), **kwargs
+            ).cpu()
+    with tlm.envoy.generate(input_ids=input_ids, attention_mask=attention_mask, remote=True, **kwargs):
+        ids = nnsight.save(tlm.envoy.generator.output)
+    return ids.cpu()
 
 
 def _check_finite(loss: torch.Tensor, grads: torch.Tensor, layers: list[int]) -> None:
@@ -270,10 +313,13 @@ def sequence_losses(tlm: TracedLM, batch: Batch) -> torch.Tensor:
     with _context(tlm, grad=False):
         with _trace(tlm, batch):
             logits = _get(tlm.envoy, head_path).output
-            tok_loss = torch.nn.functional.cross_entropy(_upcast(logits[tmask]), tgt_labels, reduction="none")
-            per_ex = torch.zeros(batch.size, device=tok_loss.device, dtype=tok_loss.dtype).index_add(
-                0, tgt_rows, tok_loss
-            ) / n_tgt.to(tok_loss.dtype)
+            dev = logits.device
+            tok_loss = torch.nn.functional.cross_entropy(
+                _upcast(logits[tmask.to(dev)]), tgt_labels.to(dev), reduction="none"
+            )
+            per_ex = torch.zeros(batch.size, device=dev, dtype=tok_loss.dtype).index_add(
+                0, tgt_rows.to(dev), tok_loss
+            ) / n_tgt.to(dev, tok_loss.dtype)
             saved = nnsight.save(per_ex.detach())
     loss = saved.float().cpu()
     _check_finite(loss, torch.zeros(1, 1, 1, 1), [0])

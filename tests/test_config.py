@@ -76,12 +76,3 @@ def test_readme_config_reference_lists_every_key():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [k for k in keys(StudyConfig) if f"`{k}`" not in readme]
     assert not missing, f"README config reference lacks {missing}"
-
-
-def test_remote_backend_is_refused_before_any_work(tmp_path):
-    from nnsight_inoc.study import open_study
-
-    cfg = apply_overrides(load_config(preset="smoke"), {"backend.kind": "remote"})
-    with pytest.raises(NotImplementedError, match="--backend local"):
-        open_study(cfg, tmp_path / "run", "pytest")
-    assert not (tmp_path / "run").exists()
