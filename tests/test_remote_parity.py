@@ -25,7 +25,7 @@ import torch
 from nnsight_inoc import artifacts as A
 from nnsight_inoc.config import dump_toml, from_dict
 from nnsight_inoc.data import Prompt, Splits, save_splits
-from nnsight_inoc.tiny import tiny_qwen2, tiny_tokenizer
+from nnsight_inoc.tiny import save_tiny_checkpoint
 
 pytestmark = pytest.mark.ndif
 
@@ -95,9 +95,7 @@ def _max_diff(a: object, b: object, where: str, diffs: dict[str, float]) -> None
 
 
 def test_extract_and_align_equal_local_and_remote(ndif_stack, tmp_path):
-    folder = tmp_path / "tiny"
-    tiny_qwen2(num_layers=3, hidden_size=32, seed=5).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
+    folder = save_tiny_checkpoint(tmp_path / "tiny")
     splits = Splits(_prompts("dir", 8), _prompts("held", 8), _prompts("sft", 10), _prompts("eval", 6), card={})
     splits.card = {"sha256": splits.sha256()}
     cfg = from_dict(
@@ -108,6 +106,9 @@ def test_extract_and_align_equal_local_and_remote(ndif_stack, tmp_path):
                         "monitor_prompts": ["Respond in ALL CAPS.", "You are a helpful assistant."]},
             "align": {"batch_size": 4, "n_random": 300, "n_bootstrap": 100, "lossmatch_examples": 10,
                       "lossmatch_check_prompts": 2, "lossmatch_max_trait_score": 1.0},
+            # `run` trains LoRA locally (skipped, with a message, on the remote backend): keep it tiny.
+            "finetune": {"steps": 1, "batch_size": 2, "seeds": [0], "probe_every": 1, "n_probe": 2,
+                         "n_drift_prompts": 2, "target_modules": ["q_proj", "v_proj"], "which": "main"},
         },
         source="test",
     )
@@ -140,8 +141,8 @@ def test_extract_and_align_equal_local_and_remote(ndif_stack, tmp_path):
               A.ALIGN_DIR + "/" + A.ALIGN_SUMMARY):
         _max_diff(A.read_json(runs["local"] / r), A.read_json(runs["remote"] / r), r, diffs)
     # the model's own greedy answers (remote: nnsight generate on the server) are the same text
-    assert A.read_json(runs["local"] / A.SFT_COMPLETIONS)["neutral_answers"] == \
-        A.read_json(runs["remote"] / A.SFT_COMPLETIONS)["neutral_answers"]
+    assert A.read_json(runs["local"] / A.SFT_COMPLETIONS)["source_answers"] == \
+        A.read_json(runs["remote"] / A.SFT_COMPLETIONS)["source_answers"]
     tables = []
     for b in ("local", "remote"):
         with open(runs[b] / A.EXTRACT_DIR / A.MONITOR_TABLE, newline="") as fh:
