@@ -15,9 +15,8 @@ import numpy as np
 
 from . import artifacts as A
 from .chat import encode_chats
-from .generation import greedy_answers
 from .progress import log, task
-from .study import SFTSet, Study
+from .study import SFTSet, Study, answers
 from .traits import score_texts
 from .tracing import sequence_losses
 
@@ -63,10 +62,8 @@ def select_lossmatch(study: Study, sft: SFTSet) -> dict[str, Any]:
     check_users = [p.text for p in study.splits.eval[: cfg.lossmatch_check_prompts]]
     chosen = None
     for c in sorted(cands, key=lambda c: abs(c["gap"])):
-        ans = greedy_answers(
-            study.tlm, study.loaded.tokenizer, c["prompt"], check_users,
-            study.cfg.extract.max_new_tokens, study.cfg.data.generation_batch_size,
-        )
+        ans = answers(study, c["prompt"], check_users, study.cfg.extract.max_new_tokens,
+                      f"loss-matched candidate check: {c['prompt']!r}")
         s = score_texts(study.trait, ans)
         c["answer_trait_score"] = s.mean
         c["answer_n_unscored"] = s.n_unscored

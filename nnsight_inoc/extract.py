@@ -12,9 +12,8 @@ from . import artifacts as A
 from . import plots
 from .chat import encode_chats
 from .directions import POSITIONS, choose_layer, mean_difference, monitoring_correlation, project, separation
-from .generation import greedy_answers
-from .progress import log, task
-from .study import Study
+from .progress import log
+from .study import Study, answers
 from .traits import score_texts
 from .tracing import read_residuals
 
@@ -47,16 +46,7 @@ def read_final(study: Study, system: str, users: Sequence[str]) -> torch.Tensor:
 
 
 def _answers(study: Study, system: str, users: Sequence[str], label: str) -> list[str]:
-    with task(f"generate: {label}", len(users)) as adv:
-        return greedy_answers(
-            study.tlm,
-            study.loaded.tokenizer,
-            system,
-            users,
-            study.cfg.extract.max_new_tokens,
-            study.cfg.data.generation_batch_size,
-            on_batch=adv,
-        )
+    return answers(study, system, users, study.cfg.extract.max_new_tokens, f"generate: {label}")
 
 
 def run_extract(study: Study) -> dict[str, Any]:

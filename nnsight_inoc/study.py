@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -104,6 +104,13 @@ class SFTSet:
     excluded: dict[str, int]
 
 
+def answers(study: Study, system: str, users: Sequence[str], max_new_tokens: int, label: str) -> list[str]:
+    """The study model's greedy answers under one system prompt, batched, with a progress bar."""
+    with task(label, len(users)) as adv:
+        return greedy_answers(study.tlm, study.loaded.tokenizer, system, users, max_new_tokens,
+                              study.cfg.data.generation_batch_size, on_batch=adv)
+
+
 def sft_key(study: Study) -> str:
     blob = json.dumps(
         {
@@ -140,17 +147,9 @@ def ensure_sft(study: Study) -> SFTSet:
         sft = study.splits.sft
         users = [p.text for p in sft]
         system = study.trait.sft_system or study.trait.neutral
-        with task(f"SFT completions (greedy, system: {system!r})", len(users)) as adv:
-            answers = greedy_answers(
-                study.tlm,
-                study.loaded.tokenizer,
-                system,
-                users,
-                study.cfg.data.sft_max_new_tokens,
-                study.cfg.data.generation_batch_size,
-                on_batch=adv,
-            )
-        data = {"key": key, "ids": [p.id for p in sft], "prompts": users, "source_answers": answers}
+        generated = answers(study, system, users, study.cfg.data.sft_max_new_tokens,
+                            f"SFT completions (greedy, system: {system!r})")
+        data = {"key": key, "ids": [p.id for p in sft], "prompts": users, "source_answers": generated}
         A.write_json(cache, data)
         study.prov.stage("sft_completions", time.time() - t0, n=len(users))
     if run_copy.resolve() != cache.resolve() and not run_copy.is_file():
