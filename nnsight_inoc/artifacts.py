@@ -167,8 +167,9 @@ def device_info() -> dict[str, Any]:
 class Provenance:
     """Accumulates stage timings and facts; rewritten atomically after every stage."""
 
-    def __init__(self, run_dir: Path, config_toml: str, command: str) -> None:
-        self.path = run_dir / PROVENANCE
+    def __init__(self, run_dir: Path, config_toml: str, command: str, name: str = PROVENANCE) -> None:
+        # `name`: parallel finetune workers keep one file each, so no worker overwrites another's stages.
+        self.path = run_dir / name
         prev = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.data: dict[str, Any] = {
             "command": command,

@@ -79,11 +79,13 @@ def resolve(
     return cfg, Path(run_dir)
 
 
-def _open(opts: dict[str, Any]):  # -> Study (import is slow: keep `--help` fast)
+def _open(opts: dict[str, Any], provenance: str | None = None):  # -> Study (import is slow: keep `--help` fast)
     from .study import open_study
 
     cfg, run_dir = resolve(**opts)
-    return open_study(cfg, run_dir, _command_line())
+    if provenance is None:
+        return open_study(cfg, run_dir, _command_line())
+    return open_study(cfg, run_dir, _command_line(), provenance)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -196,14 +198,49 @@ WHICH = click.option("--which", type=click.Choice(["main", "variants", "all"]),
                      help="Main conditions, the trait's wording variants, or both (default: finetune.which).")
 
 
+def _gpu_list(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated device indices like 0,1,1, got {value!r}") from None
+
+
 @main.command()
 @WHICH
+@click.option("--gpus", callback=_gpu_list,
+              help="Parallel: one worker per listed CUDA device (0,1,2,3; list a device twice for two workers "
+                   "on it). Each worker trains a run and measures its drift; the summary follows.")
+@click.option("--worker", is_flag=True,
+              help="Run as one parallel worker: claim runs not held by a live process, train each and measure its drift.")
 @study_options
 @handle_errors
-def finetune(which: str | None, **opts: Any) -> None:
+def finetune(which: str | None, gpus: list[int] | None, worker: bool, **opts: Any) -> None:
     """LoRA finetune per condition x seed, probing cos(-g, v) during training (resumable)."""
-    from .finetune_stage import run_finetune
+    import os
 
+    from .finetune_stage import run_drift, run_finetune
+    from .parallel import cli_base, launch, run_worker
+
+    if gpus is not None and worker:
+        raise click.UsageError("--gpus starts workers; a worker itself takes no --gpus")
+    if gpus is not None:
+        cfg, run_dir = resolve(**opts)
+        which = which or cfg.finetune.which
+        if cfg.backend.kind == "remote":
+            raise click.UsageError("LoRA training is local only; --gpus needs --backend local")
+        from . import artifacts as A
+
+        if not (run_dir / A.SFT_COMPLETIONS).is_file():  # else every worker would generate them at once
+            raise click.UsageError(f"{run_dir / A.SFT_COMPLETIONS} is missing: run `align` first (it makes them)")
+        launch(cli_base(which, opts), gpus, run_dir / "finetune" / "logs")
+        run_drift(_open(opts), which)  # every run has drift.json by now: this writes the summary and plots
+        return
+    if worker:
+        study = _open(opts, provenance=f"provenance.worker{os.environ.get('NNSIGHT_INOC_WORKER', os.getpid())}.json")
+        run_worker(study, which or study.cfg.finetune.which)
+        return
     study = _open(opts)
     run_finetune(study, which or study.cfg.finetune.which)
 

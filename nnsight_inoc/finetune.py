@@ -143,7 +143,16 @@ def load_trained(study: Study, run_dir: Path) -> PeftModel:
 
 
 def _autocast(study: Study, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """The same autocast the traces use (CUDA only), so training and probes compute alike."""
+    """The training step's autocast.
+
+    By default the one the traces use (CUDA only), so training and probes compute alike.
+    ``finetune.train_autocast = "bfloat16"`` trains under bf16 autocast instead: the
+    matmuls run in bf16 while the base and LoRA weights, the optimizer state and the
+    loss stay fp32 (the policy shared/MODELS.md suggests; plain bf16 weights diverged).
+    Any non-finite loss or gradient still stops the run (:func:`train_step`).
+    """
+    if study.cfg.finetune.train_autocast == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     dt = study.tlm.autocast
     if dt is not None and device.type == "cuda":
         return torch.autocast("cuda", dtype=dt)

@@ -10,6 +10,8 @@ under the run's own training prompt (did the trait become conditional on that pr
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from .stats import pearson_spearman
 from .study import Study, ensure_sft
 
 FINETUNE_DIR = "finetune"
-PRE_JSON = "pre.json"
+PRE_DIR = "pre"
 DRIFT_JSON = "drift.json"
 SUMMARY_JSON = "finetune_summary.json"
 
@@ -57,7 +59,8 @@ def training_conditions(study: Study, which: str) -> dict[str, str]:
     return out
 
 
-def _direction(study: Study) -> torch.Tensor:
+def training_direction(study: Study) -> torch.Tensor:
+    """v(l) at the position the align stage reports on: what probes and drift project onto."""
     v_all, _ = load_direction(study)
     return v_all[:, POSITIONS.index(study.cfg.align.direction_position)]
 
@@ -68,21 +71,26 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
+def check_trained(study: Study, train_json: Path, system: str) -> dict[str, Any]:
+    """A finished run's record, refusing one trained with another config or prompt."""
+    rec = A.read_json(train_json)
+    if rec["finetune_config"] != study.cfg.finetune.model_dump() or rec["system_prompt"] != system:
+        raise ValueError(f"{train_json} was trained with another config or prompt; use a new --run-dir")
+    return rec
+
+
 def run_finetune(study: Study, which: str = "all") -> list[dict[str, Any]]:
     """Train every (condition, seed) not yet trained; returns their train summaries."""
     t0 = time.time()
-    v, sft = _direction(study), ensure_sft(study)
+    v, sft = training_direction(study), ensure_sft(study)
     out_dir = study.run_dir / FINETUNE_DIR
     done = []
     for cond, system in training_conditions(study, which).items():
         for seed in study.cfg.finetune.seeds:
             path = out_dir / run_name(cond, seed) / TRAIN_JSON
             if path.is_file():
-                rec = A.read_json(path)
-                if rec["finetune_config"] != study.cfg.finetune.model_dump() or rec["system_prompt"] != system:
-                    raise ValueError(f"{path} was trained with another config or prompt; use a new --run-dir")
+                done.append(check_trained(study, path, system))
                 log(f"finetune {run_name(cond, seed)}: already trained, reusing")
-                done.append(rec)
                 continue
             train_lora(study, cond, system, sft, seed, v, out_dir)
             done.append(A.read_json(path))
@@ -92,42 +100,59 @@ def run_finetune(study: Study, which: str = "all") -> list[dict[str, Any]]:
 
 
 def _pre(study: Study, system: str, prompts: list[str], v: torch.Tensor) -> dict[str, Any]:
-    """Base-model behaviour under one system prompt, cached in finetune/pre.json."""
-    path = study.run_dir / FINETUNE_DIR / PRE_JSON
-    cache = A.read_json(path) if path.is_file() else {}
-    if system not in cache or cache[system]["prompts"] != prompts:
-        cache[system] = measure_behaviour(study, study.loaded.hf_model, system, prompts, v)
-        A.write_json(path, cache)
-    return cache[system]
+    """Base-model behaviour under one system prompt, cached in finetune/pre/<hash>.json.
+
+    One file per prompt (not one shared file) so parallel workers never overwrite each
+    other's entries; two workers computing the same entry write the same content atomically.
+    """
+    key = hashlib.sha256(json.dumps([system, prompts]).encode()).hexdigest()[:16]
+    path = study.run_dir / FINETUNE_DIR / PRE_DIR / f"{key}.json"
+    if path.is_file():
+        rec = A.read_json(path)
+        if rec["system"] == system and rec["prompts"] == prompts:
+            return rec["behaviour"]
+    behaviour = measure_behaviour(study, study.loaded.hf_model, system, prompts, v)
+    A.write_json(path, {"system": system, "prompts": prompts, "behaviour": behaviour})
+    return behaviour
+
+
+def drift_prompts(study: Study) -> list[str]:
+    return [p.text for p in study.splits.eval[: study.cfg.finetune.n_drift_prompts]]
+
+
+def drift_one(study: Study, cond: str, system: str, seed: int, v: torch.Tensor, prompts: list[str]) -> dict[str, Any]:
+    """Pre vs post for one trained run; writes (and returns) its drift.json, skipping a finished one."""
+    folder = study.run_dir / FINETUNE_DIR / run_name(cond, seed)
+    if not (folder / TRAIN_JSON).is_file():
+        raise FileNotFoundError(f"{folder / TRAIN_JSON}: run `finetune` first")
+    if (folder / DRIFT_JSON).is_file():
+        rec = A.read_json(folder / DRIFT_JSON)
+        if rec["n_prompts"] != len(prompts):
+            raise ValueError(f"{folder / DRIFT_JSON} used another number of prompts; use a new --run-dir")
+        return rec
+    neutral = study.cfg.align.conditions["neutral"]
+    model = load_trained(study, folder)
+    rec = {"condition": cond, "seed": seed, "n_prompts": len(prompts)}
+    for label, sys_prompt in (("neutral_prompt", neutral), ("training_prompt", system)):
+        pre = _pre(study, sys_prompt, prompts, v)
+        post = measure_behaviour(study, model, sys_prompt, prompts, v)
+        rec[label] = {"pre": _brief(pre), "post": _brief(post), "drift": drift_of(pre, post)}
+    A.write_json(folder / DRIFT_JSON, rec)
+    log(f"drift {run_name(cond, seed)}: neutral-prompt trait score "
+        f"{rec['neutral_prompt']['pre']['mean_score']:.3f} -> {rec['neutral_prompt']['post']['mean_score']:.3f}")
+    del model
+    _free()
+    return rec
 
 
 def run_drift(study: Study, which: str = "all") -> dict[str, Any]:
     """Pre vs post behaviour and projection for every trained run, then the summary."""
     t0 = time.time()
-    v = _direction(study)
-    prompts = [p.text for p in study.splits.eval[: study.cfg.finetune.n_drift_prompts]]
-    neutral = study.cfg.align.conditions["neutral"]
-    out_dir = study.run_dir / FINETUNE_DIR
+    v = training_direction(study)
+    prompts = drift_prompts(study)
     for cond, system in training_conditions(study, which).items():
         for seed in study.cfg.finetune.seeds:
-            folder = out_dir / run_name(cond, seed)
-            if not (folder / TRAIN_JSON).is_file():
-                raise FileNotFoundError(f"{folder / TRAIN_JSON}: run `finetune` first")
-            if (folder / DRIFT_JSON).is_file():
-                if A.read_json(folder / DRIFT_JSON)["n_prompts"] != len(prompts):
-                    raise ValueError(f"{folder / DRIFT_JSON} used another number of prompts; use a new --run-dir")
-                continue
-            model = load_trained(study, folder)
-            rec: dict[str, Any] = {"condition": cond, "seed": seed, "n_prompts": len(prompts)}
-            for label, sys_prompt in (("neutral_prompt", neutral), ("training_prompt", system)):
-                pre = _pre(study, sys_prompt, prompts, v)
-                post = measure_behaviour(study, model, sys_prompt, prompts, v)
-                rec[label] = {"pre": _brief(pre), "post": _brief(post), "drift": drift_of(pre, post)}
-            A.write_json(folder / DRIFT_JSON, rec)
-            log(f"drift {run_name(cond, seed)}: neutral-prompt trait score "
-                f"{rec['neutral_prompt']['pre']['mean_score']:.3f} -> {rec['neutral_prompt']['post']['mean_score']:.3f}")
-            del model
-            _free()
+            drift_one(study, cond, system, seed, v, prompts)
     summary = summarise_drift(study, which)
     study.prov.stage(f"drift_{which}", time.time() - t0)
     return summary

@@ -63,10 +63,10 @@ def ensure_splits(cfg: StudyConfig, run_dir: Path) -> Splits:
     return splits
 
 
-def open_study(cfg: StudyConfig, run_dir: Path, command: str) -> Study:
+def open_study(cfg: StudyConfig, run_dir: Path, command: str, provenance: str = A.PROVENANCE) -> Study:
     """Load the model and trait, and start (or resume) the run folder's provenance."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    prov = A.Provenance(run_dir, dump_toml(cfg), command)
+    prov = A.Provenance(run_dir, dump_toml(cfg), command, provenance)
     t0 = time.time()
     remote = cfg.backend.kind == "remote"
     device = "meta" if remote else resolve_device(cfg.model.device)

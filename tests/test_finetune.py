@@ -248,3 +248,17 @@ def test_nan_gradient_with_finite_loss_raises(study, sft, v, tmp_path, monkeypat
     monkeypatch.setattr(F, "batch_loss", nan_grad)
     with pytest.raises(NonFiniteError, match="step 0: non-finite gradient"):
         F.train_lora(study, "neutral", NEUTRAL, sft, 0, v, tmp_path)
+
+
+def test_bf16_autocast_training_keeps_fp32_weights_and_probes(study, sft, v, runs, tmp_path, monkeypatch):
+    """train_autocast=bfloat16 changes the training matmuls only: the losses move a little,
+    the LoRA weights stay fp32, and the step-0 probe (study precision) is bitwise the fp32 one."""
+    monkeypatch.setattr(study.cfg.finetune, "train_autocast", "bfloat16")
+    F.train_lora(study, "neutral", NEUTRAL, sft, 0, v, tmp_path)
+    bf = json.loads((tmp_path / F.run_name("neutral", 0) / F.TRAIN_JSON).read_text())
+    fp = _train_json(runs, "neutral", 0)
+    assert bf["finetune_config"]["train_autocast"] == "bfloat16"
+    assert bf["losses"][0] != fp["losses"][0]  # autocast really took effect
+    assert bf["losses"][0] == pytest.approx(fp["losses"][0], rel=0.05)
+    assert bf["probes"][0] == fp["probes"][0]
+    assert all(math.isfinite(x) for x in bf["losses"])

@@ -161,6 +161,38 @@ def test_finetune_then_drift_stage(study, monkeypatch):
         assert (study.run_dir / "finetune" / png).stat().st_size > 1000
 
 
+def test_parallel_workers_match_sequential_runs(study, tmp_path):
+    """`finetune --gpus 0,0`: two worker processes share the runs, each run is done once, and every
+    number equals the sequential run's (a run's numerics must not depend on the number of workers)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from nnsight_inoc.config import dump_toml
+
+    copy = tmp_path / "run"
+    shutil.copytree(study.run_dir, copy, ignore=shutil.ignore_patterns("finetune", "stages", "report.*"))
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(dump_toml(study.cfg))
+    proc = subprocess.run([sys.executable, "-m", "nnsight_inoc.cli", "finetune", "--which", "main", "--gpus", "0,0",
+                           "--config", str(cfg), "--run-dir", str(copy)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    logs = [(copy / "finetune" / "logs" / f"worker{i}.log").read_text() for i in (0, 1)]
+    trained = [sum(1 for line in text.splitlines() if "step 0: probe" in line) for text in logs]
+    assert sum(trained) == 8, logs  # 4 conditions x 2 seeds, none trained twice
+    assert {json.loads((copy / "finetune" / "claims" / r / "owner.json").read_text())["pid"]
+            for r in ("neutral_seed0", "inoc_seed1")}  # claims were made
+    for run in ("neutral_seed0", "inoc_seed1", "lossmatch_seed0"):
+        seq = A.read_json(study.run_dir / "finetune" / run / "train.json")
+        par = A.read_json(copy / "finetune" / run / "train.json")
+        assert par["losses"] == seq["losses"] and par["probes"] == seq["probes"]
+        d_seq = A.read_json(study.run_dir / "finetune" / run / "drift.json")
+        d_par = A.read_json(copy / "finetune" / run / "drift.json")
+        assert d_par["neutral_prompt"] == d_seq["neutral_prompt"]
+    assert A.read_json(copy / "finetune" / "finetune_summary.json")["n_runs"] == 8
+    assert len(list(copy.glob("provenance.worker*.json"))) == 2
+
+
 def test_run_all_reuses_unchanged_stages(study, monkeypatch):
     """A second `run` redoes nothing; a config change invalidates the stage and everything after it."""
     from nnsight_inoc import stages as S

@@ -1,0 +1,141 @@
+"""Several GPU workers sharing one run folder's finetune/drift runs.
+
+Why claims instead of a fixed split: runs differ in length (drift generation depends on
+how long the answers are) and workers start at different times, so a static shard
+leaves GPUs idle. Each worker walks the same (condition, seed) list and takes the next
+run nobody holds, by creating ``finetune/claims/<run>`` with ``os.mkdir`` (atomic on
+one file system). A claim names its host and pid; a claim whose process is gone (a
+crash, a timeout) is stale and is taken over, so a resumed campaign never waits on a
+dead worker. A worker trains its run and then measures its drift at once, so a run is
+complete (``train.json`` and ``drift.json``) as soon as possible; the summary and plots
+come from ``cli.py drift`` once every run is done.
+
+Processes, not threads: each worker owns one CUDA device through
+``CUDA_VISIBLE_DEVICES``, exactly like a single-GPU run, so the numerics of a run do not
+depend on how many workers there were.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import artifacts as A
+from .finetune import TRAIN_JSON, run_name, train_lora
+from .finetune_stage import (
+    DRIFT_JSON,
+    FINETUNE_DIR,
+    _free,
+    check_trained,
+    drift_one,
+    drift_prompts,
+    training_conditions,
+    training_direction,
+)
+from .progress import log
+from .study import Study, ensure_sft
+
+CLAIMS_DIR = "claims"
+OWNER = "owner.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def claim(claims: Path, name: str) -> bool:
+    """Take run `name` for this process; False when a live process holds it."""
+    claims.mkdir(parents=True, exist_ok=True)
+    folder = claims / name
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        try:
+            owner = json.loads((folder / OWNER).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return False  # being written right now by the claimant: treat as held
+        if owner.get("host") != me["host"] or _alive(int(owner["pid"])) or owner == me:
+            return owner == me
+        log(f"claim {name}: holder pid {owner['pid']} is gone, taking over")
+        A.write_json(folder / OWNER, me)
+        return json.loads((folder / OWNER).read_text()) == me
+    A.write_json(folder / OWNER, me)
+    return True
+
+
+def run_worker(study: Study, which: str) -> list[str]:
+    """Train and measure drift for every run not yet complete and not held; returns the runs done here."""
+    v = training_direction(study)
+    sft = ensure_sft(study)
+    prompts = drift_prompts(study)
+    out_dir = study.run_dir / FINETUNE_DIR
+    claims = out_dir / CLAIMS_DIR
+    done: list[str] = []
+    t0 = time.time()
+    for cond, system in training_conditions(study, which).items():
+        for seed in study.cfg.finetune.seeds:
+            name = run_name(cond, seed)
+            folder = out_dir / name
+            if (folder / DRIFT_JSON).is_file() or not claim(claims, name):
+                continue
+            if (folder / TRAIN_JSON).is_file():
+                check_trained(study, folder / TRAIN_JSON, system)
+            else:
+                train_lora(study, cond, system, sft, seed, v, out_dir)
+                _free()
+            drift_one(study, cond, system, seed, v, prompts)
+            done.append(name)
+    study.prov.stage(f"worker_{which}", time.time() - t0, runs=done)
+    return done
+
+
+def worker_commands(base: Sequence[str], gpus: Sequence[int]) -> list[tuple[list[str], dict[str, str]]]:
+    """One (argv, env) per entry of `gpus`; a GPU listed twice gets two workers."""
+    if not gpus:
+        raise ValueError("--gpus needs at least one device index")
+    if any(g < 0 for g in gpus):
+        raise ValueError(f"device indices must be >= 0, got {list(gpus)}")
+    out = []
+    for i, g in enumerate(gpus):
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(g), "NNSIGHT_INOC_WORKER": str(i)}
+        out.append(([*base, "--worker"], env))
+    return out
+
+
+def launch(base: Sequence[str], gpus: Sequence[int], log_dir: Path) -> None:
+    """Start the workers, wait for all, and fail loudly (with their log paths) if any failed."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    for i, (argv, env) in enumerate(worker_commands(base, gpus)):
+        path = log_dir / f"worker{i}.log"
+        with path.open("ab") as fh:
+            procs.append((subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT), path))
+        log(f"worker {i} on GPU {gpus[i]}: pid {procs[-1][0].pid}, log {path}")
+    failed = [(p.wait(), path) for p, path in procs]
+    bad = [f"{path} (exit {rc})" for rc, path in failed if rc != 0]
+    if bad:
+        raise RuntimeError(f"{len(bad)} of {len(procs)} finetune workers failed: " + "; ".join(bad))
+
+
+def cli_base(which: str, opts: dict[str, Any]) -> list[str]:
+    """The worker's own command line: the same study options, minus the device (set by CUDA_VISIBLE_DEVICES)."""
+    argv = [sys.executable, "-m", "nnsight_inoc.cli", "finetune", "--which", which]
+    flags = {"config_path": "--config", "preset": "--preset", "model": "--model", "dtype": "--dtype",
+             "seed": "--seed", "run_dir": "--run-dir"}
+    for key, flag in flags.items():
+        if opts.get(key) is not None:
+            argv += [flag, str(opts[key])]
+    return argv
