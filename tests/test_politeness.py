@@ -106,3 +106,17 @@ def test_scorer_separates_hand_labelled_answers() -> None:
     print(f"politeness validation: n={len(texts)} AUROC={auroc:.3f} accuracy@{DEFAULT_THRESHOLD}={accuracy:.3f}")
     assert auroc >= 0.9
     assert accuracy >= 0.85
+
+
+def test_vader_is_loaded_lazily_and_once() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nnsight_inoc.traits, nnsight_inoc.politeness as p\n"
+        "assert not any(m.startswith('vaderSentiment') for m in sys.modules), 'VADER imported at import time'\n"
+        "assert p.politeness_score('Thank you, that helps.') is not None and p._vader() is p._vader()\n"
+        "assert 'requests' not in sys.modules, 'vaderSentiment pulled in requests'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
