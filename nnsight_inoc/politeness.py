@@ -37,8 +37,10 @@ Limits (a lexical proxy, not a judgement of politeness):
   scores higher than a courteous answer with more content per sentence; long
   technical answers (code lines count as sentences) are pushed towards the
   sentiment-only floor.
-- VADER reads some neutral words as negative ("lower", "border"), so plain factual
-  answers can score below a neutral 0.2; it does not matter for the polite/plain split.
+- VADER reads some neutral words as negative ("lower" and "pressure" are -1.2, "lies" as
+  in "it lies on the border" is -1.8), so plain factual answers can score below the
+  neutral 0.2; it does not matter for the polite/plain split. "sorry" is -0.3 in its
+  lexicon, so an apology adds a marker but slightly lowers the sentiment part.
 - Some markers are ambiguous ("of course" as a discourse filler, "could you" inside
   code comments); VADER's compound saturates on long texts, so on them it mostly
   separates negative from non-negative wording.
