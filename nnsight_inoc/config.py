@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PRESETS = ("allcaps", "spanish", "smoke")
+PRESETS = ("allcaps", "spanish", "politeness", "smoke")
 
 
 class ConfigError(ValueError):
@@ -78,7 +78,7 @@ class DataConfig(_Section):
 
 
 class TraitConfig(_Section):
-    name: Literal["allcaps", "spanish"] = Field("allcaps", description="Registered trait name.")
+    name: Literal["allcaps", "spanish", "politeness"] = Field("allcaps", description="Registered trait name.")
 
 
 class ExtractConfig(_Section):

@@ -3,17 +3,50 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from nnsight_inoc.config import ConfigError, apply_overrides, dump_toml, from_dict, load_config
+from nnsight_inoc.config import PRESETS, ConfigError, TraitConfig, apply_overrides, dump_toml, from_dict, load_config
+from nnsight_inoc.traits import get_trait, registered_traits
 
 
 def test_defaults_and_presets_load():
-    for preset in ("allcaps", "smoke"):
+    assert set(PRESETS) >= {"allcaps", "spanish", "politeness", "smoke"}
+    for preset in PRESETS:
         cfg = load_config(preset=preset)
         assert "neutral" in cfg.align.conditions
     assert load_config().model.name == "qwen2.5-coder-1.5b-instruct"
+
+
+@pytest.mark.parametrize("preset", ["allcaps", "spanish", "politeness"])
+def test_trait_presets_use_their_traits_prompts(preset):
+    cfg = load_config(preset=preset)
+    trait = get_trait(cfg.trait.name)
+    assert cfg.trait.name == preset
+    assert cfg.align.conditions == {"neutral": trait.neutral, "inoc": trait.inoculation[0], "explicit": trait.explicit}
+    assert trait.promote in cfg.extract.monitor_prompts and trait.suppress in cfg.extract.monitor_prompts
+
+
+@pytest.mark.parametrize("preset", ["allcaps", "spanish", "politeness"])
+def test_gpu_config_differs_from_its_preset_only_in_batch_sizes(preset):
+    gpu = load_config(Path(__file__).resolve().parents[1] / "gpu" / f"{preset}_gpu.toml")
+    batch_keys = {"extract": {"batch_size"}, "align": {"batch_size"}, "data": {"generation_batch_size"}}
+    a, b = load_config(preset=preset).model_dump(), gpu.model_dump()
+    for section, keys in batch_keys.items():
+        for k in keys:
+            a[section].pop(k), b[section].pop(k)
+    assert a == b
+
+
+def test_trait_names_in_config_and_registry_match():
+    accepted = set(get_args(TraitConfig.model_fields["name"].annotation))
+    assert accepted == set(registered_traits())
+    for name in accepted:
+        assert from_dict({"trait": {"name": name}}).trait.name == name
+    with pytest.raises(ConfigError, match="trait.name"):
+        from_dict({"trait": {"name": "klingon"}})
 
 
 def test_unknown_key_is_named(tmp_path):

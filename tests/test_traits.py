@@ -117,3 +117,24 @@ def test_score_texts_all_unscorable_gives_nan_not_zero(allcaps: Trait) -> None:
     assert s.n_unscored == 2 and math.isnan(s.mean) and math.isnan(s.share_above_half)
     empty = score_texts(allcaps, [])
     assert empty.scores.shape == (0,) and math.isnan(empty.mean)
+
+
+# Invariants every registered trait must keep (a new trait is covered by registering it).
+@pytest.mark.parametrize("name", registered_traits())
+def test_registered_trait_invariants(name: str) -> None:
+    t = get_trait(name)
+    assert t.name == name and get_trait(t.name) is t  # registry round trip
+    assert not t.mentions_trait(t.neutral)
+    for p in (t.promote, t.suppress, t.explicit, *t.inoculation):
+        assert t.mentions_trait(p), p
+    assert len(set(t.inoculation)) == len(t.inoculation)
+    pool = t.lossmatch_pool
+    assert len(pool) >= MIN_LOSSMATCH_POOL and len({p.casefold() for p in pool}) == len(pool)
+    for p in pool:
+        assert not t.mentions_trait(p), p
+        assert p not in t.inoculation and p != t.neutral
+    names = [n for n, _ in t.variants]
+    assert len(t.variants) == 12 and len(set(names)) == 12
+    assert len({p for _, p in t.variants}) == 12
+    assert not set(names) & {"neutral", "inoc", "explicit", "lossmatch"}  # main condition names
+    assert 0.0 <= t.sft_min_score <= 1.0
