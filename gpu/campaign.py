@@ -1,0 +1,216 @@
+"""Runs ON the GPU machine: the whole multi-study campaign across every visible GPU, resumably.
+
+    python3 gpu/campaign.py run SECONDS    start (or resume) the campaign, watch it for SECONDS, bundle to $OUT
+
+Why a detached supervisor: a device call lasts at most 10 minutes but the campaign lasts longer. `run`
+starts the supervisor in its own session (if none is alive) and only watches it; the next call watches
+again. If the supervisor did not survive the end of a call, `run` starts it again and everything resumes:
+prep stages are skipped once their summary exists, finetune workers skip finished runs and take over
+claims of dead processes (nnsight_inoc/parallel.py).
+
+Lanes (G = number of GPUs):
+  prep  on GPU 0:   spanish extract + align, then politeness extract + align (GPU G-1 takes politeness if G > 1)
+  bench on GPU G-1: after its prep (timings of one card, with the other GPUs busy: noted in bench.json)
+  slots: WORKERS_PER_GPU finetune workers per GPU, each working down JOBS in order; a GPU's slots start
+         when its prep/bench lanes are done; a job waits until its study's prep is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path("/root/campaign")
+CODE = ROOT / "code"
+RUNS = ROOT / "runs"
+LOGS = ROOT / "logs"
+MODEL = "qwen2.5-coder-1.5b-instruct"
+STUDIES = {s: (f"gpu/{s}_gpu.toml", f"artifacts/{s}_{MODEL}") for s in ("allcaps", "spanish", "politeness")}
+PREP = ("spanish", "politeness")  # allcaps extract/align were published earlier; its run folder travels with them
+JOBS = [("allcaps", "all"), ("spanish", "main"), ("politeness", "main"), ("allcaps", "steering"),
+        ("spanish", "variants"), ("politeness", "variants")]
+WORKERS_PER_GPU = int(os.environ.get("WORKERS_PER_GPU", "2"))
+
+
+def n_gpus() -> int:
+    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=True).stdout
+    return len([x for x in out.splitlines() if x.startswith("GPU ")])
+
+
+def env_for(gpu: int, worker: str = "") -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(CUDA_VISIBLE_DEVICES=str(gpu), PYTHONUNBUFFERED="1", NNSIGHT_INOC_HOME="/root/m/home",
+               PYTHONPATH=f"/root/site:{CODE}")
+    if worker:
+        env["NNSIGHT_INOC_WORKER"] = worker
+    return env
+
+
+def sh(argv: list[str], gpu: int, log: Path, worker: str = "") -> int:
+    with log.open("a") as fh:
+        fh.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(argv)}\n")
+        fh.flush()
+        return subprocess.run(argv, cwd=CODE, env=env_for(gpu, worker), stdout=fh, stderr=subprocess.STDOUT).returncode
+
+
+def cli(study: str, *args: str) -> list[str]:
+    cfg, _ = STUDIES[study]
+    return [sys.executable, "cli.py", *args, "--config", cfg, "--run-dir", str(RUNS / study)]
+
+
+def prep(study: str, gpu: int) -> None:
+    run = RUNS / study
+    log = LOGS / f"prep_{study}.log"
+    if (run / ".prep_done").exists() or (run / ".prep_failed").exists():
+        return
+    ok = True
+    if not (run / "extract" / "extract_summary.json").exists():
+        ok = sh(cli(study, "extract"), gpu, log) == 0
+    if ok and not (run / "align" / "align_summary.json").exists():
+        ok = sh(cli(study, "align", "--condition", "all"), gpu, log) == 0
+    (run / (".prep_done" if ok else ".prep_failed")).touch()
+
+
+def bench(gpu: int) -> None:
+    out = ROOT / "bench"
+    if (out / "bench.json").exists():
+        return
+    sh([sys.executable, "cli.py", "bench", "--config", STUDIES["allcaps"][0], "--dtype", "bfloat16", "--out-dir", str(out)],
+       gpu, LOGS / "bench.log")
+
+
+def slot(gpu: int, k: int, after: list[threading.Thread]) -> None:
+    for t in after:
+        t.join()
+    name = f"g{gpu}w{k}"
+    for study, which in JOBS:
+        run = RUNS / study
+        if study in PREP:
+            while not ((run / ".prep_done").exists() or (run / ".prep_failed").exists()):
+                time.sleep(5)
+            if (run / ".prep_failed").exists():
+                continue
+        if which == "steering" and not (CODE / "nnsight_inoc" / "steering.py").exists():
+            continue
+        sh(cli(study, "finetune", "--which", which, "--worker"), gpu, LOGS / f"worker_{name}.log", worker=name)
+
+
+def supervise() -> None:
+    g = n_gpus()
+    lanes: dict[int, list[threading.Thread]] = {i: [] for i in range(g)}
+
+    def preps_on(gpu: int, studies: list[str], then_bench: bool) -> None:
+        for s in studies:
+            prep(s, gpu)
+        if then_bench:
+            bench(gpu)
+
+    if g == 1:
+        plan = {0: (list(PREP), True)}
+    else:
+        plan = {0: (["spanish"], False), g - 1: (["politeness"], True)}
+    for gpu, (studies, b) in plan.items():
+        t = threading.Thread(target=preps_on, args=(gpu, studies, b))
+        t.start()
+        lanes[gpu].append(t)
+    slots = [threading.Thread(target=slot, args=(gpu, k, lanes[gpu])) for gpu in range(g) for k in range(WORKERS_PER_GPU)]
+    for t in slots:
+        t.start()
+    for t in slots:
+        t.join()
+    (ROOT / "finished").touch()
+
+
+def alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+        return True
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return False
+
+
+def setup() -> None:
+    """First call only: code, run folders (from the carried artifacts) and folders."""
+    for d in (ROOT, RUNS, LOGS):
+        d.mkdir(parents=True, exist_ok=True)
+    if CODE.exists():
+        shutil.rmtree(CODE)
+    CODE.mkdir()
+    for item in ("cli.py", "nnsight_inoc", "gpu"):
+        src = Path(item)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, CODE / item)
+    for study, (_, src) in STUDIES.items():
+        if not (RUNS / study).exists() and Path(src).exists():
+            shutil.copytree(src, RUNS / study)
+
+
+def status() -> str:
+    lines = []
+    for study in STUDIES:
+        run = RUNS / study
+        n_train = len(list(run.glob("finetune/*/train.json")))
+        n_drift = len(list(run.glob("finetune/*/drift.json")))
+        flags = [f for f in (".prep_done", ".prep_failed") if (run / f).exists()]
+        lines.append(f"{study}: trained {n_train}, drift {n_drift} {' '.join(flags)}")
+    lines.append("bench: " + ("done" if (ROOT / "bench" / "bench.json").exists() else "not yet"))
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=index,utilization.gpu,memory.used", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.strip().replace("\n", " | ")
+    return "\n".join(lines) + f"\nGPUs: {smi}"
+
+
+def bundle(out: Path) -> None:
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        """Leave out adapters (about 37 MB each), claims and per-condition gradient tensors."""
+        parts = Path(info.name).parts
+        if any(p in ("adapter", "claims") or p.startswith(".adapter") for p in parts):
+            return None
+        if info.name.endswith((".safetensors", ".pt")) and not info.name.endswith("directions.pt"):
+            return None
+        return info
+
+    for study in STUDIES:
+        if (RUNS / study).exists():
+            with tarfile.open(out / f"{study}.tar.gz", "w:gz") as tar:
+                tar.add(RUNS / study, arcname=study, filter=keep)
+    with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
+        tar.add(LOGS, arcname="logs")
+        if (ROOT / "bench").exists():
+            tar.add(ROOT / "bench", arcname="bench")
+
+
+def run(seconds: float) -> None:
+    t0 = time.time()
+    pid_file = ROOT / "supervisor.pid"
+    if not (ROOT / "finished").exists() and not alive(pid_file):
+        setup()
+        proc = subprocess.Popen([sys.executable, str(CODE / "gpu" / "campaign.py"), "supervise"], cwd=CODE,
+                                stdout=(LOGS / "supervisor.log").open("a"), stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env_for(0))
+        pid_file.write_text(str(proc.pid))
+        print(f"supervisor started, pid {proc.pid}", flush=True)
+    while time.time() - t0 < seconds and not (ROOT / "finished").exists() and alive(pid_file):
+        time.sleep(15)
+        print(f"[{time.time() - t0:.0f}s] " + status().replace("\n", " ; "), flush=True)
+    print(status(), flush=True)
+    print("finished" if (ROOT / "finished").exists() else "still running" if alive(pid_file) else "supervisor gone")
+    out = Path(os.environ.get("OUT", "/tmp/out"))
+    out.mkdir(parents=True, exist_ok=True)
+    bundle(out)
+    for f in sorted(out.iterdir()):
+        print(f.name, f.stat().st_size)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "supervise":
+        supervise()
+    elif sys.argv[1] == "run":
+        run(float(sys.argv[2]))
+    else:
+        raise SystemExit(f"unknown step {sys.argv[1]}")
