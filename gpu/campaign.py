@@ -33,9 +33,10 @@ RUNS = ROOT / "runs"
 LOGS = ROOT / "logs"
 MODEL = "qwen2.5-coder-1.5b-instruct"
 STUDIES = {s: (f"gpu/{s}_gpu.toml", f"artifacts/{s}_{MODEL}") for s in ("allcaps", "spanish", "politeness")}
-PREP = ("spanish", "politeness")  # allcaps extract/align were published earlier; its run folder travels with them
-JOBS = [("allcaps", "all"), ("spanish", "main"), ("politeness", "main"), ("allcaps", "steering"),
-        ("spanish", "variants"), ("politeness", "variants")]
+PREP = tuple(os.environ.get("CAMPAIGN_PREP", "spanish,politeness").split(","))  # allcaps extract/align were published earlier; its run folder travels with them
+JOBS = [tuple(j.split(":")) for j in os.environ.get(
+    "CAMPAIGN_JOBS", "allcaps:all,spanish:main,politeness:main,allcaps:steering,spanish:variants,politeness:variants"
+).split(",")]
 WORKERS_PER_GPU = int(os.environ.get("WORKERS_PER_GPU", "2"))
 
 
@@ -115,7 +116,7 @@ def supervise() -> None:
     if g == 1:
         plan = {0: (list(PREP), True)}
     else:
-        plan = {0: (["spanish"], False), g - 1: (["politeness"], True)}
+        plan = {0: ([p for p in PREP if p == "spanish"], False), g - 1: ([p for p in PREP if p != "spanish"], True)}
     for gpu, (studies, b) in plan.items():
         t = threading.Thread(target=preps_on, args=(gpu, studies, b))
         t.start()
