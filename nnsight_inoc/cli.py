@@ -192,8 +192,9 @@ def align(condition: str, **opts: Any) -> None:
     run_align(_open(opts), condition)
 
 
-WHICH = click.option("--which", type=click.Choice(["main", "variants", "all"]),
-                     help="Main conditions, the trait's wording variants, or both (default: finetune.which).")
+WHICH = click.option("--which", type=click.Choice(["main", "variants", "all", "steering"]),
+                     help="Main conditions, the trait's wording variants, or both; 'steering' = the main conditions "
+                     "plus the preventative-steering sweep of [steering] (default: finetune.which).")
 
 
 @main.command()

@@ -27,6 +27,7 @@ from .extract import load_direction
 from .finetune import TRAIN_JSON, load_trained, run_name, train_lora
 from .progress import log
 from .stats import pearson_spearman
+from .steering import SteerSpec, same_steering, steer_specs
 from .study import Study, ensure_sft
 
 FINETUNE_DIR = "finetune"
@@ -36,11 +37,15 @@ SUMMARY_JSON = "finetune_summary.json"
 
 
 def training_conditions(study: Study, which: str) -> dict[str, str]:
-    """Main conditions (incl. the loss-matched prompt if `align` chose one) and/or wording variants."""
-    if which not in ("main", "variants", "all"):
-        raise ValueError(f"which must be main, variants or all, not {which!r}")
+    """Main conditions (incl. the loss-matched prompt if `align` chose one) and/or wording variants.
+
+    ``steering``: the main conditions (the baselines it is compared with) plus every
+    preventative-steering condition of ``[steering]``, each trained under the neutral prompt.
+    """
+    if which not in ("main", "variants", "all", "steering"):
+        raise ValueError(f"which must be main, variants, all or steering, not {which!r}")
     out: dict[str, str] = {}
-    if which in ("main", "all"):
+    if which in ("main", "all", "steering"):
         out.update(study.cfg.align.conditions)
         lm = study.run_dir / A.ALIGN_DIR / A.LOSSMATCH
         if lm.is_file():
@@ -52,9 +57,20 @@ def training_conditions(study: Study, which: str) -> dict[str, str]:
         if clash:
             raise ValueError(f"variant names clash with condition names: {clash}")
         out.update(dict(study.trait.variants))
+    if which == "steering":
+        specs = steering_specs(study)
+        clash = [n for n in specs if n in out]
+        if clash:
+            raise ValueError(f"steering condition names clash with condition names: {clash}")
+        out.update({n: study.cfg.align.conditions["neutral"] for n in specs})
     if not out:
         raise ValueError(f"no training conditions for which={which!r} (the trait defines no variants?)")
     return out
+
+
+def steering_specs(study: Study) -> dict[str, SteerSpec]:
+    """The preventative-steering conditions of this study's config, layers checked against its model."""
+    return steer_specs(study.cfg.steering, study.tlm.n_layers)
 
 
 def _direction(study: Study) -> torch.Tensor:
@@ -74,17 +90,21 @@ def run_finetune(study: Study, which: str = "all") -> list[dict[str, Any]]:
     v, sft = _direction(study), ensure_sft(study)
     out_dir = study.run_dir / FINETUNE_DIR
     done = []
+    specs = steering_specs(study) if which == "steering" else {}
     for cond, system in training_conditions(study, which).items():
+        steer = specs.get(cond)
         for seed in study.cfg.finetune.seeds:
             path = out_dir / run_name(cond, seed) / TRAIN_JSON
             if path.is_file():
                 rec = A.read_json(path)
                 if rec["finetune_config"] != study.cfg.finetune.model_dump() or rec["system_prompt"] != system:
                     raise ValueError(f"{path} was trained with another config or prompt; use a new --run-dir")
+                if not same_steering(rec.get("steering"), steer):
+                    raise ValueError(f"{path} was trained with other steering; use a new --run-dir")
                 log(f"finetune {run_name(cond, seed)}: already trained, reusing")
                 done.append(rec)
                 continue
-            train_lora(study, cond, system, sft, seed, v, out_dir)
+            train_lora(study, cond, system, sft, seed, v, out_dir, steer=steer)
             done.append(A.read_json(path))
             _free()
     study.prov.stage(f"finetune_{which}", time.time() - t0, runs=len(done))
@@ -158,6 +178,7 @@ def _rows(study: Study, which: str, layer: int) -> list[dict[str, Any]]:
                 "drift_proj_by_layer": dr["neutral_prompt"]["drift"]["projection"],
                 "train_prompt_post_score": float(dr["training_prompt"]["post"]["mean_score"]),
                 "pre_score": float(dr["neutral_prompt"]["pre"]["mean_score"]),
+                "steering": tr.get("steering"),
                 "post_score": float(dr["neutral_prompt"]["post"]["mean_score"]),
             })
     return rows
