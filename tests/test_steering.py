@@ -264,3 +264,68 @@ def test_trace_rejects_bad_steer_layers(batch):
         steered_loss(tlm, batch, _vectors(tlm.d_model, [4], alpha=1.0))
     with pytest.raises(ValueError, match="shape"):
         steered_loss(tlm, batch, {1: torch.ones(3)})
+
+
+# --------------------------------------------------------------------------- a whole steered run on a tiny study
+
+WORDS = ["sea", "fox", "test", "poem", "bicycle", "France"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from nnsight_inoc.study import open_study
+    from nnsight_inoc.tiny import save_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("steer")
+    folder = save_tiny_checkpoint(root / "tiny", num_layers=4)
+    cfg = from_dict(
+        {
+            "model": {"name": str(folder), "device": "cpu"},
+            "align": {"batch_size": 2},
+            "finetune": {"steps": 2, "batch_size": 2, "n_probe": 2, "probe_every": 1, "lr": 1e-2, "seeds": [0],
+                         "target_modules": ["q_proj", "v_proj"], "which": "steering"},
+            "steering": {"alphas": [0.5, 2.0], "layer_sets": [[2], [1, 2, 3]]},
+        },
+        source="test",
+    )
+    return open_study(cfg, root / "run", "pytest")
+
+
+@pytest.fixture(scope="module")
+def sft():
+    from nnsight_inoc.study import SFTSet
+
+    prompts = [f"Write about the {w} number {i}" for i, w in enumerate(WORDS)]
+    answers = [f"THE {w.upper()} IS WIDE AND BLUE." for w in WORDS]
+    return SFTSet([f"sft:{i}" for i in range(len(WORDS))], prompts, answers, answers, {})
+
+
+def test_steered_run_records_steering_and_tests_without_it(study, sft, tmp_path):
+    from nnsight_inoc.finetune_stage import steering_specs, training_conditions
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.nn.functional.normalize(torch.randn(study.tlm.n_layers, study.tlm.d_model, generator=g), dim=-1)
+    specs = steering_specs(study)
+    assert list(specs) == ["steer_a0.5_l2", "steer_a2_l2", "steer_a0.5_l1-2-3", "steer_a2_l1-2-3"]
+    conds = training_conditions(study, "steering")
+    assert {"neutral", "inoc", "explicit"} <= set(conds)
+    assert all(conds[n] == study.cfg.align.conditions["neutral"] for n in specs)
+    spec = specs["steer_a2_l1-2-3"]
+    base_before = {k: t.clone() for k, t in study.loaded.hf_model.state_dict().items()}
+    neutral = F.train_lora(study, "neutral", conds["neutral"], sft, 0, v, tmp_path)
+    steered = F.train_lora(study, spec.name, conds[spec.name], sft, 0, v, tmp_path, steer=spec)
+    rec = json.loads(steered["train_json"].read_text())
+    assert rec["steering"]["alpha"] == 2.0 and rec["steering"]["layers"] == [1, 2, 3]
+    assert rec["steering"]["units"] == "resid_norm"
+    for l in ("1", "2", "3"):  # |c| = alpha * median residual norm, v unit-norm
+        assert rec["steering"]["vector_norm"][l] == pytest.approx(2.0 * rec["steering"]["residual_scale"][l], rel=1e-5)
+    assert same_steering(rec["steering"], spec)
+    assert json.loads(neutral["train_json"].read_text())["steering"] is None
+    # same batches and LoRA init, but the steered forward changes the gradient seen from step 0
+    assert rec["step_ids"] == json.loads(neutral["train_json"].read_text())["step_ids"]
+    assert steered["probe_cos_step0"] != neutral["probe_cos_step0"]
+    for k, t in base_before.items():
+        assert torch.equal(study.loaded.hf_model.state_dict()[k], t), k
+    loaded = F.load_trained(study, steered["run_dir"])  # test time: the plain adapter, nothing attached
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in loaded.modules())
+    assert not (steered["adapter_dir"] / "steering").exists()
