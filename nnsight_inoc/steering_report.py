@@ -68,6 +68,23 @@ def compare(ci: tuple[float, float, float, int], lower_is: str, higher_is: str) 
     return "no clear difference (CI includes 0)"
 
 
+def _sign(x: float) -> int:
+    """-1, 0 or +1; NaN counts as 0 (no direction to agree on)."""
+    return 0 if x != x or x == 0 else (1 if x > 0 else -1)
+
+
+def _alike_words(signs: Sequence[tuple[int, int]]) -> str:
+    """Whether steering moves drift and cos (vs neutral) the same way inoculation does; a zero change never agrees."""
+    names = ("the drift change", "the cos change")
+    zero = [n for n, (a, b) in zip(names, signs) if a == 0 or b == 0]
+    differ = [n for n, (a, b) in zip(names, signs) if a != b and a != 0 and b != 0]
+    if not zero and not differ:
+        return "same sign as inoc for both the drift and the cos change vs neutral"
+    parts = ([f"opposite sign to inoc for {' and '.join(differ)}"] if differ else []) + (
+        [f"no change (steer or inoc) in {' and '.join(zero)}"] if zero else [])
+    return "; ".join(parts)
+
+
 def steering_conditions(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(dict.fromkeys(r["condition"] for r in rows if is_steering(r["condition"])))
 
@@ -81,8 +98,8 @@ def comparison(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for c in steering_conditions(rows):
             d = paired(rows, c, "inoc", "drift_score")
             g = paired(rows, c, "inoc", "align_during")
-            same = [math.copysign(1, vs_neutral[c][k][0]) == math.copysign(1, vs_neutral["inoc"][k][0])
-                    for k in ("drift_score", "align_during")]
+            signs = [(_sign(vs_neutral[c][k][0]), _sign(vs_neutral["inoc"][k][0])) for k in ("drift_score", "align_during")]
+            same = [a == b != 0 for a, b in signs]
             vs_inoc[c] = {
                 "drift": d, "cos": g,
                 "drift_words": compare(d, "steering leaves less drift than inoculation",
@@ -90,9 +107,7 @@ def comparison(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 "cos_words": compare(g, "steering lowers cos(-g, v) more than inoculation",
                                      "inoculation lowers cos(-g, v) more than steering"),
                 "alike": all(same),
-                "alike_words": ("same sign as inoc for both the drift and the cos change vs neutral" if all(same)
-                                else "different sign from inoc for " + " and ".join(
-                                    n for n, s in zip(("the drift change", "the cos change"), same) if not s)),
+                "alike_words": _alike_words(signs),
             }
     return {"vs_neutral": vs_neutral, "vs_inoc": vs_inoc}
 
@@ -119,8 +134,9 @@ def section(summary: Mapping[str, Any] | None) -> list[tuple]:
     res = comparison(rows)
     spec = {r["condition"]: r.get("steering") or {} for r in rows}
     units = sorted({s.get("units", "?") for c, s in spec.items() if is_steering(c)})
-    intro = (f"Steering runs train under the neutral prompt with alpha * v(l) added to the residual stream at the "
-             f"listed layers on every token (alpha units: {', '.join(units)}; see nnsight_inoc/steering.py), and are "
+    intro = (f"Steering runs train under the neutral prompt with alpha * s(l) * v(l) added to the residual stream at "
+             f"the listed layers on every token (alpha units: {', '.join(units)}; s(l) = the layer's median per-token "
+             "residual norm for resid_norm, 1 for absolute; see nnsight_inoc/steering.py), and are "
              "tested with the steering removed. Every effect is condition - neutral paired by seed, mean "
              f"[{CI_LEVEL:.0%} t-interval over seeds]. The alignment probe of a steering run is itself steered. "
              "Steering inside the nnsight trace equals a plain forward hook (tests/test_steering.py).")

@@ -46,7 +46,16 @@ def test_opposite_effects_and_no_difference():
     x = res["vs_inoc"]["steer_a0.1_l14"]
     assert x["drift_words"] == "inoculation leaves less drift than steering"
     assert x["cos_words"] == "no clear difference (CI includes 0)"
-    assert not x["alike"] and "drift change" in x["alike_words"]
+    assert not x["alike"] and x["alike_words"] == "opposite sign to inoc for the drift change"
+
+
+def test_zero_change_is_not_alike():
+    rows = _rows([0.30, 0.30, 0.30], [0.05, 0.04, 0.06])
+    for r in rows:
+        if r["condition"] == "steer_a0.1_l14":
+            r["drift_score"] = next(n["drift_score"] for n in rows if n["condition"] == "neutral" and n["seed"] == r["seed"])
+    x = comparison(rows)["vs_inoc"]["steer_a0.1_l14"]
+    assert not x["alike"] and x["alike_words"] == "no change (steer or inoc) in the drift change"
 
 
 def test_section_not_run_and_table():
