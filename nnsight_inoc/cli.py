@@ -194,8 +194,9 @@ def align(condition: str, **opts: Any) -> None:
     run_align(_open(opts), condition)
 
 
-WHICH = click.option("--which", type=click.Choice(["main", "variants", "all"]),
-                     help="Main conditions, the trait's wording variants, or both (default: finetune.which).")
+WHICH = click.option("--which", type=click.Choice(["main", "variants", "all", "steering"]),
+                     help="Main conditions, the trait's wording variants, or both; 'steering' = the main conditions "
+                     "plus the preventative-steering sweep of [steering] (default: finetune.which).")
 
 
 def _gpu_list(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
@@ -247,13 +248,20 @@ def finetune(which: str | None, gpus: list[int] | None, worker: bool, **opts: An
 
 @main.command()
 @WHICH
+@click.option("--summary-only", is_flag=True,
+              help="Only summarise the runs that have drift.json (e.g. a GPU campaign that ran out of time); "
+                   "the runs not run are listed in the summary and the report.")
 @study_options
 @handle_errors
-def drift(which: str | None, **opts: Any) -> None:
+def drift(which: str | None, summary_only: bool, **opts: Any) -> None:
     """Trait expression and projection before vs after finetuning, and whether alignment predicts drift."""
-    from .finetune_stage import run_drift
+    from .finetune_stage import run_drift, summarise_drift
 
     study = _open(opts)
+    if summary_only:
+        s = summarise_drift(study, which or study.cfg.finetune.which, partial=True)
+        click.echo(f"summarised {s['n_runs']} finished runs; not run: {len(s['not_run'])} {s['not_run']}")
+        return
     run_drift(study, which or study.cfg.finetune.which)
 
 

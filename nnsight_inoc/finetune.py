@@ -38,9 +38,10 @@ from . import artifacts as A
 from .alignment import gradient_index, metrics, position_names, with_sum
 from .chat import Batch, encode_chats
 from .progress import log
+from .steering import SteerSpec, residual_scale, steering_vectors
 from .study import SFTSet, Study
 from .backend import require_local
-from .tracing import NonFiniteError, TracedLM, capture_gradients, wrap
+from .tracing import NonFiniteError, TracedLM, capture_gradients, steered_loss, wrap
 
 ADAPTER_DIR = "adapter"
 TRAIN_JSON = "train.json"
@@ -197,13 +198,25 @@ def train_step(
     params: dict[str, nn.Parameter],
     batch: Batch,
     step: int,
+    steer: dict[int, torch.Tensor] | None = None,
+    tlm: TracedLM | None = None,
 ) -> float:
-    """One AdamW update; any NaN/inf loss or gradient raises naming the step."""
+    """One AdamW update; any NaN/inf loss or gradient raises naming the step.
+
+    With ``steer`` ({layer: vector}) the loss comes from :func:`tracing.steered_loss` on
+    ``tlm`` (which must wrap ``model``): the vectors are added to those layers' outputs
+    on every token during this forward pass only.
+    """
     device = next(iter(params.values())).device
     model.train()
     opt.zero_grad(set_to_none=True)  # also clears whatever a probe's backward left behind
     with _autocast(study, device):
-        loss = batch_loss(model, batch.to(device))
+        if steer:
+            if tlm is None or tlm.hf_model is not model:
+                raise ValueError("steered training needs the TracedLM wrapping the model being trained")
+            loss = steered_loss(tlm, batch.to(device), steer)
+        else:
+            loss = batch_loss(model, batch.to(device))
     if not torch.isfinite(loss):
         raise NonFiniteError(f"step {step}: non-finite training loss {float(loss.detach())}")
     loss.backward()
@@ -217,9 +230,13 @@ def train_step(
 
 
 def probe(
-    study: Study, tlm: TracedLM, system_prompt: str, sft: SFTSet, v: torch.Tensor, step: int
+    study: Study, tlm: TracedLM, system_prompt: str, sft: SFTSet, v: torch.Tensor, step: int,
+    steer: dict[int, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Mean cos(-g, v) per layer and position, and mean loss, on the first n_probe SFT examples.
+
+    With ``steer`` the probe's forward pass is steered like training, so g is the
+    gradient a steered training step actually sees.
 
     Runs in eval mode (no dropout, so probes of different steps are comparable) and
     clears the parameter gradients its backward accumulates, leaving the model in train mode.
@@ -237,7 +254,7 @@ def probe(
                 sft.completions[s : min(s + bs, n)], n_assistant=k,
             )
             try:
-                res = capture_gradients(tlm, batch, gradient_index(batch))
+                res = capture_gradients(tlm, batch, gradient_index(batch), steer=steer)
             except NonFiniteError as err:
                 raise NonFiniteError(f"probe at step {step}, examples {sft.ids[s:min(s + bs, n)]}: {err}") from err
             cos = metrics(with_sum(res.grads), v).cos
@@ -288,6 +305,36 @@ def _check_inputs(study: Study, sft: SFTSet, v: torch.Tensor) -> None:
         raise ValueError("v contains NaN/inf")
 
 
+def _steering(
+    study: Study, steer: SteerSpec | None, sft: SFTSet, v: torch.Tensor
+) -> tuple[dict[int, torch.Tensor] | None, dict[str, Any] | None]:
+    """The vectors a steering run adds, and what train.json records about them (None, None if unsteered).
+
+    The resid_norm scale is read on the BASE model (study.tlm) over the probe examples
+    under the neutral prompt, so every seed and alpha of a layer uses the same unit.
+    """
+    if steer is None:
+        return None, None
+    if any(not 0 <= l < study.tlm.n_layers for l in steer.layers):
+        raise ValueError(f"steering layers {list(steer.layers)} out of range for a {study.tlm.n_layers}-layer model")
+    scale = None
+    if steer.units == "resid_norm":
+        n = study.cfg.finetune.n_probe
+        scale = residual_scale(
+            study.tlm, study.loaded.tokenizer, study.cfg.align.conditions["neutral"], sft.prompts[:n],
+            sft.completions[:n], list(steer.layers), study.cfg.align.batch_size,
+        )
+    vectors = steering_vectors(steer, v, scale)
+    record = {
+        **steer.as_dict(),
+        "residual_scale": None if scale is None else {str(l): s for l, s in scale.items()},
+        "vector_norm": {str(l): float(c.norm()) for l, c in vectors.items()},
+        "where": "added to decoder layer output (residual stream) on every token, training steps and probes; "
+        "not at test",
+    }
+    return vectors, record
+
+
 def train_lora(
     study: Study,
     condition: str,
@@ -296,8 +343,13 @@ def train_lora(
     seed: int,
     v: torch.Tensor,
     out_dir: Path,
+    steer: SteerSpec | None = None,
 ) -> dict[str, Any]:
     """Train one LoRA run (condition, seed) and save adapter + ``train.json``.
+
+    ``steer`` makes it a preventative-steering run: its vectors (see :mod:`steering`)
+    are added during every training step and probe, and recorded in ``train.json``;
+    the saved adapter carries no steering, so drift is measured with it removed.
 
     ``train.json`` is written last: its presence marks a finished run. Returns a summary
     with the final loss, the probe cosines at step 0 and averaged over all probes
@@ -316,6 +368,7 @@ def train_lora(
     k = study.cfg.align.n_assistant_tokens
     losses: list[float] = []
     probes: list[dict[str, Any]] = []
+    vectors, steer_record = _steering(study, steer, sft, v)
     with _seeded(seed, device):
         model = make_lora_model(study)
         params = lora_parameters(model)
@@ -323,7 +376,7 @@ def train_lora(
         tlm = wrap(model, remote=False, autocast=study.tlm.autocast)
         for step in range(cfg.steps + 1):
             if step in at:
-                probes.append(probe(study, tlm, system_prompt, sft, v, step))
+                probes.append(probe(study, tlm, system_prompt, sft, v, step, steer=vectors))
                 log(f"finetune {run_name(condition, seed)} step {step}: probe loss {probes[-1]['loss']:.4f}")
             if step == cfg.steps:
                 break
@@ -331,7 +384,7 @@ def train_lora(
             batch = encode_chats(
                 tok, system_prompt, [sft.prompts[i] for i in idx], [sft.completions[i] for i in idx], n_assistant=k
             )
-            losses.append(train_step(study, model, opt, params, batch, step))
+            losses.append(train_step(study, model, opt, params, batch, step, steer=vectors, tlm=tlm))
     adapter = _save_adapter(model, run_dir)
     cos_stack = torch.stack([p["cos"] for p in probes])
     record = {
@@ -348,6 +401,7 @@ def train_lora(
         "step_ids": [[sft.ids[i] for i in idx] for idx in order],
         "probes": [{"step": p["step"], "loss": p["loss"], "cos": p["cos"].tolist()} for p in probes],
         "sign_note": "cos(-g, v) > 0: a gradient step moves the activation toward the trait",
+        "steering": steer_record,
         "wall_s": time.time() - t0,
     }
     train_json = run_dir / TRAIN_JSON

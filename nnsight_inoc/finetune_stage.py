@@ -29,6 +29,7 @@ from .extract import load_direction
 from .finetune import TRAIN_JSON, load_trained, run_name, train_lora
 from .progress import log
 from .stats import pearson_spearman
+from .steering import SteerSpec, same_steering, steer_specs
 from .study import Study, ensure_sft
 
 FINETUNE_DIR = "finetune"
@@ -38,11 +39,15 @@ SUMMARY_JSON = "finetune_summary.json"
 
 
 def training_conditions(study: Study, which: str) -> dict[str, str]:
-    """Main conditions (incl. the loss-matched prompt if `align` chose one) and/or wording variants."""
-    if which not in ("main", "variants", "all"):
-        raise ValueError(f"which must be main, variants or all, not {which!r}")
+    """Main conditions (incl. the loss-matched prompt if `align` chose one) and/or wording variants.
+
+    ``steering``: the main conditions (the baselines it is compared with) plus every
+    preventative-steering condition of ``[steering]``, each trained under the neutral prompt.
+    """
+    if which not in ("main", "variants", "all", "steering"):
+        raise ValueError(f"which must be main, variants, all or steering, not {which!r}")
     out: dict[str, str] = {}
-    if which in ("main", "all"):
+    if which in ("main", "all", "steering"):
         out.update(study.cfg.align.conditions)
         lm = study.run_dir / A.ALIGN_DIR / A.LOSSMATCH
         if lm.is_file():
@@ -54,9 +59,20 @@ def training_conditions(study: Study, which: str) -> dict[str, str]:
         if clash:
             raise ValueError(f"variant names clash with condition names: {clash}")
         out.update(dict(study.trait.variants))
+    if which == "steering":
+        specs = steering_specs(study)
+        clash = [n for n in specs if n in out]
+        if clash:
+            raise ValueError(f"steering condition names clash with condition names: {clash}")
+        out.update({n: study.cfg.align.conditions["neutral"] for n in specs})
     if not out:
         raise ValueError(f"no training conditions for which={which!r} (the trait defines no variants?)")
     return out
+
+
+def steering_specs(study: Study) -> dict[str, SteerSpec]:
+    """The preventative-steering conditions of this study's config, layers checked against its model."""
+    return steer_specs(study.cfg.steering, study.tlm.n_layers)
 
 
 def training_direction(study: Study) -> torch.Tensor:
@@ -71,11 +87,13 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def check_trained(study: Study, train_json: Path, system: str) -> dict[str, Any]:
-    """A finished run's record, refusing one trained with another config or prompt."""
+def check_trained(study: Study, train_json: Path, system: str, steer: SteerSpec | None = None) -> dict[str, Any]:
+    """A finished run's record, refusing one trained with another config, prompt or steering."""
     rec = A.read_json(train_json)
     if rec["finetune_config"] != study.cfg.finetune.model_dump() or rec["system_prompt"] != system:
         raise ValueError(f"{train_json} was trained with another config or prompt; use a new --run-dir")
+    if not same_steering(rec.get("steering"), steer):
+        raise ValueError(f"{train_json} was trained with other steering; use a new --run-dir")
     return rec
 
 
@@ -85,14 +103,16 @@ def run_finetune(study: Study, which: str = "all") -> list[dict[str, Any]]:
     v, sft = training_direction(study), ensure_sft(study)
     out_dir = study.run_dir / FINETUNE_DIR
     done = []
+    specs = steering_specs(study) if which == "steering" else {}
     for cond, system in training_conditions(study, which).items():
+        steer = specs.get(cond)
         for seed in study.cfg.finetune.seeds:
             path = out_dir / run_name(cond, seed) / TRAIN_JSON
             if path.is_file():
-                done.append(check_trained(study, path, system))
+                done.append(check_trained(study, path, system, steer))
                 log(f"finetune {run_name(cond, seed)}: already trained, reusing")
                 continue
-            train_lora(study, cond, system, sft, seed, v, out_dir)
+            train_lora(study, cond, system, sft, seed, v, out_dir, steer=steer)
             done.append(A.read_json(path))
             _free()
     study.prov.stage(f"finetune_{which}", time.time() - t0, runs=len(done))
@@ -163,12 +183,16 @@ def _brief(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in keep} | {"answers_head": m["answers"][:5]}
 
 
-def _rows(study: Study, which: str, layer: int) -> list[dict[str, Any]]:
+def _rows(study: Study, which: str, layer: int, partial: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per finished run; with `partial`, runs without drift.json are listed, not an error."""
     out_dir = study.run_dir / FINETUNE_DIR
-    rows = []
+    rows, missing = [], []
     for cond in training_conditions(study, which):
         for seed in study.cfg.finetune.seeds:
             folder = out_dir / run_name(cond, seed)
+            if partial and not (folder / DRIFT_JSON).is_file():
+                missing.append(run_name(cond, seed))
+                continue
             tr, dr = A.read_json(folder / TRAIN_JSON), A.read_json(folder / DRIFT_JSON)
             cos = np.array([p["cos"] for p in tr["probes"]])  # (n_probe_steps, L, P)
             j = tr["positions"].index("a_sum")
@@ -183,16 +207,23 @@ def _rows(study: Study, which: str, layer: int) -> list[dict[str, Any]]:
                 "drift_proj_by_layer": dr["neutral_prompt"]["drift"]["projection"],
                 "train_prompt_post_score": float(dr["training_prompt"]["post"]["mean_score"]),
                 "pre_score": float(dr["neutral_prompt"]["pre"]["mean_score"]),
+                "steering": tr.get("steering"),
                 "post_score": float(dr["neutral_prompt"]["post"]["mean_score"]),
             })
-    return rows
+    return rows, missing
 
 
-def summarise_drift(study: Study, which: str) -> dict[str, Any]:
-    """Per-run table, per-condition means, and alignment (and loss) vs drift correlations."""
+def summarise_drift(study: Study, which: str, partial: bool = False) -> dict[str, Any]:
+    """Per-run table, per-condition means, and alignment (and loss) vs drift correlations.
+
+    `partial` summarises the finished runs when a campaign ran out of time, and lists the
+    runs that were not run in the summary (the report prints them): nothing is silently dropped.
+    """
     _, meta = load_direction(study)
     layer = int(meta["layer"])
-    rows = _rows(study, which, layer)
+    rows, missing = _rows(study, which, layer, partial)
+    if not rows:
+        raise FileNotFoundError(f"no finished runs (drift.json) under {study.run_dir / FINETUNE_DIR}")
     neutral_loss = {r["seed"]: r["probe_loss_pre"] for r in rows if r["condition"] == "neutral"}
     for r in rows:  # the simpler predictor: how much the training prompt itself lowers the loss
         r["loss_reduction"] = (neutral_loss[r["seed"]] - r["probe_loss_pre"]) if r["seed"] in neutral_loss else None
@@ -209,7 +240,9 @@ def summarise_drift(study: Study, which: str) -> dict[str, Any]:
     summary = {
         "layer": layer,
         "position": "a_sum",
+        "which": which,
         "n_runs": len(rows),
+        "not_run": missing,
         "sign_note": "alignment = mean cos(-g, v) on the probe set; drift = post - pre under the neutral test prompt",
         "rows": [{k: v for k, v in r.items() if k != "drift_proj_by_layer"} for r in rows],
         "correlations": corr,

@@ -36,6 +36,7 @@ from .finetune_stage import (
     drift_one,
     drift_prompts,
     training_conditions,
+    steering_specs,
     training_direction,
 )
 from .progress import log
@@ -85,16 +86,18 @@ def run_worker(study: Study, which: str) -> list[str]:
     claims = out_dir / CLAIMS_DIR
     done: list[str] = []
     t0 = time.time()
+    specs = steering_specs(study) if which == "steering" else {}
     for cond, system in training_conditions(study, which).items():
+        steer = specs.get(cond)
         for seed in study.cfg.finetune.seeds:
             name = run_name(cond, seed)
             folder = out_dir / name
             if (folder / DRIFT_JSON).is_file() or not claim(claims, name):
                 continue
             if (folder / TRAIN_JSON).is_file():
-                check_trained(study, folder / TRAIN_JSON, system)
+                check_trained(study, folder / TRAIN_JSON, system, steer)
             else:
-                train_lora(study, cond, system, sft, seed, v, out_dir)
+                train_lora(study, cond, system, sft, seed, v, out_dir, steer=steer)
                 _free()
             drift_one(study, cond, system, seed, v, prompts)
             done.append(name)

@@ -317,7 +317,14 @@ def render_html(blocks: list[Block]) -> str:
 def build_blocks(run: Run) -> list[Block]:
     """The whole report, in section order."""
     return (header(run) + section_hypothesis(run) + section_direction(run) + section_alignment(run)
-            + section_drift(run) + section_verdicts(run) + section_limitations(run))
+            + section_drift(run) + section_steering(run) + section_verdicts(run) + section_limitations(run))
+
+
+def section_steering(run: Run) -> list[Block]:
+    """Preventative steering vs inoculation (rules in steering_report); 'not run' when absent."""
+    from .steering_report import section
+
+    return section(R.drift_summary(run.dir))
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path]:

@@ -44,7 +44,10 @@ def fingerprints(study: Study) -> dict[str, str]:
     fp: dict[str, str] = {}
     fp["extract"] = _hash({**base, "extract": c.extract.model_dump()})
     fp["align"] = _hash({"up": fp["extract"], "align": c.align.model_dump(), "sft": c.data.sft_max_new_tokens})
-    fp["finetune"] = _hash({"up": fp["align"], "finetune": c.finetune.model_dump()})
+    ft: dict[str, Any] = {"up": fp["align"], "finetune": c.finetune.model_dump()}
+    if c.finetune.which == "steering":  # only then does the sweep shape the runs (other fingerprints unchanged)
+        ft["steering"] = c.steering.model_dump()
+    fp["finetune"] = _hash(ft)
     fp["drift"] = _hash({"up": fp["finetune"], "gen": c.extract.max_new_tokens})
     return fp
 

@@ -212,18 +212,55 @@ class GradResult:
     n_targets: torch.Tensor  # (B,) completion tokens per example
 
 
+def _check_steer(tlm: TracedLM, steer: dict[int, torch.Tensor] | None) -> dict[int, torch.Tensor]:
+    """Steering vectors by layer, validated against the model; {} means no steering."""
+    if not steer:
+        return {}
+    bad = [l for l in steer if not 0 <= l < tlm.n_layers]
+    if bad:
+        raise IndexError(f"steering layer {bad} out of range for a model with {tlm.n_layers} layers")
+    for l, c in steer.items():
+        if tuple(c.shape) != (tlm.d_model,):
+            raise ValueError(f"steering vector of layer {l} must have shape ({tlm.d_model},), got {tuple(c.shape)}")
+        if not torch.isfinite(c).all():
+            raise ValueError(f"steering vector of layer {l} contains NaN/inf")
+    return {l: steer[l] for l in sorted(steer)}
+
+
+def _add_to_output(layer: Any, c: torch.Tensor) -> torch.Tensor:
+    """Replace a decoder layer's output hidden state h by h + c (every token), inside a trace.
+
+    Assigning a new tensor (rather than adding in place) keeps autograd's view of h
+    intact, so d(loss)/dh = d(loss)/d(h + c) flows to everything before the layer.
+    Returns the pre-steering h: its .grad is the gradient at the layer output.
+    """
+    out = layer.output
+    h = _hidden(out)
+    steered = h + c.to(h.device, h.dtype)
+    layer.output = (steered, *out[1:]) if isinstance(out, tuple) else steered
+    return h
+
+
 def capture_gradients(
     tlm: TracedLM,
     batch: Batch,
     index: torch.Tensor,
     layers: list[int] | None = None,
+    steer: dict[int, torch.Tensor] | None = None,
 ) -> GradResult:
     """Per-example loss and its gradient w.r.t. every requested layer's output.
 
     The loss of example i is the mean cross-entropy over its completion tokens only;
     losses are summed so one backward pass yields every example's own gradient.
+
+    ``steer`` ({layer: (d,) vector}) adds the vector to that layer's output on every
+    token before the rest of the forward pass (preventative steering), so the probe
+    measures the gradient that steered training sees. The gradient is taken w.r.t.
+    the layer output before the addition; it equals the gradient w.r.t. the steered
+    output, since d(h + c)/dh is the identity.
     """
     layers = _check_layers(tlm, layers)
+    steer = _check_steer(tlm, steer)
     if (batch.completion_len == 0).any():
         raise ValueError("every example needs a completion to define a loss")
     batch = batch.to(tlm.device)
@@ -238,7 +275,13 @@ def capture_gradients(
         with _trace(tlm, batch):
             dec = _get(tlm.envoy, tlm.decoder_path)
             dec.embed_tokens.output.requires_grad_(True)
-            hs = [_hidden(dec.layers[l].output) for l in layers]
+            got: dict[int, torch.Tensor] = {}
+            for l in sorted(set(layers) | set(steer)):  # modules in forward order
+                if l in steer:
+                    got[l] = _add_to_output(dec.layers[l], steer[l])
+                else:
+                    got[l] = _hidden(dec.layers[l].output)
+            hs = [got[l] for l in layers]
             logits = _get(tlm.envoy, head_path).output
             dev = logits.device  # == tlm.device locally (no-op moves); a GPU server gets CPU inputs
             tok_loss = torch.nn.functional.cross_entropy(
@@ -323,4 +366,45 @@ def sequence_losses(tlm: TracedLM, batch: Batch) -> torch.Tensor:
             saved = nnsight.save(per_ex.detach())
     loss = saved.float().cpu()
     _check_finite(loss, torch.zeros(1, 1, 1, 1), [0])
+    return loss
+
+
+def steered_loss(tlm: TracedLM, batch: Batch, steer: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Training loss with ``steer[l]`` added to decoder layer l's output on every token.
+
+    The loss is the one :func:`finetune.batch_loss` computes (mean over examples of each
+    example's mean CE over its completion tokens) and keeps its autograd graph, so the
+    caller's ``loss.backward()`` reaches the trainable (LoRA) weights. Local only:
+    training never runs on a remote server. The vectors are added through nnsight's
+    output assignment inside this one trace; nnsight removes its hooks when the trace
+    exits, so nothing stays on the model (tested: a plain forward afterwards is
+    bitwise unchanged). Grad mode is on; autocast is left to the caller (training's
+    own autocast context), so steered and plain steps compute in the same precision.
+    """
+    if tlm.remote:
+        raise TracingError("steered training runs locally only (LoRA weights live on this machine)")
+    steer = _check_steer(tlm, steer)
+    if not steer:
+        raise ValueError("steered_loss needs at least one steering vector; use the plain loss otherwise")
+    if (batch.completion_len == 0).any():
+        raise ValueError("every training example needs a completion")
+    batch = batch.to(tlm.device)
+    tmask, tgt_rows, tgt_labels, n_tgt = _loss_targets(batch)
+    head_path = _lm_head_path(tlm.hf_model)
+    try:
+        with torch.enable_grad():
+            with _trace(tlm, batch):
+                dec = _get(tlm.envoy, tlm.decoder_path)
+                for l, c in steer.items():
+                    _add_to_output(dec.layers[l], c)
+                logits = _get(tlm.envoy, head_path).output
+                tok_loss = torch.nn.functional.cross_entropy(_upcast(logits[tmask]), tgt_labels, reduction="none")
+                per_ex = torch.zeros(batch.size, device=tok_loss.device, dtype=tok_loss.dtype).index_add(
+                    0, tgt_rows, tok_loss
+                ) / n_tgt.to(tok_loss.dtype)
+                loss = nnsight.save(per_ex.mean())
+    finally:
+        gc.collect()  # as in _context: repeated traces can hold memory until collected
+    if loss.grad_fn is None:
+        raise TracingError("the steered loss has no autograd graph: nothing trainable upstream of it")
     return loss
