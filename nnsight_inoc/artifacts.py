@@ -171,12 +171,19 @@ class Provenance:
         # `name`: parallel finetune workers keep one file each, so no worker overwrites another's stages.
         self.path = run_dir / name
         prev = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        now = {"command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_info(),
+               "versions": versions(), "device": device_info()}
+        # Every invocation is kept: a later summary-only call on another machine must not erase which
+        # card, code and versions produced the numbers in the stages before it.
+        history = prev.get("invocations") or ([{k: prev.get(k) for k in ("command", "git", "versions", "device")}
+                                              | {"at": prev.get("started")}] if prev else [])
         self.data: dict[str, Any] = {
             "command": command,
-            "started": prev.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
-            "git": git_info(),
-            "versions": versions(),
-            "device": device_info(),
+            "started": prev.get("started", now["at"]),
+            "git": now["git"],
+            "versions": now["versions"],
+            "device": now["device"],
+            "invocations": history + [now],
             "stages": prev.get("stages", {}),
             "facts": prev.get("facts", {}),
         }

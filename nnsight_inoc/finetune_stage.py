@@ -24,6 +24,7 @@ from . import plots
 from .align import LOSSMATCH
 from .directions import POSITIONS
 from .drift import drift as drift_of
+from .drift_stats import condition_means, relation_summary
 from .drift import measure_behaviour
 from .extract import load_direction
 from .finetune import TRAIN_JSON, load_trained, run_name, train_lora
@@ -237,6 +238,7 @@ def summarise_drift(study: Study, which: str, partial: bool = False) -> dict[str
                 corr[f"{pred}~{target}"] = pearson_spearman(x, y, n_boot=n_boot, rng=study.cfg.seed)
             except ValueError as err:  # too few runs or constant values: reported, not hidden
                 corr[f"{pred}~{target}"] = {"error": str(err), "n": int(np.isfinite(x).sum())}
+    relation = relation_summary(rows, n_boot, study.cfg.seed)
     summary = {
         "layer": layer,
         "position": "a_sum",
@@ -245,7 +247,10 @@ def summarise_drift(study: Study, which: str, partial: bool = False) -> dict[str
         "not_run": missing,
         "sign_note": "alignment = mean cos(-g, v) on the probe set; drift = post - pre under the neutral test prompt",
         "rows": [{k: v for k, v in r.items() if k != "drift_proj_by_layer"} for r in rows],
-        "correlations": corr,
+        "correlations": corr,  # runs as independent pairs; `relation` resamples conditions (see drift_stats)
+        "relation": relation,
+        "condition_means": condition_means(rows, ("align_pre", "align_during", "probe_loss_pre", "drift_score",
+                                                  "drift_proj", "train_prompt_post_score", "post_score")),
     }
     out_dir = study.run_dir / FINETUNE_DIR
     A.write_json(out_dir / SUMMARY_JSON, summary)

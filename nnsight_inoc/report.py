@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import artifacts as A
+from . import drift_rules as DR
 from . import report_rules as R
 from .model_cache import PRESETS
 
@@ -82,7 +83,10 @@ def header(run: Run) -> list[Block]:
                     f"Model: {m['name']} ({m['n_layers']} layers, d_model {m['d_model']}, {m['dtype']}), "
                     f"sha256 {m['sha256']}",
                     "Versions: " + ", ".join(f"{k} {v}" for k, v in p["versions"].items()),
-                    "Stages: " + ", ".join(f"{k} {s['seconds']:.0f} s" for k, s in p["stages"].items())])]
+                    "Stages: " + ", ".join(f"{k} {s['seconds']:.0f} s" for k, s in p["stages"].items())]
+             + [f"Invocation {i + 1}: `{inv['command']}` on {(inv.get('device') or {}).get('cuda_device') or 'CPU'}, "
+                f"commit {(inv.get('git') or {}).get('commit')}, {inv.get('at')}"
+                for i, inv in enumerate(p.get("invocations", []))])]
 
 
 def section_hypothesis(run: Run) -> list[Block]:
@@ -187,7 +191,7 @@ def section_alignment(run: Run) -> list[Block]:
 def section_drift(run: Run) -> list[Block]:
     """Drift is the outcome the alignment is meant to predict; until it exists, say so."""
     trained = sorted(run.dir.glob("finetune/**/train.json"))
-    summ = R.drift_summary(run.dir)
+    summ = DR.drift_summary(run.dir)
     lines = [f"Finetuning: {len(trained)} finished run(s) (train.json)" if trained else "Finetuning: not run yet"]
     if summ is None:
         lines += ["Drift: not run yet", "Alignment-drift relation: not run yet"]
@@ -195,19 +199,61 @@ def section_drift(run: Run) -> list[Block]:
     conds: dict[str, list[Mapping[str, Any]]] = {}
     for r in summ["rows"]:
         conds.setdefault(r["condition"], []).append(r)
+    lines += _worker_lines(run.dir)
+    if summ.get("not_run"):
+        lines.append(f"Not run (the GPU campaign ran out of time; listed, not hidden): {len(summ['not_run'])} runs: "
+                     + ", ".join(summ["not_run"]))
     rows = [[c, str(len(rs)), f"{_mean(rs, 'pre_score'):.3f}", f"{_mean(rs, 'post_score'):.3f}",
-             f"{_mean(rs, 'drift_score'):+.3f}", f"{_mean(rs, 'drift_proj'):+.3f}", f"{_mean(rs, 'align_pre'):+.4f}"]
+             f"{_mean(rs, 'drift_score'):+.3f}", f"{_mean(rs, 'drift_proj'):+.2f}", f"{_mean(rs, 'align_pre'):+.4f}",
+             f"{_mean(rs, 'align_during'):+.4f}", _fmt(_mean(rs, 'loss_reduction'), "+.4f"),
+             f"{_mean(rs, 'train_prompt_post_score'):.3f}"]
             for c, rs in conds.items()]
     blocks: list[Block] = [("h2", "4. Drift and the alignment-drift relation"), ("ul", lines),
+                           ("p", "Means over seeds. Drift = post - pre under the neutral test prompt. cos(-g, v) is "
+                                 f"the probe's mean at layer {summ['layer']}, summed assistant tokens, under the "
+                                 "training prompt (> 0: a step moves activations toward the trait). Loss reduction = "
+                                 "neutral's probe loss minus this prompt's, before training. The last column is the "
+                                 "trait score after training when the training prompt is used at test time."),
                            ("table", ["condition", "seeds", "trait score pre", "post", "drift", f"projection drift "
-                                      f"(layer {summ['layer']})", "cos(-g, v) before training"], rows)]
+                                      f"(layer {summ['layer']})", "cos(-g, v) before training", "cos during",
+                                      "loss reduction", "trait under training prompt, post"], rows)]
+    rel = summ.get("relation", {})
+    relrows = [[k, *(f"{v[x]:+.2f}" for x in ("r", "lo", "hi")), str(v["n_runs"]), str(v["n_groups"])]
+               if "error" not in v else [k, "n/a", "n/a", "n/a", v["error"], ""]
+               for k, v in rel.items() if isinstance(v, dict)]
+    if relrows:
+        blocks.append(("p", "Correlations across runs with a bootstrap over conditions (all seeds of a drawn "
+                            "condition come along: runs of one prompt are not independent). '| loss_reduction' = "
+                            "partial r, both sides residualised on the loss reduction (least squares)."))
+        blocks.append(("table", ["predictor ~ drift", "r", "lo", "hi", "runs", "conditions"], relrows))
     corr = [[k, *(f"{v[x]:+.2f}" if isinstance(v.get(x), float) else "n/a"
                   for x in ("pearson_r", "pearson_lo", "pearson_hi", "spearman_r")), str(v.get("n", "n/a"))]
             for k, v in summ["correlations"].items()]
+    blocks.append(("p", "The same with runs resampled as if independent (narrower; for reference):"))
     blocks.append(("table", ["predictor ~ drift", "Pearson r", "lo", "hi", "Spearman", "n"], corr))
     blocks += _plots(run.dir / "finetune", ("projection_shift_vs_layer.png", "trait_pre_post.png",
                                             "alignment_vs_drift.png"))
     return blocks
+
+
+def _worker_lines(run_dir: Path) -> list[str]:
+    """Where and how the finetune runs were made: parallel workers' provenance files and train.json wall times."""
+    seen: dict[tuple[str, str, str], int] = {}
+    for path in sorted(run_dir.glob("provenance.worker*.json")):
+        p = A.read_json(path)
+        k = (p["command"], p["device"].get("cuda_device") or "CPU", p["git"]["commit"])
+        seen[k] = seen.get(k, 0) + 1
+    out = [f"{n} parallel worker(s) (provenance.worker*.json), last command `{c}` on {d}, commit {g}"
+           for (c, d, g), n in seen.items()]
+    walls = sorted(A.read_json(t)["wall_s"] for t in run_dir.glob("finetune/*/train.json"))
+    if walls:
+        out.append(f"Training wall time per run (train.json): median {walls[len(walls) // 2]:.0f} s, "
+                   f"range {walls[0]:.0f}-{walls[-1]:.0f} s")
+    return out
+
+
+def _fmt(x: float, spec: str) -> str:
+    return "n/a" if x != x else format(x, spec)
 
 
 def _mean(rows: list[Mapping[str, Any]], key: str) -> float:
@@ -224,9 +270,16 @@ def section_verdicts(run: Run) -> list[Block]:
              "uses the exact null alone; C4 needs the adjusted coefficient's CI below 0 with Holm p < "
              f"{R.ALPHA} at the chosen layer; C1-C4 at most inconclusive if the direction fails AUROC >= "
              f"{R.AUROC_MIN} or r >= {R.R_MIN}.")
+    rules += (f" C5 and C8 need the difference below 0 for every one of >= {DR.MIN_SEEDS} paired seeds (C8 at most "
+              "inconclusive with an incomplete loss match, as C2); C6 and C7 need the lower end of the r interval "
+              f"(bootstrap over conditions) above 0 with >= {DR.MIN_GROUPS} training prompts, and are not supported "
+              f"when it lies below 0 or |r| < {DR.NEGLIGIBLE_R}. The answer below needs C5, C1 and C7.")
     out: list[Block] = [("h2", "5. Verdicts"), ("p", rules)]
-    for cid, claim, (v, why) in R.all_verdicts(run.dir, run.extract, run.align):
+    verdicts = R.all_verdicts(run.dir, run.extract, run.align)
+    for cid, claim, (v, why) in verdicts:
         out.append(("verdict", cid, claim, v, why))
+    label, sentence = DR.answer({cid: v for cid, _, (v, _) in verdicts})
+    out.append(("verdict", "Answer", "Does inoculation reduce drift by rotating gradients away from v?", label, sentence))
     return out
 
 
@@ -247,7 +300,7 @@ def section_limitations(run: Run) -> list[Block]:
         lines.append("provenance.json records no sft_excluded counts.")
     else:
         lines.append("SFT examples excluded: " + ", ".join(f"{k} {v}" for k, v in excl.items()))
-    lines.append("Drift (the outcome) not measured in this run." if R.drift_summary(run.dir) is None
+    lines.append("Drift (the outcome) not measured in this run." if DR.drift_summary(run.dir) is None
                  else "Drift rests on few seeds per condition and greedy answers to a fixed prompt set.")
     return [("h2", "6. Limitations"), ("ul", lines)]
 
@@ -324,7 +377,7 @@ def section_steering(run: Run) -> list[Block]:
     """Preventative steering vs inoculation (rules in steering_report); 'not run' when absent."""
     from .steering_report import section
 
-    return section(R.drift_summary(run.dir))
+    return section(DR.drift_summary(run.dir))
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path]:

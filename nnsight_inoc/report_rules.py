@@ -201,100 +201,24 @@ def c4_regression(align: Mapping[str, Any]) -> Verdict:
     return v, f"layer {layer}: {why}"
 
 
-DRIFT_GLOBS = ("drift/**/*", "finetune/**/drift.json", "finetune/finetune_summary.json")
-
-
-def drift_files(run_dir: Path) -> list[Path]:  # noqa: D401
-    """Drift outputs: anything under drift/, and the finetune stage's drift.json / finetune_summary.json
-    (where `cli.py drift` writes). Empty when the stage has not run."""
-    return sorted({p for g in DRIFT_GLOBS for p in run_dir.glob(g) if p.is_file()})
-
-
-DRIFT_SUMMARY = "finetune/finetune_summary.json"
-
-
-def drift_summary(run_dir: Path) -> Mapping[str, Any] | None:
-    """The drift stage's summary (per-run rows and correlations), or None when it has not run."""
-    path = run_dir / DRIFT_SUMMARY
-    if not path.is_file():
-        return None
-    import json
-
-    return json.loads(path.read_text())
-
-
-def _not_run(run_dir: Path) -> Verdict:
-    return INCONCLUSIVE, f"not run: no {DRIFT_SUMMARY} in {run_dir.name}/"
-
-
-def _by_seed(rows: Sequence[Mapping[str, Any]], cond: str, key: str) -> dict[int, float]:
-    return {int(r["seed"]): float(r[key]) for r in rows if r["condition"] == cond}
-
-
-def c5_drift(run_dir: Path) -> Verdict:
-    """C5: inoculation reduces drift (trait score under the neutral test prompt, post - pre).
-
-    Paired by seed against neutral. Supported when inoc's drift is lower for every seed (at least
-    3 seeds) and the mean difference is negative; not supported when it is higher or equal for every
-    seed; inconclusive otherwise or with fewer than 3 paired seeds (too few to call).
-    """
-    summ = drift_summary(run_dir)
-    if summ is None:
-        return _not_run(run_dir)
-    inoc, neut = _by_seed(summ["rows"], "inoc", "drift_score"), _by_seed(summ["rows"], "neutral", "drift_score")
-    seeds = sorted(set(inoc) & set(neut))
-    diffs = [inoc[s] - neut[s] for s in seeds]
-    if any(d != d for d in diffs):  # NaN: a score could not be computed
-        return INCONCLUSIVE, f"drift not computable for some seed (inoc - neutral per seed: {diffs})"
-    desc = (f"inoc - neutral drift in trait score per seed {seeds}: "
-            + ", ".join(f"{d:+.3f}" for d in diffs) + (f" (mean {sum(diffs) / len(diffs):+.3f})" if diffs else ""))
-    if len(seeds) < 3:
-        return INCONCLUSIVE, f"fewer than 3 paired seeds; {desc}"
-    if all(d < 0 for d in diffs):
-        return SUPPORTED, desc
-    if all(d >= 0 for d in diffs):
-        return NOT_SUPPORTED, desc
-    return INCONCLUSIVE, f"seeds disagree; {desc}"
-
-
-def c6_drift_tracks_alignment(run_dir: Path) -> Verdict:
-    """C6: across runs, alignment before training predicts drift (Pearson r > 0 with CI excluding 0).
-
-    Also reports whether the simpler predictor, loss reduction from the training prompt, does better.
-    """
-    summ = drift_summary(run_dir)
-    if summ is None:
-        return _not_run(run_dir)
-    c = summ["correlations"].get("align_pre~drift_score", {})
-    lr = summ["correlations"].get("loss_reduction~drift_score", {})
-    if "error" in c or "pearson_r" not in c:
-        return INCONCLUSIVE, f"correlation undefined: {c.get('error', 'missing')}"
-    desc = (f"Pearson r {c['pearson_r']:+.2f} [{c['pearson_lo']:+.2f}, {c['pearson_hi']:+.2f}], "
-            f"Spearman {c['spearman_r']:+.2f}, n = {c['n']} runs")
-    if "pearson_r" in lr and "error" not in lr:
-        desc += (f"; loss reduction vs drift: Pearson r {lr['pearson_r']:+.2f} "
-                 f"[{lr['pearson_lo']:+.2f}, {lr['pearson_hi']:+.2f}]")
-    if c["pearson_lo"] > 0:
-        return SUPPORTED, desc
-    if c["pearson_hi"] < 0 or (c["pearson_lo"] <= 0 <= c["pearson_hi"] and abs(c["pearson_r"]) < 0.1):
-        return NOT_SUPPORTED, desc
-    return INCONCLUSIVE, desc
-
-
 CLAIMS = (
     ("C1", "Inoculation rotates gradients away from v relative to neutral"),
     ("C2", "... beyond the loss-matched control"),
     ("C3", "... beyond random directions"),
     ("C4", "... after controlling for loss (regression)"),
-    ("C5", "Inoculation reduces drift"),
-    ("C6", "Drift tracks alignment"),
 )
 
 
 def all_verdicts(run_dir: Path, extract: Mapping[str, Any], align: Mapping[str, Any]) -> list[tuple[str, str, Verdict]]:
-    """(id, claim, verdict) for every claim; C1-C4 capped when the direction fails its checks."""
+    """(id, claim, verdict) for every claim; C1-C4 capped when the direction fails its checks.
+
+    The drift claims C5-C8 live in :mod:`drift_rules` (imported here, not at the top: it imports
+    this module's labels and thresholds).
+    """
+    from .drift_rules import DRIFT_CLAIMS, drift_verdicts
+
     bad = direction_cap_reason(extract)
     gated = [c1_rotation(align), c2_beyond_lossmatch(align), c3_beyond_random(align), c4_regression(align)]
     gated = [cap(v, bad is not None, bad or "") for v in gated]
-    verdicts = gated + [c5_drift(run_dir), c6_drift_tracks_alignment(run_dir)]
-    return [(cid, claim, v) for (cid, claim), v in zip(CLAIMS, verdicts)]
+    verdicts = gated + drift_verdicts(run_dir, align)
+    return [(cid, claim, v) for (cid, claim), v in zip(CLAIMS + DRIFT_CLAIMS, verdicts)]

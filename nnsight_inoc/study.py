@@ -152,7 +152,8 @@ def ensure_sft(study: Study) -> SFTSet:
         data = {"key": key, "ids": [p.id for p in sft], "prompts": users, "source_answers": generated}
         A.write_json(cache, data)
         study.prov.stage("sft_completions", time.time() - t0, n=len(users))
-    if run_copy.resolve() != cache.resolve() and not run_copy.is_file():
+    # The run folder's copy must be the data actually used: replace one left by an older key format.
+    if run_copy.resolve() != cache.resolve() and (not run_copy.is_file() or A.read_json(run_copy).get("key") != key):
         A.write_json(run_copy, data)
     return _filter_sft(study, data)
 

@@ -133,6 +133,11 @@ def test_sft_completions_cached_by_model_and_data(study, monkeypatch):
     assert again.completions == first.completions
     assert all(c == study.trait.transform(a) for c, a in zip(first.completions, first.source_answers))
     key = study_mod.sft_key(study)
+    run_copy = study.run_dir / A.SFT_COMPLETIONS
+    stale = {**A.read_json(run_copy), "key": "older-key-format"}
+    A.write_json(run_copy, stale)  # a copy left by an older key format is replaced by the data in use
+    study_mod.ensure_sft(study)
+    assert A.read_json(run_copy)["key"] == key
     monkeypatch.setattr(study.loaded, "sha256", "0" * 64)
     assert study_mod.sft_key(study) != key
 

@@ -21,7 +21,9 @@ N_LAYERS, CHOSEN = 8, 7
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     run = tmp_path_factory.mktemp("r") / "allcaps"
-    shutil.copytree(ALLCAPS, run, ignore=shutil.ignore_patterns("report.md", "report.html"))
+    # Without the finetune outputs: this fixture checks how a run without drift reads.
+    shutil.copytree(ALLCAPS, run, ignore=shutil.ignore_patterns("report.md", "report.html", "finetune",
+                                                               "provenance.worker*"))
     md, htm = write_report(run)
     return run, md, htm
 
@@ -73,7 +75,9 @@ def test_out_dir_elsewhere_keeps_links(written: tuple[Path, Path, Path], tmp_pat
 
 def test_missing_extract_names_the_file(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    shutil.copytree(ALLCAPS, run, ignore=shutil.ignore_patterns("report.md", "report.html"))
+    # Without the finetune outputs: this fixture checks how a run without drift reads.
+    shutil.copytree(ALLCAPS, run, ignore=shutil.ignore_patterns("report.md", "report.html", "finetune",
+                                                               "provenance.worker*"))
     (run / "extract" / "extract_summary.json").unlink()
     with pytest.raises(FileNotFoundError, match="extract_summary.json"):
         write_report(run)
@@ -171,36 +175,69 @@ def test_layer_ranges() -> None:
 
 def test_drift_runs_without_summary_are_not_read(tmp_path: Path) -> None:
     """Per-run drift files without the stage summary (an interrupted drift stage) decide nothing."""
+    from nnsight_inoc import drift_rules as DR
+
     (tmp_path / "finetune" / "inoc_seed0").mkdir(parents=True)
     (tmp_path / "finetune" / "inoc_seed0" / "drift.json").write_text("{}")
-    v, why = R.c5_drift(tmp_path)
+    v, why = DR.c5_drift(tmp_path)
     assert v == R.INCONCLUSIVE and "finetune_summary.json" in why
 
 
-def _write_drift_summary(run_dir, rows, corr):
+def _write_drift_summary(run_dir, rows, relation):
     import json as _json
 
     (run_dir / "finetune").mkdir(parents=True, exist_ok=True)
     (run_dir / "finetune" / "finetune_summary.json").write_text(_json.dumps({"layer": 3, "rows": rows,
-                                                                          "correlations": corr}))
+                                                                          "correlations": {}, "relation": relation}))
+
+
+def _rel(r, lo, hi, groups=8):
+    return {"r": r, "lo": lo, "hi": hi, "n_runs": 3 * groups, "n_groups": groups}
 
 
 def test_drift_rules(tmp_path):
-    from nnsight_inoc import report_rules as RR
+    from nnsight_inoc import drift_rules as DR
 
-    assert RR.c5_drift(tmp_path)[0] == RR.INCONCLUSIVE and "not run" in RR.c5_drift(tmp_path)[1]
+    assert DR.c5_drift(tmp_path)[0] == R.INCONCLUSIVE and "not run" in DR.c5_drift(tmp_path)[1]
     rows = [{"condition": c, "seed": s, "drift_score": d}
-            for s in (0, 1, 2) for c, d in (("neutral", 0.30), ("inoc", 0.05))]
-    good = {"pearson_r": 0.8, "pearson_lo": 0.5, "pearson_hi": 0.95, "spearman_r": 0.7, "n": 6}
-    _write_drift_summary(tmp_path, rows, {"align_pre~drift_score": good})
-    assert RR.c5_drift(tmp_path)[0] == RR.SUPPORTED
-    assert RR.c6_drift_tracks_alignment(tmp_path)[0] == RR.SUPPORTED
+            for s in (0, 1, 2) for c, d in (("neutral", 0.30), ("inoc", 0.05), ("lossmatch", 0.25))]
+    rel = {"align_pre~drift_score": _rel(0.8, 0.5, 0.95), "loss_reduction~drift_score": _rel(-0.9, -0.97, -0.7),
+           "align_pre~drift_score|loss_reduction": _rel(0.02, -0.4, 0.45)}
+    _write_drift_summary(tmp_path, rows, rel)
+    assert DR.c5_drift(tmp_path)[0] == R.SUPPORTED
+    v, why = DR.c6_drift_tracks_alignment(tmp_path)
+    assert v == R.SUPPORTED and "the larger |r|: loss reduction" in why
+    assert DR.c7_alignment_beyond_loss(tmp_path)[0] == R.NOT_SUPPORTED  # |partial r| < 0.1
+    assert DR.c8_drift_beyond_lossmatch(tmp_path, _align_with_losses(1.0, 0.9, 0.9))[0] == R.SUPPORTED
+    v, why = DR.c8_drift_beyond_lossmatch(tmp_path, _align_with_losses(1.0, 0.9, 0.99))
+    assert v == R.INCONCLUSIVE and "loss match incomplete" in why
+    rel["align_pre~drift_score"] = _rel(0.8, 0.5, 0.95, groups=4)  # too few prompts to call
+    _write_drift_summary(tmp_path, rows, rel)
+    assert DR.c6_drift_tracks_alignment(tmp_path)[0] == R.INCONCLUSIVE
     rows[1]["drift_score"] = 0.9  # inoc drifts more for seed 0: seeds disagree
-    flat = {"pearson_r": 0.02, "pearson_lo": -0.5, "pearson_hi": 0.5, "spearman_r": 0.0, "n": 6}
-    _write_drift_summary(tmp_path, rows, {"align_pre~drift_score": flat})
-    assert RR.c5_drift(tmp_path)[0] == RR.INCONCLUSIVE
-    assert RR.c6_drift_tracks_alignment(tmp_path)[0] == RR.NOT_SUPPORTED
+    rel["align_pre~drift_score"] = _rel(0.3, -0.2, 0.7)
+    _write_drift_summary(tmp_path, rows, rel)
+    assert DR.c5_drift(tmp_path)[0] == R.INCONCLUSIVE
+    assert DR.c6_drift_tracks_alignment(tmp_path)[0] == R.INCONCLUSIVE
     worse = [{"condition": c, "seed": s, "drift_score": d} for s in (0, 1, 2) for c, d in (("neutral", 0.1), ("inoc", 0.4))]
-    _write_drift_summary(tmp_path, worse, {"align_pre~drift_score": {"error": "x or y is constant", "n": 6}})
-    assert RR.c5_drift(tmp_path)[0] == RR.NOT_SUPPORTED
-    assert RR.c6_drift_tracks_alignment(tmp_path)[0] == RR.INCONCLUSIVE
+    _write_drift_summary(tmp_path, worse, {"align_pre~drift_score": {"error": "x or y is constant"}})
+    assert DR.c5_drift(tmp_path)[0] == R.NOT_SUPPORTED
+    assert DR.c6_drift_tracks_alignment(tmp_path)[0] == R.INCONCLUSIVE
+    assert DR.c8_drift_beyond_lossmatch(tmp_path, _align_with_losses(1.0, 0.9, 0.9))[0] == R.INCONCLUSIVE
+
+
+def test_answer_needs_drift_rotation_and_alignment_beyond_loss():
+    from nnsight_inoc import drift_rules as DR
+
+    S, N, I = R.SUPPORTED, R.NOT_SUPPORTED, R.INCONCLUSIVE
+    assert DR.answer({"C1": S, "C5": S, "C7": S})[0] == S
+    label, text = DR.answer({"C1": I, "C5": S, "C7": N})
+    assert label == N and "C1" in text and "C7" in text
+    assert DR.answer({"C1": S, "C5": S, "C7": I})[0] == I
+    assert DR.answer({"C1": S, "C5": N, "C7": S})[0] == N
+    assert DR.answer({"C1": S, "C5": I, "C7": S})[0] == I
+
+
+def _align_with_losses(neutral: float, inoc: float, lossmatch: float) -> dict:
+    return {"contrasts": {"inoc-neutral": {"loss": {"diff": inoc - neutral}},
+                          "inoc-lossmatch": {"loss": {"diff": inoc - lossmatch}}}}

@@ -1,0 +1,118 @@
+"""Alignment-vs-drift statistics that respect how the finetune runs are grouped.
+
+Why not only a run-level bootstrap: the runs of one condition share their training prompt and
+differ only by seed, so they are not independent draws of "a prompt". Resampling runs treats
+36 runs of 12 prompts as 36 prompts and gives intervals that are too narrow. Here the bootstrap
+resamples whole conditions (all seeds of a drawn condition come along), which is the unit the
+question is about ("do prompts whose gradients align less drift less?").
+
+Why a partial correlation: alignment and the loss reduction a prompt brings are themselves
+correlated (a prompt that already elicits the trait lowers the loss and turns the gradient), so
+"drift tracks alignment" could be loss in disguise. Both alignment and drift are residualised on
+loss reduction with an ordinary least-squares fit (scikit-learn, as the design card asks), and the
+residuals are correlated; the same cluster bootstrap gives its interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LinearRegression
+
+from .stats import RngLike, percentile_interval
+
+MIN_GROUPS = 6  # fewer conditions than this: a cluster bootstrap has too few distinct resamples to mean much
+
+
+def residualise(y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """y minus its least-squares fit on z (with intercept)."""
+    fit = LinearRegression().fit(z.reshape(len(z), -1), y)
+    return y - fit.predict(z.reshape(len(z), -1))
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _stat(x: np.ndarray, y: np.ndarray, z: np.ndarray | None) -> float:
+    if z is not None:
+        if np.ptp(z) == 0:
+            return float("nan")
+        x, y = residualise(x, z), residualise(y, z)
+    return _pearson(x, y)
+
+
+def cluster_corr(
+    x: Sequence[float], y: Sequence[float], groups: Sequence[str], *, control: Sequence[float] | None = None,
+    n_boot: int = 2000, rng: RngLike = 0, alpha: float = 0.05,
+) -> dict[str, Any]:
+    """Pearson r of (x, y), or the partial r given `control`, with a bootstrap CI over groups.
+
+    Returns r, lo, hi, n_runs, n_groups, n_boot_degenerate (resamples with a constant side,
+    left out of the CI). Raises when fewer than 3 runs or 2 groups, or on NaN/inf input.
+    """
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    za = None if control is None else np.asarray(control, dtype=np.float64)
+    g = np.asarray(groups)
+    arrays = [xa, ya] + ([za] if za is not None else [])
+    if any(a.ndim != 1 or a.shape != xa.shape for a in arrays) or g.shape != xa.shape:
+        raise ValueError("x, y, groups (and control) must be 1-D of equal length")
+    if any(not np.isfinite(a).all() for a in arrays):
+        raise ValueError("x, y and control must be finite")
+    labels = list(dict.fromkeys(g.tolist()))
+    if xa.size < 3 or len(labels) < 2:
+        raise ValueError(f"need at least 3 runs in 2 groups, got {xa.size} runs in {len(labels)}")
+    r = _stat(xa, ya, za)
+    if r != r:
+        raise ValueError("correlation undefined: a side is constant")
+    members = [np.flatnonzero(g == lab) for lab in labels]
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    boots = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = np.concatenate([members[i] for i in gen.integers(0, len(labels), len(labels))])
+        boots[b] = _stat(xa[idx], ya[idx], None if za is None else za[idx])
+    ok = np.isfinite(boots)
+    if not ok.any():
+        raise ValueError("every bootstrap resample was degenerate")
+    lo, hi = percentile_interval(boots[ok], alpha)
+    return {"r": r, "lo": float(lo), "hi": float(hi), "n_runs": int(xa.size), "n_groups": len(labels),
+            "n_boot_degenerate": int((~ok).sum()), "partial_on": None if control is None else "control"}
+
+
+def condition_means(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per-condition mean of each key over its seeds (in first-seen condition order)."""
+    out: dict[str, dict[str, float]] = {}
+    for cond in dict.fromkeys(r["condition"] for r in rows):
+        mine = [r for r in rows if r["condition"] == cond]
+        out[cond] = {k: float(np.mean([r[k] for r in mine])) for k in keys}
+    return out
+
+
+def relation_summary(rows: Sequence[dict[str, Any]], n_boot: int, rng: RngLike) -> dict[str, Any]:
+    """Cluster-bootstrap correlations of each predictor with drift, and alignment's partial r given loss."""
+    out: dict[str, Any] = {"unit": "bootstrap over conditions (all seeds of a drawn condition)",
+                           "min_groups_for_verdict": MIN_GROUPS}
+    usable = [r for r in rows if r.get("loss_reduction") is not None]
+    groups = [r["condition"] for r in usable]
+    for pred in ("align_pre", "align_during", "loss_reduction"):
+        for target in ("drift_score", "drift_proj"):
+            key = f"{pred}~{target}"
+            try:
+                out[key] = cluster_corr([r[pred] for r in usable], [r[target] for r in usable], groups,
+                                        n_boot=n_boot, rng=rng)
+            except ValueError as err:
+                out[key] = {"error": str(err)}
+    for pred in ("align_pre", "align_during"):
+        for target in ("drift_score", "drift_proj"):
+            key = f"{pred}~{target}|loss_reduction"
+            try:
+                out[key] = cluster_corr([r[pred] for r in usable], [r[target] for r in usable], groups,
+                                        control=[r["loss_reduction"] for r in usable], n_boot=n_boot, rng=rng)
+                out[key]["partial_on"] = "loss_reduction"
+            except ValueError as err:
+                out[key] = {"error": str(err)}
+    return out
