@@ -125,6 +125,12 @@ class AlignConfig(_Section):
     lossmatch_max_trait_score: float = Field(
         0.2, ge=0, le=1, description="A candidate whose answers score above this mean is rejected as eliciting the trait."
     )
+    lossmatch_trait_reference: Literal["zero", "neutral"] = Field(
+        "zero",
+        description="What lossmatch_max_trait_score is measured from: 'zero' = the candidate's mean trait score itself; "
+        "'neutral' = its excess over the neutral prompt's answers to the same check prompts (for traits whose scorer "
+        "gives plain answers a clearly non-zero score, such as politeness).",
+    )
     batch_size: int = Field(8, ge=1, description="Examples per gradient trace (one backward pass each).")
     n_random: int = Field(
         10000, ge=256,

@@ -32,6 +32,11 @@ def mean_losses(study: Study, system: str, users: Sequence[str], completions: Se
     return np.concatenate(out)
 
 
+def passes_trait_check(score: float | None, reference: float, max_excess: float) -> bool:
+    """A candidate passes when its answers could be scored and score at most `max_excess` above `reference`."""
+    return score is not None and score - reference <= max_excess
+
+
 def select_lossmatch(study: Study, sft: SFTSet) -> dict[str, Any]:
     """Pick the trait-free candidate whose mean SFT loss is closest to the target condition's."""
     path = study.run_dir / A.ALIGN_DIR / A.LOSSMATCH
@@ -60,19 +65,33 @@ def select_lossmatch(study: Study, sft: SFTSet) -> dict[str, Any]:
             adv(1)
     # Behaviour check in order of closeness, until one candidate passes.
     check_users = [p.text for p in study.splits.eval[: cfg.lossmatch_check_prompts]]
+    reference = 0.0
+    if cfg.lossmatch_trait_reference == "neutral":
+        ref = score_texts(study.trait, answers(study, cfg.conditions["neutral"], check_users,
+                                               study.cfg.extract.max_new_tokens, "loss-matched check: neutral"))
+        if ref.mean is None:
+            raise ValueError("the neutral prompt's check answers could not be scored; no reference for the check")
+        reference = ref.mean
     chosen = None
+    checked = []
     for c in sorted(cands, key=lambda c: abs(c["gap"])):
         ans = answers(study, c["prompt"], check_users, study.cfg.extract.max_new_tokens,
                       f"loss-matched candidate check: {c['prompt']!r}")
         s = score_texts(study.trait, ans)
         c["answer_trait_score"] = s.mean
         c["answer_n_unscored"] = s.n_unscored
-        c["eligible"] = s.mean is not None and s.mean <= cfg.lossmatch_max_trait_score
+        c["eligible"] = passes_trait_check(s.mean, reference, cfg.lossmatch_max_trait_score)
+        checked.append(c)
         if c["eligible"]:
             chosen = c
             break
     if chosen is None:
-        raise ValueError("no loss-matched candidate passed the behaviour check; widen the pool")
+        worst = ", ".join(f"{c['prompt'][:40]!r}: {c['answer_trait_score']}" for c in checked[:5])
+        raise ValueError(
+            f"no loss-matched candidate passed the behaviour check (mean trait score minus reference {reference:.3f} "
+            f"must be <= align.lossmatch_max_trait_score={cfg.lossmatch_max_trait_score}); closest candidates: "
+            f"{worst}; widen the pool, or for a trait whose scorer rates plain answers well above 0 set "
+            "align.lossmatch_trait_reference = 'neutral'")
     out = {
         "target_condition": cfg.lossmatch_target,
         "target_prompt": target_prompt,
@@ -87,6 +106,8 @@ def select_lossmatch(study: Study, sft: SFTSet) -> dict[str, Any]:
         if neutral_loss != target_loss
         else None,
         "max_trait_score": cfg.lossmatch_max_trait_score,
+        "trait_reference": cfg.lossmatch_trait_reference,
+        "trait_reference_score": reference,
         "seconds": time.time() - t0,
     }
     A.write_json(path, out)

@@ -141,9 +141,11 @@ def scatter_fit(path: Path, x: Sequence[float], y: Sequence[float], labels: Sequ
     """Alignment vs drift, one point per run, with the least-squares line and r in the title."""
     xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for lab in dict.fromkeys(labels):
+    colors = plt.get_cmap("tab20").colors
+    markers = "osD^v<>P"
+    for i, lab in enumerate(dict.fromkeys(labels)):  # distinct colour and marker per condition, up to 20 x 8
         sel = np.array([l == lab for l in labels])
-        ax.scatter(xa[sel], ya[sel], s=18, label=lab)
+        ax.scatter(xa[sel], ya[sel], s=22, label=lab, color=colors[i % 20], marker=markers[(i // 10) % len(markers)])
     ok = np.isfinite(xa) & np.isfinite(ya)
     if ok.sum() >= 2 and np.ptp(xa[ok]) > 0:
         b, a = np.polyfit(xa[ok], ya[ok], 1)

@@ -138,3 +138,11 @@ def test_registered_trait_invariants(name: str) -> None:
     assert len({p for _, p in t.variants}) == 12
     assert not set(names) & {"neutral", "inoc", "explicit", "lossmatch"}  # main condition names
     assert 0.0 <= t.sft_min_score <= 1.0
+
+
+def test_lossmatch_trait_check_relative_to_reference():
+    from nnsight_inoc.controls import passes_trait_check
+
+    assert passes_trait_check(0.1, 0.0, 0.2) and not passes_trait_check(0.3, 0.0, 0.2)
+    assert passes_trait_check(0.33, 0.30, 0.05) and not passes_trait_check(0.36, 0.30, 0.05)
+    assert not passes_trait_check(None, 0.0, 1.0)  # unscorable answers never pass

@@ -1,0 +1,69 @@
+"""Turn a GPU campaign's bundles into results/<study>/: summarise the finished runs here, copy, write reports.
+
+    python gpu/publish.py BUNDLE_DIR allcaps:all spanish:main
+
+BUNDLE_DIR holds the `<study>.tar.gz` files `gpu/campaign.py` returned. For each `study:which`:
+1. unpack the run folder into a scratch folder;
+2. `cli.py drift --summary-only --which WHICH` there, on this machine's CPU (the summary needs no GPU; the
+   runs it summarises and the ones not run are listed in finetune_summary.json and the report);
+3. copy it to results/<study>/, leaving out per-condition gradient tensors, adapters, claims and markers. When
+   results/<study>/ already holds an earlier align stage (allcaps: published before the campaign, with its
+   per-example rows), only the finetune outputs and the workers' provenance are added;
+4. `cli.py report --run-dir results/<study>`.
+Why a script: the published numbers must come from a command a reader can rerun, not from hand copying.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+SKIP_SUFFIXES = (".pt", ".safetensors")
+SKIP_NAMES = {"claims", "adapter", ".prep_done", ".prep_failed"}
+
+
+def _ignore(_dir: str, names: list[str]) -> list[str]:
+    return [n for n in names if n in SKIP_NAMES or n.startswith(".adapter") or n.endswith(SKIP_SUFFIXES)]
+
+
+def cli(*args: str) -> None:
+    subprocess.run([sys.executable, "cli.py", *args], check=True)
+
+
+def publish(bundle_dir: Path, study: str, which: str, scratch: Path) -> Path:
+    with tarfile.open(bundle_dir / f"{study}.tar.gz") as tar:
+        tar.extractall(scratch, filter="data")
+    run = scratch / study
+    cli("drift", "--summary-only", "--which", which, "--config", f"gpu/{study}_gpu.toml", "--device", "cpu",
+        "--run-dir", str(run))
+    out = Path("results") / study
+    if (out / "align" / "rows.csv.gz").is_file() and not (run / "align" / "rows.csv.gz").is_file():
+        if (out / "finetune").exists():
+            shutil.rmtree(out / "finetune")
+        shutil.copytree(run / "finetune", out / "finetune", ignore=_ignore)
+        for p in run.glob("provenance.worker*.json"):
+            shutil.copy2(p, out / p.name)
+    else:
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(run, out, ignore=_ignore)
+    cli("report", "--run-dir", str(out))
+    return out
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) < 2:
+        raise SystemExit(__doc__)
+    bundle_dir = Path(argv[0])
+    with tempfile.TemporaryDirectory(prefix="publish-") as tmp:
+        for spec in argv[1:]:
+            study, _, which = spec.partition(":")
+            print(f"published {publish(bundle_dir, study, which or 'all', Path(tmp))}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
