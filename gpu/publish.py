@@ -48,9 +48,12 @@ def publish(bundle_dir: Path, study: str, which: str, scratch: Path) -> Path:
         for p in run.glob("provenance.worker*.json"):
             shutil.copy2(p, out / p.name)
     else:
+        readme = (out / "README.md").read_text() if (out / "README.md").is_file() else None  # hand-written: kept
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(run, out, ignore=_ignore)
+        if readme is not None:
+            (out / "README.md").write_text(readme)
     cli("report", "--run-dir", str(out))
     return out
 
