@@ -126,12 +126,20 @@ def write_csv_gz(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]
     return n
 
 
+CODE_PATHS = ("nnsight_inoc", "cli.py", "gpu", "experiments", "pyproject.toml", "setup.sh")
+
+
 def git_info() -> dict[str, Any]:
-    """Commit hash and whether the tree had uncommitted changes (results from a dirty tree say so)."""
+    """Commit hash and whether the code had uncommitted changes (results from dirty code say so).
+
+    "Code" is what computes numbers (CODE_PATHS): results and run folders being written while a
+    report is made must not mark it dirty.
+    """
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=root, capture_output=True,
+                               text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as err:
         return {"commit": None, "dirty": None, "error": str(err)}
     if head.returncode != 0:

@@ -71,22 +71,31 @@ def _ci(x: float, lo: float, hi: float, d: int = 4) -> str:
 
 
 def header(run: Run) -> list[Block]:
-    """Reproduce command, card, date, commit, model: what a reader needs to rerun or trust the numbers."""
+    """Reproduce command, cards, dates, commits, model: what a reader needs to rerun or trust the numbers."""
     p = run.provenance
-    m, g, dev = p["facts"]["model"], p["git"], p["device"]
-    card = dev.get("cuda_device") or f"CPU ({dev['platform']})"
-    commit = f"{g['commit']} (source: {g.get('source', 'git')}, dirty: {g['dirty']})"
+    m = p["facts"]["model"]
+    invocations = p.get("invocations") or [{"command": p["command"], "git": p["git"], "device": p["device"],
+                                            "at": p["started"]}]
+
+    def card(inv: Mapping[str, Any]) -> str:
+        dev = inv.get("device") or {}
+        return dev.get("cuda_device") or f"CPU ({dev.get('platform', '?')})"
+
+    def commit(g: Mapping[str, Any] | None) -> str:
+        g = g or {}
+        return f"{g.get('commit')} (source: {g.get('source', 'git')}, dirty: {g.get('dirty')})"
+
     trait = run.extract["trait"]
     return [("h1", f"Inoculation and gradient alignment: trait {trait}, model {m['name']}"),
-            ("p", "Reproduce (the command recorded in provenance.json):"), ("code", p["command"]),
-            ("ul", [f"Card: {card}", f"Date: {p['started']}", f"Commit: {commit}",
-                    f"Model: {m['name']} ({m['n_layers']} layers, d_model {m['d_model']}, {m['dtype']}), "
+            ("p", "Reproduce the whole study (data, extract, align, finetune, drift, report) with the resolved config "
+                  "saved beside this report (gpu/README.md runs the same stages on several GPUs):"),
+            ("code", "python cli.py run --config config.toml --run-dir <new folder>"),
+            ("ul", [f"Model: {m['name']} ({m['n_layers']} layers, d_model {m['d_model']}, {m['dtype']}), "
                     f"sha256 {m['sha256']}",
-                    "Versions: " + ", ".join(f"{k} {v}" for k, v in p["versions"].items()),
+                    "Versions (last invocation): " + ", ".join(f"{k} {v}" for k, v in p["versions"].items()),
                     "Stages: " + ", ".join(f"{k} {s['seconds']:.0f} s" for k, s in p["stages"].items())]
-             + [f"Invocation {i + 1}: `{inv['command']}` on {(inv.get('device') or {}).get('cuda_device') or 'CPU'}, "
-                f"commit {(inv.get('git') or {}).get('commit')}, {inv.get('at')}"
-                for i, inv in enumerate(p.get("invocations", []))])]
+             + [f"Invocation {i + 1}, {inv.get('at')}: `{inv['command']}` on {card(inv)}, commit {commit(inv.get('git'))}"
+                for i, inv in enumerate(invocations)])]
 
 
 def section_hypothesis(run: Run) -> list[Block]:
