@@ -279,6 +279,17 @@ def report(out_dir: str | None, **opts: Any) -> None:
 
 
 @main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--out-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@handle_errors
+def compare(run_dirs: tuple[str, ...], out_dir: str) -> None:
+    """Cross-trait summary: alignment effect, drift effect and their relation per study, side by side."""
+    from .cross_trait import write_cross_trait
+
+    click.echo(f"wrote {write_cross_trait([Path(d) for d in run_dirs], Path(out_dir))}")
+
+
+@main.command()
 @click.option("--scale", type=click.Choice(["real", "7b", "both"]), default="both", show_default=True,
               help="The configured model, the Qwen2.5-7B shape with random weights, or both.")
 @click.option("--batch-size", default=8, show_default=True)
