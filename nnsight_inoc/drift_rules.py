@@ -107,27 +107,32 @@ def _r_verdict(rel: Mapping[str, Any] | None, desc: str) -> Verdict:
     return INCONCLUSIVE, desc
 
 
-def c6_drift_tracks_alignment(run_dir: Path) -> Verdict:
-    """C6: across training prompts, alignment before training predicts drift (r > 0, CI over conditions)."""
+def _relation_claim(run_dir: Path, key: str, label: str = "") -> tuple[Verdict, Mapping[str, Any] | None]:
     summ = drift_summary(run_dir)
     if summ is None:
-        return _not_run(run_dir)
-    rel, desc = _relation(summ, "align_pre~drift_score")
-    loss, ldesc = _relation(summ, "loss_reduction~drift_score")
-    v, why = _r_verdict(rel, desc)
-    if rel is not None and loss is not None:
-        better = "alignment" if abs(rel["r"]) > abs(loss["r"]) else "loss reduction"
-        why += f"; loss reduction vs drift: {ldesc}; the larger |r|: {better}"
+        return _not_run(run_dir), None
+    rel, desc = _relation(summ, key)
+    return _r_verdict(rel, label + desc), summ
+
+
+def c6_drift_tracks_alignment(run_dir: Path) -> Verdict:
+    """C6: across training prompts, alignment before training predicts drift (r > 0, CI over conditions).
+
+    Also says which predictor has the larger |r|: alignment or the prompt's loss reduction.
+    """
+    (v, why), summ = _relation_claim(run_dir, "align_pre~drift_score")
+    if summ is not None:
+        rel, _ = _relation(summ, "align_pre~drift_score")
+        loss, ldesc = _relation(summ, "loss_reduction~drift_score")
+        if rel is not None and loss is not None:
+            better = "alignment" if abs(rel["r"]) > abs(loss["r"]) else "loss reduction"
+            why += f"; loss reduction vs drift: {ldesc}; the larger |r|: {better}"
     return v, why
 
 
 def c7_alignment_beyond_loss(run_dir: Path) -> Verdict:
     """C7: alignment predicts drift beyond the prompt's loss reduction (partial r > 0, CI over conditions)."""
-    summ = drift_summary(run_dir)
-    if summ is None:
-        return _not_run(run_dir)
-    rel, desc = _relation(summ, "align_pre~drift_score|loss_reduction")
-    return _r_verdict(rel, "partial " + desc)
+    return _relation_claim(run_dir, "align_pre~drift_score|loss_reduction", "partial ")[0]
 
 
 DRIFT_CLAIMS = (
