@@ -38,8 +38,9 @@ import psutil
 import torch
 
 from nnsight_inoc import tracing
-from nnsight_inoc.bench import reference_capture, synthetic_batch
+from nnsight_inoc.bench import bench_model, reference_capture, synthetic_batch
 from nnsight_inoc.models import load_model
+from nnsight_inoc.tiny import tiny_qwen2, tiny_tokenizer
 
 FROZEN = tracing._collect_trace_cycles
 
@@ -182,7 +183,8 @@ def memory_run(fn: Callable[[], Any], device: torch.device, n: int, limit_bytes:
 
 
 @click.command()
-@click.option("--model", default="smollm2-135m-instruct", show_default=True)
+@click.option("--model", default="smollm2-135m-instruct", show_default=True,
+              help="A load_model spec, or tiny-N: a random Qwen2 of hidden size 32 with N layers (fixed costs only).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--dtype", default="float32", show_default=True)
 @click.option("--batch", default=2, show_default=True)
@@ -191,12 +193,19 @@ def memory_run(fn: Callable[[], Any], device: torch.device, n: int, limit_bytes:
 @click.option("--mem-traces", default=50, show_default=True)
 @click.option("--mem-limit-gb", default=3.0, show_default=True, help="Stop a memory run once growth passes this.")
 @click.option("--top", default=15, show_default=True)
+@click.option("--bench/--no-bench", default=False, show_default=True,
+              help="Also run bench.bench_model (nnsight/raw ratio) with the full and the frozen collection.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the numbers as JSON here.")
 def main(model: str, device: str, dtype: str, batch: int, words: int, reps: int, mem_traces: int,
-         mem_limit_gb: float, top: int, out: str | None) -> None:
-    lm = load_model(model, device=device, dtype=dtype)
-    hf, dev = lm.hf_model, torch.device(device)
-    b = synthetic_batch(lm.tokenizer, batch, words, dev)
+         mem_limit_gb: float, top: int, bench: bool, out: str | None) -> None:
+    dev = torch.device(device)
+    if model.startswith("tiny-"):
+        tok = tiny_tokenizer()
+        hf = tiny_qwen2(num_layers=int(model[5:]), dtype=getattr(torch, dtype)).to(dev).requires_grad_(False).eval()
+    else:
+        lm = load_model(model, device=device, dtype=dtype)
+        hf, tok = lm.hf_model, lm.tokenizer
+    b = synthetic_batch(tok, batch, words, dev)
     index = torch.cat([b.final_prompt_idx[:, None], b.assistant_idx], 1)
     tlm = tracing.wrap(hf)
     original = tracing._collect_trace_cycles
@@ -230,8 +239,19 @@ def main(model: str, device: str, dtype: str, batch: int, words: int, reps: int,
     raw = t["raw_hooks"]["median_s"]
     result["ratios_over_raw"] = {k: v["median_s"] / raw for k, v in t.items()}
     result["profile_nnsight_none"] = profile_one(nnsight_with("none"), top)
+    if bench:
+        result["bench_model"] = {}
+        for p in ("full", "frozen"):
+            tracing._collect_trace_cycles = POLICIES[p]
+            try:
+                r = bench_model(hf, tok, model, batch, words, reps=reps, generate_tokens=4)
+            finally:
+                tracing._collect_trace_cycles = original
+            result["bench_model"][p] = {k: r[k] for k in ("nnsight_s", "raw_hooks_s", "nnsight_over_raw")}
     limit = mem_limit_gb * 1e9
-    result["memory"] = {p: memory_run(nnsight_with(p), dev, mem_traces, limit, p != "none") for p in ("frozen", "full", "none")}
+    if mem_traces > 0:
+        result["memory"] = {p: memory_run(nnsight_with(p), dev, mem_traces, limit, p != "none")
+                            for p in ("frozen", "full", "none")}
 
     print(json.dumps({k: v for k, v in result.items() if k != "profile_nnsight_none"}, indent=1, default=str))
     prof = result["profile_nnsight_none"]
