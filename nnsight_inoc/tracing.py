@@ -131,17 +131,49 @@ def _check_layers(tlm: TracedLM, layers: list[int] | None) -> list[int]:
 
 
 @contextlib.contextmanager
-def _context(tlm: TracedLM, grad: bool) -> Iterator[None]:
-    """Grad mode and autocast around one trace; frees nnsight's graph afterwards."""
+def _collect_trace_cycles() -> Iterator[None]:
+    """Free the reference cycles one trace leaves behind, scanning only that trace's objects.
+
+    Why a collection at all: nnsight 0.8.1's ``with loss.backward():`` tracer never
+    cancels its Interleaver, so the Interleaver and its Mediator keep each other alive,
+    and the Mediator's scope holds every name of the trace body (every layer output,
+    the logits). Refcounting never frees that; Python's generational collector reaches
+    it only at a full collection, which in a process holding a model comes after many
+    traces, so memory grows by one trace's activations per trace (about 0.9 GB per
+    smollm2-135m gradient trace at batch 8 x 417 tokens; nnsight #102, #169, #538;
+    ``tests/test_tracing.py`` pins that the cycle exists and that it is freed).
+
+    Why not a plain ``gc.collect()``: it scans every tracked object in the process
+    (about 0.4 million with torch, transformers and a model: ~0.2 s per trace, most of
+    the nnsight-vs-hooks overhead; results/bench/profile_cpu.md). Everything in the
+    cycle is created during the trace, so the objects that existed before it are frozen
+    (``gc.freeze``: treated as roots, not scanned) and the collection afterwards scans
+    only what the trace created; ``gc.unfreeze`` then returns them to the oldest
+    generation. If something else already froze objects, those stay frozen and the
+    collection is a plain one (it skips frozen objects anyway).
+    """
+    owns_freeze = gc.get_freeze_count() == 0
+    if owns_freeze:
+        gc.freeze()
     try:
-        with torch.set_grad_enabled(grad):
-            if tlm.autocast is not None and tlm.device.type == "cuda":
-                with torch.autocast("cuda", dtype=tlm.autocast):
-                    yield
-            else:
-                yield
+        yield
     finally:
-        gc.collect()  # repeated traces can hold memory until collected (nnsight #102, #169, #538)
+        try:
+            gc.collect()
+        finally:
+            if owns_freeze:
+                gc.unfreeze()
+
+
+@contextlib.contextmanager
+def _context(tlm: TracedLM, grad: bool) -> Iterator[None]:
+    """Grad mode and autocast around one trace; frees what the trace leaves in cycles afterwards."""
+    with _collect_trace_cycles(), torch.set_grad_enabled(grad):
+        if tlm.autocast is not None and tlm.device.type == "cuda":
+            with torch.autocast("cuda", dtype=tlm.autocast):
+                yield
+        else:
+            yield
 
 
 def _trace(tlm: TracedLM, batch: Batch) -> Any:
@@ -391,7 +423,7 @@ def steered_loss(tlm: TracedLM, batch: Batch, steer: dict[int, torch.Tensor]) ->
     batch = batch.to(tlm.device)
     tmask, tgt_rows, tgt_labels, n_tgt = _loss_targets(batch)
     head_path = _lm_head_path(tlm.hf_model)
-    try:
+    with _collect_trace_cycles():  # as in _context
         with torch.enable_grad():
             with _trace(tlm, batch):
                 dec = _get(tlm.envoy, tlm.decoder_path)
@@ -403,8 +435,6 @@ def steered_loss(tlm: TracedLM, batch: Batch, steer: dict[int, torch.Tensor]) ->
                     0, tgt_rows, tok_loss
                 ) / n_tgt.to(tok_loss.dtype)
                 loss = nnsight.save(per_ex.mean())
-    finally:
-        gc.collect()  # as in _context: repeated traces can hold memory until collected
     if loss.grad_fn is None:
         raise TracingError("the steered loss has no autograd graph: nothing trainable upstream of it")
     return loss

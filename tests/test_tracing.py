@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+
 import pytest
 import torch
 
+from nnsight_inoc import tracing
 from nnsight_inoc.chat import encode_chats
 from nnsight_inoc.tiny import tiny_qwen2, tiny_tokenizer
 from nnsight_inoc.tracing import NonFiniteError, capture_gradients, read_residuals, wrap
@@ -197,3 +201,92 @@ def test_sequence_losses_equal_gradient_pass_losses(tok, model):
     tlm = wrap(model)
     batch = encode_chats(tok, "sys", USERS, COMPS)
     torch.testing.assert_close(sequence_losses(tlm, batch), capture_gradients(tlm, batch, _positions(batch)).loss)
+
+
+# --- per-trace garbage collection (issue 7) -------------------------------------------------
+# nnsight 0.8.1's backward tracer leaves a reference cycle holding the trace body's tensors;
+# tracing._collect_trace_cycles frees it after every trace without scanning the whole heap.
+# Python's automatic collector is switched off inside these tests so only explicit
+# collections run and a leak cannot be hidden by a well-timed automatic one.
+
+
+@contextlib.contextmanager
+def _automatic_gc_off():
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+        gc.collect()
+
+
+def _live_tensors() -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+
+def _grad_trace(tok, model):
+    tlm = wrap(model)
+    batch = encode_chats(tok, "sys", USERS, COMPS)
+    pos = _positions(batch)
+    return lambda: capture_gradients(tlm, batch, pos)
+
+
+def test_nnsight_backward_trace_leaves_a_cycle(tok, model, monkeypatch):
+    """Why the collection exists: without it each gradient trace leaves tensors alive.
+
+    If this fails after an nnsight upgrade, the cycle is gone and the per-trace collection
+    in tracing._collect_trace_cycles can be dropped.
+    """
+    run = _grad_trace(tok, model)
+    monkeypatch.setattr(tracing, "_collect_trace_cycles", contextlib.nullcontext)
+    with _automatic_gc_off():
+        run()
+        before = _live_tensors()
+        for _ in range(3):
+            run()
+        grown = _live_tensors() - before
+    assert grown >= 3 * 10, f"only {grown} tensors left behind by 3 uncollected gradient traces"
+
+
+def test_repeated_gradient_traces_hold_no_tensors(tok, model):
+    run = _grad_trace(tok, model)
+    with _automatic_gc_off():
+        run()
+        before = _live_tensors()
+        for _ in range(10):
+            run()
+        assert _live_tensors() == before
+
+
+def test_collection_after_a_trace_scans_only_the_trace(tok, model):
+    """One collection per trace, run while the pre-trace heap is frozen (not a full scan)."""
+    run = _grad_trace(tok, model)
+    seen: list[int] = []
+
+    def watch(phase, info):
+        if phase == "start":
+            seen.append(gc.get_freeze_count())
+
+    with _automatic_gc_off():
+        run()
+        gc.callbacks.append(watch)
+        try:
+            run()
+        finally:
+            gc.callbacks.remove(watch)
+    assert len(seen) == 1 and seen[0] > 1000, seen
+    assert gc.get_freeze_count() == 0  # everything unfrozen again
+
+
+def test_a_freeze_made_elsewhere_is_left_in_place(tok, model):
+    run = _grad_trace(tok, model)
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        run()
+        assert gc.get_freeze_count() > frozen - 100  # still frozen (a few frozen objects may have died)
+    finally:
+        gc.unfreeze()
