@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .drift_stats import MIN_GROUPS
+from .drift_stats import MAX_COLLINEARITY, MIN_GROUPS
 from .report_rules import INCONCLUSIVE, MAX_LOSS_GAP_SHARE, NOT_SUPPORTED, SUPPORTED, Verdict, loss_gap_share
 
 DRIFT_SUMMARY = "finetune/finetune_summary.json"
@@ -131,8 +131,18 @@ def c6_drift_tracks_alignment(run_dir: Path) -> Verdict:
 
 
 def c7_alignment_beyond_loss(run_dir: Path) -> Verdict:
-    """C7: alignment predicts drift beyond the prompt's loss reduction (partial r > 0, CI over conditions)."""
-    return _relation_claim(run_dir, "align_pre~drift_score|loss_reduction", "partial ")[0]
+    """C7: alignment predicts drift beyond the prompt's loss reduction (partial r > 0, CI over conditions).
+
+    At most inconclusive when alignment and loss reduction are nearly collinear across the runs
+    (|r| > MAX_COLLINEARITY): then no partial correlation can say which of the two carries the relation.
+    """
+    (v, why), summ = _relation_claim(run_dir, "align_pre~drift_score|loss_reduction", "partial ")
+    col = (summ or {}).get("relation", {}).get("align_pre~loss_reduction", {})
+    if "r" in col:
+        why += f"; alignment vs loss reduction r {col['r']:+.3f}"
+        if v != INCONCLUSIVE and abs(col["r"]) > MAX_COLLINEARITY:
+            return INCONCLUSIVE, f"nearly collinear predictors (|r| > {MAX_COLLINEARITY}); {why}"
+    return v, why
 
 
 DRIFT_CLAIMS = (

@@ -19,10 +19,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.linear_model import LinearRegression
 
 from .stats import RngLike, percentile_interval
 
+MAX_COLLINEARITY = 0.95  # |r(alignment, loss reduction)| above this: a partial r cannot separate them
 MIN_GROUPS = 6  # fewer conditions than this: a cluster bootstrap has too few distinct resamples to mean much
 
 
@@ -106,13 +108,26 @@ def relation_summary(rows: Sequence[dict[str, Any]], n_boot: int, rng: RngLike) 
                                         n_boot=n_boot, rng=rng)
             except ValueError as err:
                 out[key] = {"error": str(err)}
+    loss = [r["loss_reduction"] for r in usable]
     for pred in ("align_pre", "align_during"):
+        x = [r[pred] for r in usable]
+        try:  # near-collinear predictors cannot be told apart by any partial correlation
+            out[f"{pred}~loss_reduction"] = cluster_corr(x, loss, groups, n_boot=n_boot, rng=rng)
+        except ValueError as err:
+            out[f"{pred}~loss_reduction"] = {"error": str(err)}
         for target in ("drift_score", "drift_proj"):
-            key = f"{pred}~{target}|loss_reduction"
-            try:
-                out[key] = cluster_corr([r[pred] for r in usable], [r[target] for r in usable], groups,
-                                        control=[r["loss_reduction"] for r in usable], n_boot=n_boot, rng=rng)
-                out[key]["partial_on"] = "loss_reduction"
-            except ValueError as err:
-                out[key] = {"error": str(err)}
+            y = [r[target] for r in usable]
+            for prefix, tx, ty, tz in (("", x, y, loss), ("rank:", _ranks(x), _ranks(y), _ranks(loss))):
+                key = f"{prefix}{pred}~{target}|loss_reduction"
+                try:
+                    out[key] = cluster_corr(tx, ty, groups, control=tz, n_boot=n_boot, rng=rng)
+                    out[key]["partial_on"] = "loss_reduction"
+                except ValueError as err:
+                    out[key] = {"error": str(err)}
     return out
+
+
+def _ranks(v: Sequence[float]) -> np.ndarray:
+    """Average ranks: the 'rank:' entries are Spearman-type (partial) correlations, for monotone but
+    non-linear relations such as a drift that is either near 0 or near its ceiling."""
+    return rankdata(np.asarray(v, dtype=np.float64))

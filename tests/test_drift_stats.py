@@ -69,3 +69,15 @@ def test_relation_summary_and_condition_means():
     means = condition_means(rows, ("drift_score",))
     assert list(means) == [f"c{i}" for i in range(8)]
     assert means["c0"]["drift_score"] == pytest.approx(y[:3].mean())
+
+
+def test_rank_partial_and_collinearity_entries():
+    x, y, z, g = _data()
+    rows = [{"condition": c, "align_pre": a, "align_during": a, "loss_reduction": l, "drift_score": d,
+             "drift_proj": d} for c, a, l, d in zip(g, x, z, y)]
+    rel = relation_summary(rows, n_boot=50, rng=0)
+    assert rel["align_pre~loss_reduction"]["r"] == pytest.approx(np.corrcoef(x, z)[0, 1])
+    from scipy.stats import rankdata
+
+    ref = cluster_corr(rankdata(x), rankdata(y), g, control=rankdata(z), n_boot=50)
+    assert rel["rank:align_pre~drift_score|loss_reduction"]["r"] == pytest.approx(ref["r"])

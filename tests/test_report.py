@@ -241,3 +241,16 @@ def test_answer_needs_drift_rotation_and_alignment_beyond_loss():
 def _align_with_losses(neutral: float, inoc: float, lossmatch: float) -> dict:
     return {"contrasts": {"inoc-neutral": {"loss": {"diff": inoc - neutral}},
                           "inoc-lossmatch": {"loss": {"diff": inoc - lossmatch}}}}
+
+
+def test_c7_inconclusive_when_alignment_and_loss_are_collinear(tmp_path):
+    from nnsight_inoc import drift_rules as DR
+
+    rows = [{"condition": c, "seed": s, "drift_score": d} for s in (0, 1, 2) for c, d in (("neutral", .3), ("inoc", .1))]
+    rel = {"align_pre~drift_score|loss_reduction": _rel(0.6, 0.3, 0.8), "align_pre~loss_reduction": _rel(-0.99, -1, -0.98)}
+    _write_drift_summary(tmp_path, rows, rel)
+    v, why = DR.c7_alignment_beyond_loss(tmp_path)
+    assert v == R.INCONCLUSIVE and "collinear" in why
+    rel["align_pre~loss_reduction"] = _rel(-0.5, -0.8, -0.1)
+    _write_drift_summary(tmp_path, rows, rel)
+    assert DR.c7_alignment_beyond_loss(tmp_path)[0] == R.SUPPORTED
