@@ -111,6 +111,7 @@ def test_example_experiments_run(study, tmp_path):
     for script, extra in (
         ("projection_by_system_prompt.py", ["--system", "Respond in ALL CAPS.", "--system", "Hi.", "--n", "4"]),
         ("precision_check.py", ["--n", "4"]),
+        ("scorer_check.py", ["--n", "3", "--tokens", "4"]),
     ):
         spec = importlib.util.spec_from_file_location(script[:-3], root / script)
         mod = importlib.util.module_from_spec(spec)
@@ -119,6 +120,8 @@ def test_example_experiments_run(study, tmp_path):
         assert res.exit_code == 0, res.output + repr(res.exception)
     out = json.loads((study.run_dir / "experiments" / "projection_by_system_prompt.json").read_text())
     assert set(out["systems"]) == {"Respond in ALL CAPS.", "Hi."}
+    sc = json.loads((study.run_dir / "experiments" / "scorer_check.json").read_text())
+    assert sc["n_prompts"] == 3 and set(sc["lengths"]["4"]) >= {"promote", "suppress", "auroc_promote_vs_suppress"}
     pc = json.loads((study.run_dir / "precision_check.json").read_text())
     assert pc["abs_delta_cos_inoc"]["max"] == 0.0  # autocast applies on CUDA only: on CPU both runs are fp32
 
