@@ -11,7 +11,7 @@ claims of dead processes (nnsight_inoc/parallel.py).
 Lanes (G = number of GPUs):
   prep  on GPU 0:   spanish extract + align, then politeness extract + align (GPU G-1 takes politeness if G > 1)
   bench on GPU G-1: after its prep (timings of one card, with the other GPUs busy: noted in bench.json)
-  slots: WORKERS_PER_GPU finetune workers per GPU, each working down JOBS in order; a GPU's slots start
+  slots: finetune workers per GPU (WORKERS_PER_GPU, else as many as fit at GB_PER_WORKER), each working down JOBS in order; a GPU's slots start
          when its prep/bench lanes are done; a job waits until its study's prep is done.
 """
 
@@ -37,7 +37,25 @@ PREP = tuple(os.environ.get("CAMPAIGN_PREP", "spanish,politeness").split(","))  
 JOBS = [tuple(j.split(":")) for j in os.environ.get(
     "CAMPAIGN_JOBS", "allcaps:all,spanish:main,politeness:main,allcaps:steering,spanish:variants,politeness:variants"
 ).split(",")]
-WORKERS_PER_GPU = int(os.environ.get("WORKERS_PER_GPU", "2"))
+# Peak memory of one fp32 finetune worker on the 1.5B model (probe batch 16, drift generation) was about 45-50 GB
+# on 2026-11-27; two per GPU peaked at 98 GB of an H200's 139. An 80 GB H100 takes one.
+GB_PER_WORKER = 60
+
+
+def workers_per_gpu(total_mib: int, override: str | None = None) -> int:
+    """Finetune workers per GPU: WORKERS_PER_GPU if set, else as many as fit in GB_PER_WORKER each (at least 1)."""
+    if override:
+        n = int(override)
+        if n < 1:
+            raise ValueError(f"WORKERS_PER_GPU must be >= 1, got {n}")
+        return n
+    return max(1, int(total_mib / 1024 // GB_PER_WORKER))
+
+
+def gpu_memory_mib() -> int:
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return min(int(x) for x in out)
 
 
 def n_gpus() -> int:
@@ -121,7 +139,9 @@ def supervise() -> None:
         t = threading.Thread(target=preps_on, args=(gpu, studies, b))
         t.start()
         lanes[gpu].append(t)
-    slots = [threading.Thread(target=slot, args=(gpu, k, lanes[gpu])) for gpu in range(g) for k in range(WORKERS_PER_GPU)]
+    per_gpu = workers_per_gpu(gpu_memory_mib(), os.environ.get("WORKERS_PER_GPU"))
+    print(f"{g} GPUs, {per_gpu} finetune workers each", flush=True)
+    slots = [threading.Thread(target=slot, args=(gpu, k, lanes[gpu])) for gpu in range(g) for k in range(per_gpu)]
     for t in slots:
         t.start()
     for t in slots:
@@ -166,15 +186,17 @@ def status() -> str:
     return "\n".join(lines) + f"\nGPUs: {smi}"
 
 
+def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """Bundle filter: leave out adapters (about 37 MB each), claims and per-condition gradient tensors."""
+    parts = Path(info.name).parts
+    if any(p in ("adapter", "claims") or p.startswith(".adapter") for p in parts):
+        return None
+    if info.name.endswith((".safetensors", ".pt")) and not info.name.endswith("directions.pt"):
+        return None
+    return info
+
+
 def bundle(out: Path) -> None:
-    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        """Leave out adapters (about 37 MB each), claims and per-condition gradient tensors."""
-        parts = Path(info.name).parts
-        if any(p in ("adapter", "claims") or p.startswith(".adapter") for p in parts):
-            return None
-        if info.name.endswith((".safetensors", ".pt")) and not info.name.endswith("directions.pt"):
-            return None
-        return info
 
     for study in STUDIES:
         if (RUNS / study).exists():

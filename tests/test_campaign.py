@@ -1,0 +1,35 @@
+"""The GPU campaign's pure parts: how many workers fit on a card, and what the bundles leave out."""
+
+from __future__ import annotations
+
+import importlib.util
+import tarfile
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location("campaign", Path(__file__).resolve().parent.parent / "gpu" / "campaign.py")
+campaign = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(campaign)
+
+
+def test_workers_per_gpu_fits_memory():
+    assert campaign.workers_per_gpu(143771) == 2  # H200: two fp32 workers peaked at 98 GB
+    assert campaign.workers_per_gpu(81559) == 1  # H100 80 GB: one
+    assert campaign.workers_per_gpu(16000) == 1  # never zero
+    assert campaign.workers_per_gpu(81559, "3") == 3
+    with pytest.raises(ValueError):
+        campaign.workers_per_gpu(81559, "0")
+
+
+@pytest.mark.parametrize("name, kept", [
+    ("allcaps/finetune/inoc_seed0/train.json", True),
+    ("allcaps/finetune/inoc_seed0/adapter/adapter_model.safetensors", False),
+    ("allcaps/finetune/inoc_seed0/.adapter.x1/adapter_config.json", False),
+    ("allcaps/finetune/claims/inoc_seed0/owner.json", False),
+    ("spanish/align/cond_inoc.pt", False),
+    ("spanish/extract/directions.pt", True),
+    ("spanish/align/rows.csv.gz", True),
+])
+def test_bundle_filter(name, kept):
+    assert (campaign.keep(tarfile.TarInfo(name)) is not None) == kept
