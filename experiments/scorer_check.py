@@ -35,8 +35,9 @@ from nnsight_inoc.traits import score_texts
 @click.option("--n", default=12, show_default=True, help="Held-out direction prompts to answer.")
 @click.option("--tokens", "lengths", multiple=True, type=int, default=(48,), show_default=True,
               help="max_new_tokens (repeatable).")
+@click.option("--promote", default=None, help="Try this promote prompt instead of the trait's (before changing it).")
 def main(preset: str | None, config_path: str | None, run_dir: str | None, device: str | None, n: int,
-         lengths: tuple[int, ...]) -> None:
+         lengths: tuple[int, ...], promote: str | None) -> None:
     cfg = load_config(config_path, preset)
     if device:
         cfg = apply_overrides(cfg, {"model.device": device})
@@ -44,8 +45,8 @@ def main(preset: str | None, config_path: str | None, run_dir: str | None, devic
     study = open_study(cfg, folder, "experiments/scorer_check.py")
     users = [p.text for p in study.splits.direction_heldout[:n]]
     trait = study.trait
-    systems = {"promote": trait.promote, "neutral": trait.neutral, "suppress": trait.suppress}
-    out: dict = {"trait": trait.name, "n_prompts": len(users), "lengths": {}}
+    systems = {"promote": promote or trait.promote, "neutral": trait.neutral, "suppress": trait.suppress}
+    out: dict = {"trait": trait.name, "n_prompts": len(users), "systems": systems, "lengths": {}}
     for tokens in lengths:
         res: dict = {}
         scores: dict[str, list[float]] = {}
@@ -62,7 +63,7 @@ def main(preset: str | None, config_path: str | None, run_dir: str | None, devic
         click.echo(f"{tokens} tokens: " + ", ".join(f"{k} mean {res[k]['mean']:.3f}" for k in systems)
                    + f"; AUROC promote vs suppress {res['auroc_promote_vs_suppress']}")
         click.echo(f"   spread of promote scores: {np.round(pos, 2).tolist()}")
-    path = folder / "experiments" / "scorer_check.json"
+    path = folder / "experiments" / ("scorer_check.json" if promote is None else "scorer_check_promote.json")
     A.write_json(path, out)
     click.echo(f"wrote {path}")
 
