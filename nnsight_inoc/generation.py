@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .chat import encode_chats
-from .tracing import TracedLM, generate_ids
+from .tracing import TracedLM, generate_ids, local_generate_ids
 
 
 def greedy_answers(
@@ -35,7 +34,6 @@ def greedy_answers(
     if not users:
         return []
     tlm = model if isinstance(model, TracedLM) else None
-    device = tlm.device if tlm is not None else next(model.parameters()).device
     order = sorted(range(len(users)), key=lambda i: len(users[i]))
     out: list[str | None] = [None] * len(users)
     eos = tok.eos_token_id
@@ -45,19 +43,9 @@ def greedy_answers(
         if tlm is not None:
             gen = generate_ids(tlm, batch.input_ids, batch.attention_mask, max_new_tokens, eos, tok.pad_token_id)
         else:
-            with torch.no_grad():
-                gen = model.generate(
-                    input_ids=batch.input_ids.to(device),
-                    attention_mask=batch.attention_mask.to(device),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    eos_token_id=eos,
-                    pad_token_id=tok.pad_token_id,
-                )
-        new = gen[:, batch.input_ids.shape[1] :].cpu()
+            gen = local_generate_ids(model, batch.input_ids, batch.attention_mask, max_new_tokens, eos,
+                                     tok.pad_token_id)
+        new = gen[:, batch.input_ids.shape[1] :]
         for row, i in enumerate(idx):
             ids = new[row].tolist()
             if eos in ids:

@@ -332,6 +332,30 @@ def capture_gradients(
     return GradResult(loss=loss, grads=grads, n_targets=n_tgt.cpu().long())
 
 
+def _greedy_kwargs(max_new_tokens: int, eos_token_id: int, pad_token_id: int) -> dict[str, Any]:
+    """The one definition of greedy decoding, shared by every generation path (local, remote, plain models)."""
+    return dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
+                eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+
+
+def local_generate_ids(
+    hf_model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+) -> torch.Tensor:
+    """Greedy ids from an HF model's own ``generate`` (no trace: nothing is read or changed), on the CPU.
+
+    Also used for models that are not wrapped for tracing (drift measures finetuned copies).
+    """
+    device = next(hf_model.parameters()).device
+    with torch.no_grad():
+        return hf_model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                 **_greedy_kwargs(max_new_tokens, eos_token_id, pad_token_id)).cpu()
+
+
 def generate_ids(
     tlm: TracedLM,
     input_ids: torch.Tensor,
@@ -347,20 +371,9 @@ def generate_ids(
     with the same arguments, executed on the server; on the loopback server its ids
     equal the local ones exactly.
     """
-    kwargs = dict(
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        temperature=None,
-        top_p=None,
-        top_k=None,
-        eos_token_id=eos_token_id,
-        pad_token_id=pad_token_id,
-    )
     if not tlm.remote:
-        with torch.no_grad():
-            return tlm.hf_model.generate(
-                input_ids=input_ids.to(tlm.device), attention_mask=attention_mask.to(tlm.device), **kwargs
-            ).cpu()
+        return local_generate_ids(tlm.hf_model, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id)
+    kwargs = _greedy_kwargs(max_new_tokens, eos_token_id, pad_token_id)
     with tlm.envoy.generate(input_ids=input_ids, attention_mask=attention_mask, remote=True, **kwargs):
         ids = nnsight.save(tlm.envoy.generator.output)
     return ids.cpu()
