@@ -99,6 +99,8 @@ def relation_summary(rows: Sequence[dict[str, Any]], n_boot: int, rng: RngLike) 
     out: dict[str, Any] = {"unit": "bootstrap over conditions (all seeds of a drawn condition)",
                            "min_groups_for_verdict": MIN_GROUPS}
     usable = [r for r in rows if r.get("loss_reduction") is not None]
+    # A run whose seed has no neutral run has no loss reduction: counted here, shown in the report.
+    out["n_runs_without_loss_reduction"] = len(rows) - len(usable)
     groups = [r["condition"] for r in usable]
     for pred in ("align_pre", "align_during", "loss_reduction"):
         for target in ("drift_score", "drift_proj"):

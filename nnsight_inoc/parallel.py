@@ -44,6 +44,7 @@ from .study import Study, ensure_sft
 
 CLAIMS_DIR = "claims"
 OWNER = "owner.json"
+ORPHAN_CLAIM_S = 60.0  # a claim folder without an owner file this old was left by a dead claimant
 
 
 def _alive(pid: int) -> bool:
@@ -67,7 +68,13 @@ def claim(claims: Path, name: str) -> bool:
         try:
             owner = json.loads((folder / OWNER).read_text())
         except (FileNotFoundError, json.JSONDecodeError):
-            return False  # being written right now by the claimant: treat as held
+            # Being written right now by the claimant (held), unless it is old: then the claimant died between
+            # mkdir and writing its owner file, and leaving it would skip the run for good.
+            if time.time() - folder.stat().st_mtime < ORPHAN_CLAIM_S:
+                return False
+            log(f"claim {name}: no owner file after {ORPHAN_CLAIM_S} s, taking over")
+            A.write_json(folder / OWNER, me)
+            return json.loads((folder / OWNER).read_text()) == me
         if owner.get("host") != me["host"] or _alive(int(owner["pid"])) or owner == me:
             return owner == me
         log(f"claim {name}: holder pid {owner['pid']} is gone, taking over")

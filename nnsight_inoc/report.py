@@ -230,6 +230,9 @@ def section_drift(run: Run) -> list[Block]:
     relrows = [[k, *(f"{v[x]:+.2f}" for x in ("r", "lo", "hi")), str(v["n_runs"]), str(v["n_groups"])]
                if "error" not in v else [k, "n/a", "n/a", "n/a", v["error"], ""]
                for k, v in rel.items() if isinstance(v, dict)]
+    if rel.get("n_runs_without_loss_reduction"):
+        lines.append(f"{rel['n_runs_without_loss_reduction']} run(s) have no neutral run of their seed, hence no loss "
+                     "reduction; they are left out of the correlations below")
     if relrows:
         blocks.append(("p", "Correlations across runs with a bootstrap over conditions (all seeds of a drawn "
                             "condition come along: runs of one prompt are not independent). '| loss_reduction' = "
@@ -266,8 +269,11 @@ def _fmt(x: float, spec: str) -> str:
 
 
 def _mean(rows: list[Mapping[str, Any]], key: str) -> float:
-    vals = [float(r[key]) for r in rows if r.get(key) is not None]
-    return sum(vals) / len(vals) if vals else float("nan")
+    """Mean over seeds; NaN (shown as n/a) when any seed lacks the value, never a mean of a silent subset."""
+    vals = [r.get(key) for r in rows]
+    if not vals or any(v is None for v in vals):
+        return float("nan")
+    return sum(float(v) for v in vals) / len(vals)
 
 
 def section_verdicts(run: Run) -> list[Block]:

@@ -33,12 +33,15 @@ def test_claim_held_by_live_process_is_refused(tmp_path):
     assert json.loads((tmp_path / "run" / OWNER).read_text())["pid"] == os.getpid()
 
 
-def test_claim_of_another_host_or_half_written_is_left_alone(tmp_path):
+def test_claim_of_another_host_or_half_written_is_left_alone_until_orphaned(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / OWNER).write_text(json.dumps({"host": "elsewhere", "pid": 1}))
     assert not claim(tmp_path, "a")
     (tmp_path / "b").mkdir()  # owner file not written yet
     assert not claim(tmp_path, "b")
+    os.utime(tmp_path / "b", (0, 0))  # ... and never written: its claimant died after mkdir
+    assert claim(tmp_path, "b")
+    assert json.loads((tmp_path / "b" / OWNER).read_text())["pid"] == os.getpid()
 
 
 def test_worker_commands_pin_one_device_each():
