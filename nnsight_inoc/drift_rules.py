@@ -34,12 +34,13 @@ def _not_run(run_dir: Path) -> Verdict:
     return INCONCLUSIVE, f"not run: no {DRIFT_SUMMARY} in {run_dir.name}/"
 
 
-def _by_seed(rows: Sequence[Mapping[str, Any]], cond: str, key: str) -> dict[int, float]:
-    return {int(r["seed"]): float(r[key]) for r in rows if r["condition"] == cond}
+def by_seed(rows: Sequence[Mapping[str, Any]], cond: str, key: str) -> dict[int, float]:
+    """seed -> value of one per-run quantity for one condition (runs lacking the value are absent)."""
+    return {int(r["seed"]): float(r[key]) for r in rows if r["condition"] == cond and r.get(key) is not None}
 
 
 def _paired(rows: Sequence[Mapping[str, Any]], a: str, b: str) -> tuple[list[int], list[float], str]:
-    xa, xb = _by_seed(rows, a, "drift_score"), _by_seed(rows, b, "drift_score")
+    xa, xb = by_seed(rows, a, "drift_score"), by_seed(rows, b, "drift_score")
     seeds = sorted(set(xa) & set(xb))
     diffs = [xa[s] - xb[s] for s in seeds]
     desc = (f"{a} - {b} drift in trait score per seed {seeds}: " + ", ".join(f"{d:+.3f}" for d in diffs)

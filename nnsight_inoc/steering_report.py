@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from scipy import stats as sps
 
+from .drift_rules import by_seed
 from .steering import is_steering
 
 CI_LEVEL = 0.95
@@ -44,13 +45,9 @@ def mean_ci(x: Sequence[float]) -> tuple[float, float, float, int]:
     return m, m - half, m + half, n
 
 
-def _by_seed(rows: Sequence[Mapping[str, Any]], cond: str, key: str) -> dict[int, float]:
-    return {int(r["seed"]): float(r[key]) for r in rows if r["condition"] == cond and r.get(key) is not None}
-
-
 def paired(rows: Sequence[Mapping[str, Any]], a: str, b: str, key: str) -> tuple[float, float, float, int]:
     """Mean [CI] over seeds of a - b for one per-run quantity."""
-    xa, xb = _by_seed(rows, a, key), _by_seed(rows, b, key)
+    xa, xb = by_seed(rows, a, key), by_seed(rows, b, key)
     return mean_ci([xa[s] - xb[s] for s in sorted(set(xa) & set(xb))])
 
 
