@@ -9,8 +9,8 @@ prep stages are skipped once their summary exists, finetune workers skip finishe
 claims of dead processes (nnsight_inoc/parallel.py).
 
 Lanes (G = number of GPUs):
-  prep  on GPU 0:   spanish extract + align, then politeness extract + align (GPU G-1 takes politeness if G > 1)
-  bench on GPU G-1: after its prep (timings of one card, with the other GPUs busy: noted in bench.json)
+  bench on GPU 0:   the BENCHES entries in turn (timings of one card, with the other GPUs busy)
+  prep  on GPU G-1: extract + align of each study in CAMPAIGN_PREP (GPU 0 after the bench if G = 1)
   slots: finetune workers per GPU (WORKERS_PER_GPU, else as many as fit at GB_PER_WORKER), each working down JOBS in order; a GPU's slots start
          when its prep/bench lanes are done; a job waits until its study's prep is done.
 """
@@ -34,9 +34,22 @@ LOGS = ROOT / "logs"
 MODEL = "qwen2.5-coder-1.5b-instruct"
 STUDIES = {s: (f"gpu/{s}_gpu.toml", f"artifacts/{s}_{MODEL}") for s in ("allcaps", "spanish", "politeness")}
 PREP = tuple(os.environ.get("CAMPAIGN_PREP", "spanish,politeness").split(","))  # allcaps extract/align were published earlier; its run folder travels with them
+# A job is study:which or study:which:seeds (seeds joined by '+', e.g. allcaps:steering:0 then later
+# allcaps:steering:1+2), so a sweep's first seed can come before another study's runs.
 JOBS = [tuple(j.split(":")) for j in os.environ.get(
     "CAMPAIGN_JOBS", "allcaps:all,spanish:main,politeness:main,allcaps:steering,spanish:variants,politeness:variants"
 ).split(",")]
+# The bench lane (GPU 0, before its finetune workers): each entry is (name, argv after the interpreter).
+# bench.json of each lands in bench/<name>/; CAMPAIGN_BENCH=none skips the lane.
+BENCHES: dict[str, list[str]] = {
+    "bf16_b8": ["cli.py", "bench", "--config", "gpu/allcaps_gpu.toml", "--dtype", "bfloat16"],
+    "bf16_7b_b32": ["cli.py", "bench", "--config", "gpu/allcaps_gpu.toml", "--dtype", "bfloat16", "--scale", "7b",
+                    "--batch-size", "32"],
+    "fp32_real_b8": ["cli.py", "bench", "--config", "gpu/allcaps_gpu.toml", "--dtype", "float32", "--scale", "real"],
+    "profile_cuda": ["experiments/profile_trace.py", "--model", MODEL, "--device", "cuda", "--dtype", "bfloat16",
+                     "--batch", "8", "--words", "90", "--mem-traces", "20", "--mem-limit-gb", "20"],
+}
+BENCH_ON = os.environ.get("CAMPAIGN_BENCH", "all") != "none"
 # Peak memory of one fp32 finetune worker on the 1.5B model (probe batch 16, drift generation) was about 45-50 GB
 # on 2026-11-27; two per GPU peaked at 98 GB of an H200's 139. An 80 GB H100 takes one.
 GB_PER_WORKER = 60
@@ -98,18 +111,21 @@ def prep(study: str, gpu: int) -> None:
 
 
 def bench(gpu: int) -> None:
-    out = ROOT / "bench"
-    if (out / "bench.json").exists():
-        return
-    sh([sys.executable, "cli.py", "bench", "--config", STUDIES["allcaps"][0], "--dtype", "bfloat16", "--out-dir", str(out)],
-       gpu, LOGS / "bench.log")
+    for name, argv in BENCHES.items():
+        out = ROOT / "bench" / name
+        if (out / ".done").exists():
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        dest = ["--out", str(out / "profile.json")] if name.startswith("profile") else ["--out-dir", str(out)]
+        if sh([sys.executable, *argv, *dest], gpu, LOGS / "bench.log") == 0:
+            (out / ".done").touch()
 
 
 def slot(gpu: int, k: int, after: list[threading.Thread]) -> None:
     for t in after:
         t.join()
     name = f"g{gpu}w{k}"
-    for study, which in JOBS:
+    for study, which, *seeds in JOBS:
         run = RUNS / study
         if study in PREP:
             while not ((run / ".prep_done").exists() or (run / ".prep_failed").exists()):
@@ -118,7 +134,8 @@ def slot(gpu: int, k: int, after: list[threading.Thread]) -> None:
                 continue
         if which == "steering" and not (CODE / "nnsight_inoc" / "steering.py").exists():
             continue
-        sh(cli(study, "finetune", "--which", which, "--worker"), gpu, LOGS / f"worker_{name}.log", worker=name)
+        only = ["--seeds", seeds[0].replace("+", ",")] if seeds else []
+        sh(cli(study, "finetune", "--which", which, "--worker", *only), gpu, LOGS / f"worker_{name}.log", worker=name)
 
 
 def supervise() -> None:
@@ -132,9 +149,9 @@ def supervise() -> None:
             bench(gpu)
 
     if g == 1:
-        plan = {0: (list(PREP), True)}
-    else:
-        plan = {0: ([p for p in PREP if p == "spanish"], False), g - 1: ([p for p in PREP if p != "spanish"], True)}
+        plan = {0: ([p for p in PREP if p], BENCH_ON)}
+    else:  # the benchmark on GPU 0, every prep on the last GPU; the GPUs between start finetuning at once
+        plan = {0: ([], BENCH_ON), g - 1: ([p for p in PREP if p], False)}
     for gpu, (studies, b) in plan.items():
         t = threading.Thread(target=preps_on, args=(gpu, studies, b))
         t.start()
@@ -164,7 +181,7 @@ def setup() -> None:
     if CODE.exists():
         shutil.rmtree(CODE)
     CODE.mkdir()
-    for item in ("cli.py", "nnsight_inoc", "gpu"):
+    for item in ("cli.py", "nnsight_inoc", "gpu", "experiments"):
         src = Path(item)
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, CODE / item)
     for study, (_, src) in STUDIES.items():
@@ -180,7 +197,8 @@ def status() -> str:
         n_drift = len(list(run.glob("finetune/*/drift.json")))
         flags = [f for f in (".prep_done", ".prep_failed") if (run / f).exists()]
         lines.append(f"{study}: trained {n_train}, drift {n_drift} {' '.join(flags)}")
-    lines.append("bench: " + ("done" if (ROOT / "bench" / "bench.json").exists() else "not yet"))
+    lines.append("bench: " + " ".join(f"{n}={'done' if (ROOT / 'bench' / n / '.done').exists() else '-'}"
+                                     for n in BENCHES))
     smi = subprocess.run(["nvidia-smi", "--query-gpu=index,utilization.gpu,memory.used", "--format=csv,noheader"],
                          capture_output=True, text=True).stdout.strip().replace("\n", " | ")
     return "\n".join(lines) + f"\nGPUs: {smi}"

@@ -205,7 +205,7 @@ def _gpu_list(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
     try:
         return [int(x) for x in value.split(",") if x.strip()]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated device indices like 0,1,1, got {value!r}") from None
+        raise click.BadParameter(f"expected comma-separated integers like 0,1,1, got {value!r}") from None
 
 
 @main.command()
@@ -215,9 +215,13 @@ def _gpu_list(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
                    "on it). Each worker trains a run and measures its drift; the summary follows.")
 @click.option("--worker", is_flag=True,
               help="Run as one parallel worker: claim runs not held by a live process, train each and measure its drift.")
+@click.option("--seeds", "only_seeds", callback=_gpu_list,
+              help="With --worker: only these of finetune.seeds (e.g. 0 or 1,2), so a campaign can order a sweep's "
+                   "first seed before another study. Workers take runs seed-major either way.")
 @study_options
 @handle_errors
-def finetune(which: str | None, gpus: list[int] | None, worker: bool, **opts: Any) -> None:
+def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds: list[int] | None,
+             **opts: Any) -> None:
     """LoRA finetune per condition x seed, probing cos(-g, v) during training (resumable)."""
     import os
 
@@ -226,6 +230,8 @@ def finetune(which: str | None, gpus: list[int] | None, worker: bool, **opts: An
 
     if gpus is not None and worker:
         raise click.UsageError("--gpus starts workers; a worker itself takes no --gpus")
+    if only_seeds is not None and not worker:
+        raise click.UsageError("--seeds applies to a --worker only (the other modes train every configured seed)")
     if gpus is not None:
         cfg, run_dir = resolve(**opts)
         which = which or cfg.finetune.which
@@ -240,7 +246,7 @@ def finetune(which: str | None, gpus: list[int] | None, worker: bool, **opts: An
         return
     if worker:
         study = _open(opts, provenance=f"provenance.worker{os.environ.get('NNSIGHT_INOC_WORKER', os.getpid())}.json")
-        run_worker(study, which or study.cfg.finetune.which)
+        run_worker(study, which or study.cfg.finetune.which, only_seeds)
         return
     study = _open(opts)
     run_finetune(study, which or study.cfg.finetune.which)

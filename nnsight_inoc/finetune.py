@@ -374,9 +374,13 @@ def train_lora(
         params = lora_parameters(model)
         opt = torch.optim.AdamW(list(params.values()), lr=cfg.lr)
         tlm = wrap(model, remote=False, autocast=study.tlm.autocast)
+        t_probe = 0.0
+        t_steps0 = time.time()
         for step in range(cfg.steps + 1):
             if step in at:
+                tp = time.time()
                 probes.append(probe(study, tlm, system_prompt, sft, v, step, steer=vectors))
+                t_probe += time.time() - tp  # probe() returns CPU tensors: the GPU work is finished here
                 log(f"finetune {run_name(condition, seed)} step {step}: probe loss {probes[-1]['loss']:.4f}")
             if step == cfg.steps:
                 break
@@ -385,6 +389,7 @@ def train_lora(
                 tok, system_prompt, [sft.prompts[i] for i in idx], [sft.completions[i] for i in idx], n_assistant=k
             )
             losses.append(train_step(study, model, opt, params, batch, step, steer=vectors, tlm=tlm))
+        t_loop = time.time() - t_steps0
     adapter = _save_adapter(model, run_dir)
     cos_stack = torch.stack([p["cos"] for p in probes])
     record = {
@@ -403,6 +408,9 @@ def train_lora(
         "sign_note": "cos(-g, v) > 0: a gradient step moves the activation toward the trait",
         "steering": steer_record,
         "wall_s": time.time() - t0,
+        # Where the run's time went (issue 7's study-time target): the loss of each step is read back
+        # as a float, so step times include the GPU work.
+        "timing_s": {"train_steps": t_loop - t_probe, "probes": t_probe, "setup_and_save": time.time() - t0 - t_loop},
     }
     train_json = run_dir / TRAIN_JSON
     A.write_json(train_json, record)

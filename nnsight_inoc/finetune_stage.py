@@ -152,12 +152,14 @@ def drift_one(study: Study, cond: str, system: str, seed: int, v: torch.Tensor, 
             raise ValueError(f"{folder / DRIFT_JSON} used another number of prompts; use a new --run-dir")
         return rec
     neutral = study.cfg.align.conditions["neutral"]
+    t0 = time.time()
     model = load_trained(study, folder)
-    rec = {"condition": cond, "seed": seed, "n_prompts": len(prompts)}
+    rec: dict[str, Any] = {"condition": cond, "seed": seed, "n_prompts": len(prompts)}
     for label, sys_prompt in (("neutral_prompt", neutral), ("training_prompt", system)):
         pre = _pre(study, sys_prompt, prompts, v)
         post = measure_behaviour(study, model, sys_prompt, prompts, v)
         rec[label] = {"pre": _brief(pre), "post": _brief(post), "drift": drift_of(pre, post)}
+    rec["wall_s"] = time.time() - t0  # pre measurements come from the cache after the first run
     A.write_json(folder / DRIFT_JSON, rec)
     log(f"drift {run_name(cond, seed)}: neutral-prompt trait score "
         f"{rec['neutral_prompt']['pre']['mean_score']:.3f} -> {rec['neutral_prompt']['post']['mean_score']:.3f}")

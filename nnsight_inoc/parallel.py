@@ -84,7 +84,26 @@ def claim(claims: Path, name: str) -> bool:
     return True
 
 
-def run_worker(study: Study, which: str) -> list[str]:
+def worker_order(conditions: Sequence[str], seeds: Sequence[int], only_seeds: Sequence[int] | None = None
+                 ) -> list[tuple[str, int]]:
+    """Seed-major order: every condition at the first seed before any at the second.
+
+    Why: a campaign cut short by the device budget then leaves a complete sweep at fewer
+    seeds (usable: each condition has a run), not some conditions with all seeds and
+    others with none. ``only_seeds`` restricts a worker to a subset of the configured
+    seeds, so a campaign can put another study between a sweep's first seed and the rest.
+    """
+    if only_seeds is not None:
+        bad = sorted(set(only_seeds) - set(seeds))
+        if bad:
+            raise ValueError(f"--seeds {bad} are not in finetune.seeds {list(seeds)}")
+        if not only_seeds:
+            raise ValueError("--seeds is empty")
+    use = [s for s in seeds if only_seeds is None or s in only_seeds]
+    return [(c, s) for s in use for c in conditions]
+
+
+def run_worker(study: Study, which: str, only_seeds: Sequence[int] | None = None) -> list[str]:
     """Train and measure drift for every run not yet complete and not held; returns the runs done here."""
     v = training_direction(study)
     sft = ensure_sft(study)
@@ -94,20 +113,21 @@ def run_worker(study: Study, which: str) -> list[str]:
     done: list[str] = []
     t0 = time.time()
     specs = steering_specs(study) if which == "steering" else {}
-    for cond, system in training_conditions(study, which).items():
+    conditions = training_conditions(study, which)
+    for cond, seed in worker_order(list(conditions), study.cfg.finetune.seeds, only_seeds):
+        system = conditions[cond]
         steer = specs.get(cond)
-        for seed in study.cfg.finetune.seeds:
-            name = run_name(cond, seed)
-            folder = out_dir / name
-            if (folder / DRIFT_JSON).is_file() or not claim(claims, name):
-                continue
-            if (folder / TRAIN_JSON).is_file():
-                check_trained(study, folder / TRAIN_JSON, system, steer)
-            else:
-                train_lora(study, cond, system, sft, seed, v, out_dir, steer=steer)
-                _free()
-            drift_one(study, cond, system, seed, v, prompts)
-            done.append(name)
+        name = run_name(cond, seed)
+        folder = out_dir / name
+        if (folder / DRIFT_JSON).is_file() or not claim(claims, name):
+            continue
+        if (folder / TRAIN_JSON).is_file():
+            check_trained(study, folder / TRAIN_JSON, system, steer)
+        else:
+            train_lora(study, cond, system, sft, seed, v, out_dir, steer=steer)
+            _free()
+        drift_one(study, cond, system, seed, v, prompts)
+        done.append(name)
     study.prov.stage(f"worker_{which}", time.time() - t0, runs=done)
     return done
 

@@ -33,3 +33,20 @@ def test_workers_per_gpu_fits_memory():
 ])
 def test_bundle_filter(name, kept):
     assert (campaign.keep(tarfile.TarInfo(name)) is not None) == kept
+
+
+def test_job_specs_carry_optional_seed_lists(monkeypatch):
+    monkeypatch.setenv("CAMPAIGN_JOBS", "allcaps:variants,allcaps:steering:0,politeness:main,allcaps:steering:1+2")
+    monkeypatch.setenv("CAMPAIGN_PREP", "")
+    spec = importlib.util.spec_from_file_location("campaign2", Path(campaign.__file__))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.JOBS == [("allcaps", "variants"), ("allcaps", "steering", "0"), ("politeness", "main"),
+                        ("allcaps", "steering", "1+2")]
+    assert [p for p in mod.PREP if p] == []
+
+
+def test_bench_lane_writes_each_entry_to_its_own_folder():
+    for name, argv in campaign.BENCHES.items():
+        assert argv[0] in ("cli.py", "experiments/profile_trace.py"), name
+        assert (Path(campaign.__file__).resolve().parent.parent / argv[0]).is_file()

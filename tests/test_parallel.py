@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from nnsight_inoc.parallel import OWNER, claim, cli_base, worker_commands
+from nnsight_inoc.parallel import OWNER, claim, cli_base, worker_commands, worker_order
 
 
 def test_fresh_claim_is_taken_once(tmp_path):
@@ -59,3 +59,21 @@ def test_cli_base_passes_study_options_but_not_device():
     argv = cli_base("main", {"config_path": "c.toml", "run_dir": "r", "device": "cuda:3", "model": None, "seed": 2})
     assert argv[1:] == ["-m", "nnsight_inoc.cli", "finetune", "--which", "main", "--config", "c.toml",
                         "--seed", "2", "--run-dir", "r"]
+
+
+def test_worker_order_is_seed_major_and_restricts_to_configured_seeds():
+    assert worker_order(["a", "b"], [0, 1]) == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    assert worker_order(["a", "b"], [0, 1, 2], only_seeds=[2, 1]) == [("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+    with pytest.raises(ValueError, match="not in finetune.seeds"):
+        worker_order(["a"], [0, 1], only_seeds=[3])
+    with pytest.raises(ValueError, match="empty"):
+        worker_order(["a"], [0, 1], only_seeds=[])
+
+
+def test_seeds_option_needs_worker():
+    from click.testing import CliRunner
+
+    from nnsight_inoc.cli import main
+
+    res = CliRunner().invoke(main, ["finetune", "--seeds", "0", "--preset", "smoke"])
+    assert res.exit_code != 0 and "--worker only" in res.output
