@@ -4,10 +4,11 @@ Issue 7: ``capture_gradients`` was ~4x slower than raw hooks on an H200 with a f
 ~0.3 s per trace. This script separates that overhead into its pieces, on any device:
 
 * the heap: tracked objects, and the cost of ``gc.collect()`` (full, young generations,
-  and the frozen-heap collection ``tracing`` now does) in this process;
+  the old frozen-heap collection and the young-generation one ``tracing`` now does) in this process;
 * medians of raw hooks (``bench.reference_capture``) and ``capture_gradients`` under
   three post-trace collection policies: ``full`` (the old per-trace ``gc.collect()``),
-  ``frozen`` (what ``tracing._collect_trace_cycles`` does now) and ``none``; the
+  ``freeze`` (the 2026-11-27 version), ``young`` (what ``tracing._collect_trace_cycles`` does now)
+  and ``none``; the
   variants run round-robin so a shared machine's drift hits all of them alike;
 * a cProfile of one ``capture_gradients`` call without collection, grouped by package,
   plus nnsight's own functions by cumulative time;
@@ -29,6 +30,7 @@ import gc
 import json
 import pstats
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -42,7 +44,7 @@ from nnsight_inoc.bench import bench_model, reference_capture, synthetic_batch
 from nnsight_inoc.models import load_model
 from nnsight_inoc.tiny import tiny_qwen2, tiny_tokenizer
 
-FROZEN = tracing._collect_trace_cycles
+CURRENT = tracing._collect_trace_cycles
 
 
 @contextlib.contextmanager
@@ -55,11 +57,32 @@ def _full_collect() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _freeze_collect() -> Iterator[None]:
+    """The 2026-11-27 behaviour: freeze the pre-trace heap unless something froze objects already
+    (then a plain full collection). Kept to show why it failed on Python 3.12, which freezes a few
+    hundred objects at start-up, so this falls back to the full scan there."""
+    owns = gc.get_freeze_count() == 0
+    if owns:
+        gc.freeze()
+    try:
+        yield
+    finally:
+        try:
+            gc.collect()
+        finally:
+            if owns:
+                gc.unfreeze()
+
+
+@contextlib.contextmanager
 def _no_collect() -> Iterator[None]:
     yield
 
 
-POLICIES: dict[str, Callable[[], Any]] = {"full": _full_collect, "frozen": FROZEN, "none": _no_collect}
+# "young" is what tracing._collect_trace_cycles does now (collector paused in the trace, then gen 0).
+POLICIES: dict[str, Callable[[], Any]] = {
+    "full": _full_collect, "freeze": _freeze_collect, "young": CURRENT, "none": _no_collect,
+}
 
 
 def _sync(device: torch.device) -> None:
@@ -87,16 +110,21 @@ def _median_of(fn: Callable[[], Any], n: int) -> float:
 def heap_costs(reps: int) -> dict[str, Any]:
     """Tracked objects and what one collection of each kind costs in this process."""
 
-    def frozen_empty() -> None:
-        with FROZEN():
-            pass
+    def empty(policy: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            with policy():
+                pass
+        return run
 
     return {
         "tracked_objects": len(gc.get_objects()),
         "gc_collect_full_s": _median_of(gc.collect, reps),
         "gc_collect_gen1_s": _median_of(lambda: gc.collect(1), reps),
         "gc_collect_gen0_s": _median_of(lambda: gc.collect(0), reps),
-        "frozen_collect_empty_window_s": _median_of(frozen_empty, reps),
+        "python": sys.version.split()[0],
+        "freeze_count_at_start": gc.get_freeze_count(),
+        "freeze_collect_empty_window_s": _median_of(empty(_freeze_collect), reps),
+        "young_collect_empty_window_s": _median_of(empty(CURRENT), reps),
     }
 
 
@@ -150,7 +178,9 @@ def _live_tensors() -> int:
 
 
 def memory_run(fn: Callable[[], Any], device: torch.device, n: int, limit_bytes: float, own_collect: bool) -> dict[str, Any]:
-    """n traces with no collection between them but the policy's own and Python's automatic ones."""
+    """n traces with no collection between them but the policy's own and Python's automatic ones.
+
+    ``own_collect``: the policy itself runs one full collection per trace (subtracted from the count)."""
     gc.collect()
     proc = psutil.Process()
     dev_mem = (lambda: torch.cuda.memory_allocated(device)) if device.type == "cuda" else (lambda: 0)
@@ -171,7 +201,7 @@ def memory_run(fn: Callable[[], Any], device: torch.device, n: int, limit_bytes:
         "stopped_at_limit": done < n,
         "live_tensors_before": tens0,
         "live_tensors_after": _live_tensors(),
-        # generation-2 collections other than the policy's own one per trace (frozen ones count as gen 2)
+        # generation-2 collections other than the policy's own one per trace ("young" makes none)
         "automatic_full_collections": gc.get_stats()[2]["collections"] - full0 - (done if own_collect else 0),
         "rss_growth_mb_max": max(rss) / 1e6,
         "rss_growth_mb_last": rss[-1] / 1e6,
@@ -194,7 +224,7 @@ def memory_run(fn: Callable[[], Any], device: torch.device, n: int, limit_bytes:
 @click.option("--mem-limit-gb", default=3.0, show_default=True, help="Stop a memory run once growth passes this.")
 @click.option("--top", default=15, show_default=True)
 @click.option("--bench/--no-bench", default=False, show_default=True,
-              help="Also run bench.bench_model (nnsight/raw ratio) with the full and the frozen collection.")
+              help="Also run bench.bench_model (nnsight/raw ratio) with the full, the freeze and the young collection.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the numbers as JSON here.")
 def main(model: str, device: str, dtype: str, batch: int, words: int, reps: int, mem_traces: int,
          mem_limit_gb: float, top: int, bench: bool, out: str | None) -> None:
@@ -219,7 +249,7 @@ def main(model: str, device: str, dtype: str, batch: int, words: int, reps: int,
                 tracing._collect_trace_cycles = original
         return run
 
-    got = nnsight_with("frozen")()
+    got = nnsight_with("young")()
     ref_loss, ref_g = reference_capture(hf, b, index)
     if not torch.equal(got.grads, ref_g.float().cpu()):
         raise AssertionError("nnsight and raw-hook gradients differ; not profiling unequal code")
@@ -241,7 +271,7 @@ def main(model: str, device: str, dtype: str, batch: int, words: int, reps: int,
     result["profile_nnsight_none"] = profile_one(nnsight_with("none"), top)
     if bench:
         result["bench_model"] = {}
-        for p in ("full", "frozen"):
+        for p in ("full", "freeze", "young"):
             tracing._collect_trace_cycles = POLICIES[p]
             try:
                 r = bench_model(hf, tok, model, batch, words, reps=reps, generate_tokens=4)
@@ -250,8 +280,8 @@ def main(model: str, device: str, dtype: str, batch: int, words: int, reps: int,
             result["bench_model"][p] = {k: r[k] for k in ("nnsight_s", "raw_hooks_s", "nnsight_over_raw")}
     limit = mem_limit_gb * 1e9
     if mem_traces > 0:
-        result["memory"] = {p: memory_run(nnsight_with(p), dev, mem_traces, limit, p != "none")
-                            for p in ("frozen", "full", "none")}
+        result["memory"] = {p: memory_run(nnsight_with(p), dev, mem_traces, limit, p == "full")
+                            for p in ("young", "full", "none")}
 
     print(json.dumps({k: v for k, v in result.items() if k != "profile_nnsight_none"}, indent=1, default=str))
     prof = result["profile_nnsight_none"]

@@ -2,9 +2,10 @@
 
     python gpu/publish.py BUNDLE_DIR allcaps:all spanish:main
 
-BUNDLE_DIR holds the `<study>.tar.gz` files `gpu/campaign.py` returned. For each `study:which`:
+BUNDLE_DIR holds the `<study>.tar.gz` files `gpu/campaign.py` returned. For each `study:which` (which may
+join several with '+', e.g. allcaps:all+steering):
 1. unpack the run folder into a scratch folder;
-2. `cli.py drift --summary-only --which WHICH` there, on this machine's CPU (the summary needs no GPU; the
+2. `cli.py drift --summary-only --which WHICH` (once per joined value) there, on this machine's CPU (the summary needs no GPU; the
    runs it summarises and the ones not run are listed in finetune_summary.json and the report);
 3. copy it to results/<study>/, leaving out per-condition gradient tensors, adapters, claims and markers. When
    results/<study>/ already holds an earlier align stage (allcaps: published before the campaign, with its
@@ -38,8 +39,9 @@ def publish(bundle_dir: Path, study: str, which: str, scratch: Path) -> Path:
     with tarfile.open(bundle_dir / f"{study}.tar.gz") as tar:
         tar.extractall(scratch, filter="data")
     run = scratch / study
-    cli("drift", "--summary-only", "--which", which, "--config", f"gpu/{study}_gpu.toml", "--device", "cpu",
-        "--run-dir", str(run))
+    for w in which.split("+"):  # e.g. all+steering: the prompt conditions' summary and the steering one
+        cli("drift", "--summary-only", "--which", w, "--config", f"gpu/{study}_gpu.toml", "--device", "cpu",
+            "--run-dir", str(run))
     out = Path("results") / study
     if (out / "align" / "rows.csv.gz").is_file() and not (run / "align" / "rows.csv.gz").is_file():
         if (out / "finetune").exists():

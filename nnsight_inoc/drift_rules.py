@@ -20,6 +20,7 @@ from .drift_stats import MAX_COLLINEARITY, MIN_GROUPS
 from .report_rules import INCONCLUSIVE, MAX_LOSS_GAP_SHARE, NOT_SUPPORTED, SUPPORTED, Verdict, loss_gap_share
 
 DRIFT_SUMMARY = "finetune/finetune_summary.json"
+STEERING_SUMMARY = "finetune/steering_summary.json"
 MIN_SEEDS = 3
 NEGLIGIBLE_R = 0.1  # |r| below this with a CI spanning 0 = "not supported" rather than "inconclusive"
 
@@ -27,6 +28,12 @@ NEGLIGIBLE_R = 0.1  # |r| below this with a CI spanning 0 = "not supported" rath
 def drift_summary(run_dir: Path) -> Mapping[str, Any] | None:
     """The drift stage's summary (per-run rows and correlations), or None when it has not run."""
     path = run_dir / DRIFT_SUMMARY
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def steering_summary(run_dir: Path) -> Mapping[str, Any] | None:
+    """`drift --which steering`'s summary (main conditions + steering runs), or None when it has not run."""
+    path = run_dir / STEERING_SUMMARY
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -37,6 +37,14 @@ FINETUNE_DIR = "finetune"
 PRE_DIR = "pre"
 DRIFT_JSON = "drift.json"
 SUMMARY_JSON = "finetune_summary.json"
+STEERING_SUMMARY_JSON = "steering_summary.json"
+
+
+def summary_name(which: str) -> str:
+    """Steering runs get their own summary: mixing them into the prompt conditions' alignment-drift
+    correlation would pool two interventions, and a steering summary must not overwrite the
+    prompt-condition one (a run folder holds both)."""
+    return STEERING_SUMMARY_JSON if which == "steering" else SUMMARY_JSON
 
 
 def training_conditions(study: Study, which: str) -> dict[str, str]:
@@ -255,24 +263,24 @@ def summarise_drift(study: Study, which: str, partial: bool = False) -> dict[str
                                                   "drift_proj", "train_prompt_post_score", "post_score")),
     }
     out_dir = study.run_dir / FINETUNE_DIR
-    A.write_json(out_dir / SUMMARY_JSON, summary)
-    _plots(out_dir, rows, layer, corr)
+    A.write_json(out_dir / summary_name(which), summary)
+    _plots(out_dir, rows, layer, corr, prefix="steering_" if which == "steering" else "")
     return summary
 
 
-def _plots(out_dir: Path, rows: list[dict[str, Any]], layer: int, corr: dict[str, Any]) -> None:
+def _plots(out_dir: Path, rows: list[dict[str, Any]], layer: int, corr: dict[str, Any], prefix: str = "") -> None:
     conds = list(dict.fromkeys(r["condition"] for r in rows))
     curves = {}
     for c in conds:
         x = np.array([r["drift_proj_by_layer"] for r in rows if r["condition"] == c])  # (seeds, L)
         lo, hi = (x.min(0), x.max(0)) if len(x) > 1 else (x[0], x[0])
         curves[c] = (x.mean(0), lo, hi)
-    plots.curves_with_ci(out_dir / "projection_shift_vs_layer.png", curves, "post - pre projection onto v",
+    plots.curves_with_ci(out_dir / f"{prefix}projection_shift_vs_layer.png", curves, "post - pre projection onto v",
                          "drift in the final-prompt projection under the neutral prompt (band: min-max over seeds)")
-    plots.pre_post_bars(out_dir / "trait_pre_post.png",
+    plots.pre_post_bars(out_dir / f"{prefix}trait_pre_post.png",
                         {c: ([r["pre_score"] for r in rows if r["condition"] == c],
                              [r["post_score"] for r in rows if r["condition"] == c]) for c in conds})
-    plots.scatter_fit(out_dir / "alignment_vs_drift.png", [r["align_pre"] for r in rows],
+    plots.scatter_fit(out_dir / f"{prefix}alignment_vs_drift.png", [r["align_pre"] for r in rows],
                       [r["drift_score"] for r in rows], [r["condition"] for r in rows],
                       f"mean cos(-g, v) before training (layer {layer}, a_sum)", "drift in trait score (neutral prompt)",
                       corr.get("align_pre~drift_score", {}))

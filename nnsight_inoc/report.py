@@ -392,7 +392,7 @@ def section_steering(run: Run) -> list[Block]:
     """Preventative steering vs inoculation (rules in steering_report); 'not run' when absent."""
     from .steering_report import section
 
-    return section(DR.drift_summary(run.dir))
+    return section(DR.steering_summary(run.dir))
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path]:

@@ -119,10 +119,10 @@ def _fmt(ci: tuple[float, float, float, int], d: int = 3) -> str:
 
 
 def section(summary: Mapping[str, Any] | None) -> list[tuple]:
-    """Report blocks: 'not run' unless the drift summary holds steering runs."""
+    """Report blocks from finetune/steering_summary.json: 'not run' unless it holds steering runs."""
     title = ("h2", "4b. Preventative steering vs inoculation")
     if summary is None or not steering_conditions(summary["rows"]):
-        return [title, ("p", "Preventative steering: not run (no steer_* runs in the drift summary; "
+        return [title, ("p", "Preventative steering: not run (no steer_* runs in finetune/steering_summary.json; "
                              "run `cli.py finetune --which steering` then `cli.py drift --which steering`).")]
     rows = summary["rows"]
     if not any(r["condition"] == "neutral" for r in rows):

@@ -146,23 +146,25 @@ def _collect_trace_cycles() -> Iterator[None]:
     Why not a plain ``gc.collect()``: it scans every tracked object in the process
     (about 0.4 million with torch, transformers and a model: ~0.2 s per trace, most of
     the nnsight-vs-hooks overhead; results/bench/profile_cpu.md). Everything in the
-    cycle is created during the trace, so the objects that existed before it are frozen
-    (``gc.freeze``: treated as roots, not scanned) and the collection afterwards scans
-    only what the trace created; ``gc.unfreeze`` then returns them to the oldest
-    generation. If something else already froze objects, those stay frozen and the
-    collection is a plain one (it skips frozen objects anyway).
+    cycle is created during the trace, so automatic collection is paused for the trace
+    (nothing it creates is promoted out of the youngest generation) and one collection
+    of generation 0 afterwards scans only what the trace created; older objects count
+    as roots. The earlier version froze the pre-trace heap (``gc.freeze``) instead and
+    skipped freezing when something had frozen objects already; Python 3.12 freezes a
+    few hundred objects at start-up, so on the GPU machine's Python 3.12 every trace
+    fell back to a full scan (0.24 s; results/bench/README.md). Pausing the collector
+    leaves other code's frozen objects alone on every version.
     """
-    owns_freeze = gc.get_freeze_count() == 0
-    if owns_freeze:
-        gc.freeze()
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
         yield
     finally:
         try:
-            gc.collect()
+            gc.collect(0)
         finally:
-            if owns_freeze:
-                gc.unfreeze()
+            if was_enabled:
+                gc.enable()
 
 
 @contextlib.contextmanager
