@@ -392,7 +392,12 @@ def section_steering(run: Run) -> list[Block]:
     """Preventative steering vs inoculation (rules in steering_report); 'not run' when absent."""
     from .steering_report import section
 
-    return section(DR.steering_summary(run.dir))
+    summary = DR.steering_summary(run.dir)
+    blocks = section(summary)
+    if summary is not None:  # the plots are written with the summary (finetune_stage._plots)
+        blocks += _plots(run.dir / "finetune", ("steering_alignment_vs_drift.png", "steering_trait_pre_post.png",
+                                                "steering_projection_shift_vs_layer.png"))
+    return blocks
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path]:

@@ -67,3 +67,27 @@ def test_section_not_run_and_table():
     assert [r[0] for r in tables[0][2]] == ["inoc", "steer_a0.1_l14"]
     assert tables[0][2][1][1:3] == ["0.1", "14"]
     assert tables[1][2][0][2] == "steering leaves less drift than inoculation"
+
+
+def test_report_reads_steering_from_its_own_summary(tmp_path):
+    """Steering rows in finetune_summary.json (the prompt conditions' file) are not the steering section's
+    source: it reads finetune/steering_summary.json, which `drift --which steering` writes, with its plots."""
+    import json
+    from types import SimpleNamespace
+
+    from nnsight_inoc.finetune_stage import STEERING_SUMMARY_JSON, SUMMARY_JSON, summary_name
+    from nnsight_inoc.report import section_steering
+
+    assert summary_name("steering") == STEERING_SUMMARY_JSON
+    assert {summary_name(w) for w in ("main", "variants", "all")} == {SUMMARY_JSON}
+    rows = _rows([0.1, 0.1, 0.1], [0.0, 0.0, 0.0])
+    (tmp_path / "finetune").mkdir()
+    (tmp_path / "finetune" / SUMMARY_JSON).write_text(json.dumps({"rows": rows}))
+    run = SimpleNamespace(dir=tmp_path)  # the section reads only the run folder
+    blocks = section_steering(run)
+    assert "not run" in blocks[1][1] and not any(b[0] == "img" for b in blocks)
+    (tmp_path / "finetune" / STEERING_SUMMARY_JSON).write_text(json.dumps({"rows": rows}))
+    blocks = section_steering(run)
+    assert any(b[0] == "table" for b in blocks)
+    assert [b[1].name for b in blocks if b[0] == "img"] == [
+        "steering_alignment_vs_drift.png", "steering_trait_pre_post.png", "steering_projection_shift_vs_layer.png"]
