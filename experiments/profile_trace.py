@@ -5,7 +5,8 @@ Issue 7: ``capture_gradients`` was ~4x slower than raw hooks on an H200 with a f
 
 * the heap: tracked objects, and the cost of ``gc.collect()`` (full, young generations,
   the old frozen-heap collection and the young-generation one ``tracing`` now does) in this process;
-* medians of raw hooks (``bench.reference_capture``) and ``capture_gradients`` under
+* medians of raw hooks (``bench.reference_capture_host``, the same outputs as ``capture_gradients``;
+  ``raw_hooks_device``: leaving them on the device) and ``capture_gradients`` under
   three post-trace collection policies: ``full`` (the old per-trace ``gc.collect()``),
   ``freeze`` (the 2026-11-27 version), ``young`` (what ``tracing._collect_trace_cycles`` does now)
   and ``none``; the
@@ -40,7 +41,7 @@ import psutil
 import torch
 
 from nnsight_inoc import tracing
-from nnsight_inoc.bench import bench_model, reference_capture, synthetic_batch
+from nnsight_inoc.bench import bench_model, reference_capture, reference_capture_host, synthetic_batch
 from nnsight_inoc.models import load_model
 from nnsight_inoc.tiny import tiny_qwen2, tiny_tokenizer
 
@@ -263,7 +264,8 @@ def main(model: str, device: str, dtype: str, batch: int, words: int, reps: int,
         "cuda_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
     }
     result["heap"] = heap_costs(reps)
-    t = timings({"raw_hooks": lambda: reference_capture(hf, b, index),
+    t = timings({"raw_hooks": lambda: reference_capture_host(hf, b, index),
+                 "raw_hooks_device": lambda: reference_capture(hf, b, index),
                  **{f"nnsight_{p}": nnsight_with(p) for p in POLICIES}}, dev, reps)
     result["timings"] = t
     raw = t["raw_hooks"]["median_s"]
@@ -277,7 +279,8 @@ def main(model: str, device: str, dtype: str, batch: int, words: int, reps: int,
                 r = bench_model(hf, tok, model, batch, words, reps=reps, generate_tokens=4)
             finally:
                 tracing._collect_trace_cycles = original
-            result["bench_model"][p] = {k: r[k] for k in ("nnsight_s", "raw_hooks_s", "nnsight_over_raw")}
+            result["bench_model"][p] = {k: r[k] for k in ("nnsight_s", "raw_hooks_s", "nnsight_over_raw",
+                                                          "raw_hooks_device_s", "nnsight_over_raw_device")}
     limit = mem_limit_gb * 1e9
     if mem_traces > 0:
         result["memory"] = {p: memory_run(nnsight_with(p), dev, mem_traces, limit, p == "full")

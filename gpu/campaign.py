@@ -65,6 +65,18 @@ def workers_per_gpu(total_mib: int, override: str | None = None) -> int:
     return max(1, int(total_mib / 1024 // GB_PER_WORKER))
 
 
+def threads_per_process(cores: int, processes: int) -> int:
+    """CPU threads per process so that the campaign's processes share the cores instead of each taking all.
+
+    Why: torch starts one intra-op thread per core in every process. On the 64-core H100 host, 4 workers plus a
+    bench lane each had 64 threads, and a CPU-side ``isfinite`` over one trace's copied gradients took 0.09 s
+    (results/bench/README.md). Children inherit OMP_NUM_THREADS through env_for; an explicit setting wins.
+    """
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    return max(1, cores // processes)
+
+
 def gpu_memory_mib() -> int:
     out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
                          capture_output=True, text=True, check=True).stdout.split()
@@ -157,7 +169,8 @@ def supervise() -> None:
         t.start()
         lanes[gpu].append(t)
     per_gpu = workers_per_gpu(gpu_memory_mib(), os.environ.get("WORKERS_PER_GPU"))
-    print(f"{g} GPUs, {per_gpu} finetune workers each", flush=True)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_process(os.cpu_count() or 1, g * per_gpu + 1)))
+    print(f"{g} GPUs, {per_gpu} finetune workers each, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}", flush=True)
     slots = [threading.Thread(target=slot, args=(gpu, k, lanes[gpu])) for gpu in range(g) for k in range(per_gpu)]
     for t in slots:
         t.start()

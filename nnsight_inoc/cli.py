@@ -329,7 +329,7 @@ def bench(scale: str, batch_size: int, words: int, reps: int, out_dir: str, **op
     path = Path(out_dir) / "bench.json"
     A.write_json(path, result)
     for label, r in result["models"].items():
-        click.echo(f"{label}: nnsight/raw {r['nnsight_over_raw']:.3f}, {r['tokens_per_s']:.0f} tok/s grad pass, "
+        click.echo(f"{label}: nnsight/raw {r['nnsight_over_raw']:.3f} (device-only raw {r['nnsight_over_raw_device']:.3f}), {r['tokens_per_s']:.0f} tok/s grad pass, "
                    f"util {r.get('grad_pass_util', float('nan')):.2f}, LoRA util {r.get('lora_util', float('nan')):.2f}, "
                    f"gen {r['generation_tokens_per_s']:.0f} tok/s")
     click.echo(f"wrote {path}")

@@ -328,9 +328,10 @@ def capture_gradients(
                     [_upcast(hs[j].grad[rows.to(dev), index.to(dev)]) for j in reversed(range(len(hs)))]
                 )
             loss_saved = nnsight.save(per_ex.detach())
-    grads = torch.stack(list(reversed(grads_rev)), dim=1).detach().float().cpu()
+    grads_dev = torch.stack(list(reversed(grads_rev)), dim=1).detach()
+    _check_finite(loss_saved, grads_dev, layers)  # on the device, before the copy
+    grads = grads_dev.float().cpu()
     loss = loss_saved.float().cpu()
-    _check_finite(loss, grads, layers)
     return GradResult(loss=loss, grads=grads, n_targets=n_tgt.cpu().long())
 
 
@@ -382,6 +383,16 @@ def generate_ids(
 
 
 def _check_finite(loss: torch.Tensor, grads: torch.Tensor, layers: list[int]) -> None:
+    """Raise NonFiniteError naming the first bad row and layer.
+
+    Why one reduction first: on the tensors' own device it costs one small kernel and one
+    sync; the H100 profile spent 0.09 s per trace in a CPU ``isfinite`` over the copied
+    gradients (64 intra-op threads sharing the host with other workers). The per-row detail
+    is worked out only when something is bad.
+    """
+    if bool(torch.isfinite(loss).all() & torch.isfinite(grads).all()):
+        return
+    loss, grads = loss.cpu(), grads.cpu()
     bad_loss = (~torch.isfinite(loss)).nonzero().flatten().tolist()
     if bad_loss:
         raise NonFiniteError(f"non-finite loss for batch rows {bad_loss}")

@@ -6,7 +6,14 @@ import math
 
 import torch
 
-from nnsight_inoc.bench import bench_model, matmul_params, qwen7b_shape, reference_capture, synthetic_batch
+from nnsight_inoc.bench import (
+    bench_model,
+    matmul_params,
+    qwen7b_shape,
+    reference_capture,
+    reference_capture_host,
+    synthetic_batch,
+)
 from nnsight_inoc.tiny import tiny_qwen2, tiny_tokenizer
 from nnsight_inoc.tracing import capture_gradients, wrap
 
@@ -20,9 +27,13 @@ def test_reference_equals_nnsight_and_bench_runs():
     loss, grads = reference_capture(model, batch, index)
     torch.testing.assert_close(got.grads, grads, atol=1e-6, rtol=1e-4)
     torch.testing.assert_close(got.loss, loss)
+    host_loss, host_grads = reference_capture_host(model, batch, index)  # the like-for-like outputs
+    assert host_grads.dtype == got.grads.dtype == torch.float32 and host_grads.device == got.grads.device
+    torch.testing.assert_close(host_grads, got.grads, atol=1e-6, rtol=1e-4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     r = bench_model(model, tok, "tiny", batch_size=2, words=9, reps=1, generate_tokens=4)
     assert r["grad_check_relative_diff"] < 1e-3 and math.isfinite(r["nnsight_over_raw"])
+    assert r["nnsight_over_raw_device"] == r["nnsight_s"] / r["raw_hooks_device_s"]
     assert r["lora_tokens_per_s"] > 0 and r["generation_tokens_per_s"] > 0
     after = model.state_dict()
     assert set(after) == set(before) and all(torch.equal(before[k], after[k]) for k in before)  # LoRA unloaded

@@ -50,3 +50,11 @@ def test_bench_lane_writes_each_entry_to_its_own_folder():
     for name, argv in campaign.BENCHES.items():
         assert argv[0] in ("cli.py", "experiments/profile_trace.py"), name
         assert (Path(campaign.__file__).resolve().parent.parent / argv[0]).is_file()
+
+
+def test_threads_per_process_shares_the_cores():
+    assert campaign.threads_per_process(64, 5) == 12  # 4 H100 workers + the bench lane
+    assert campaign.threads_per_process(64, 9) == 7  # 8 H200 workers + the bench lane
+    assert campaign.threads_per_process(4, 9) == 1  # never zero
+    with pytest.raises(ValueError):
+        campaign.threads_per_process(64, 0)
