@@ -39,15 +39,16 @@ PREP = tuple(os.environ.get("CAMPAIGN_PREP", "spanish,politeness").split(","))  
 JOBS = [tuple(j.split(":")) for j in os.environ.get(
     "CAMPAIGN_JOBS", "allcaps:all,spanish:main,politeness:main,allcaps:steering,spanish:variants,politeness:variants"
 ).split(",")]
-# The bench lane (GPU 0, before its finetune workers): each entry is (name, argv after the interpreter).
-# bench.json of each lands in bench/<name>/; CAMPAIGN_BENCH=none skips the lane.
-BENCHES: dict[str, list[str]] = {
-    "bf16_b8": ["cli.py", "bench", "--config", "gpu/allcaps_gpu.toml", "--dtype", "bfloat16"],
-    "bf16_7b_b32": ["cli.py", "bench", "--config", "gpu/allcaps_gpu.toml", "--dtype", "bfloat16", "--scale", "7b",
-                    "--batch-size", "32"],
-    "fp32_real_b8": ["cli.py", "bench", "--config", "gpu/allcaps_gpu.toml", "--dtype", "float32", "--scale", "real"],
-    "profile_cuda": ["experiments/profile_trace.py", "--model", MODEL, "--device", "cuda", "--dtype", "bfloat16",
-                     "--batch", "8", "--words", "90", "--mem-traces", "20", "--mem-limit-gb", "20"],
+# The bench lane (GPU 0, before its finetune workers): name -> (argv after the interpreter, output option).
+# Each writes into bench/<name>/ (`--out-dir DIR` for cli.py bench, `--out FILE` for the profile);
+# CAMPAIGN_BENCH=none skips the lane.
+_BENCH = ["cli.py", "bench", "--config", "gpu/allcaps_gpu.toml"]
+BENCHES: dict[str, tuple[list[str], str]] = {
+    "bf16_b8": ([*_BENCH, "--dtype", "bfloat16"], "--out-dir"),
+    "bf16_7b_b32": ([*_BENCH, "--dtype", "bfloat16", "--scale", "7b", "--batch-size", "32"], "--out-dir"),
+    "fp32_real_b8": ([*_BENCH, "--dtype", "float32", "--scale", "real"], "--out-dir"),
+    "profile_cuda": (["experiments/profile_trace.py", "--model", MODEL, "--device", "cuda", "--dtype", "bfloat16",
+                      "--batch", "8", "--words", "90", "--mem-traces", "20", "--mem-limit-gb", "20"], "--out"),
 }
 BENCH_ON = os.environ.get("CAMPAIGN_BENCH", "all") != "none"
 # Peak memory of one fp32 finetune worker on the 1.5B model (probe batch 16, drift generation) was about 45-50 GB
@@ -101,7 +102,9 @@ def sh(argv: list[str], gpu: int, log: Path, worker: str = "") -> int:
     with log.open("a") as fh:
         fh.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(argv)}\n")
         fh.flush()
-        return subprocess.run(argv, cwd=CODE, env=env_for(gpu, worker), stdout=fh, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(argv, cwd=CODE, env=env_for(gpu, worker), stdout=fh, stderr=subprocess.STDOUT).returncode
+        fh.write(f"=== {time.strftime('%H:%M:%S')} exit {rc}\n")  # a failed stage is visible in its log, not only by absence
+        return rc
 
 
 def cli(study: str, *args: str) -> list[str]:
@@ -123,12 +126,12 @@ def prep(study: str, gpu: int) -> None:
 
 
 def bench(gpu: int) -> None:
-    for name, argv in BENCHES.items():
+    for name, (argv, out_opt) in BENCHES.items():
         out = ROOT / "bench" / name
         if (out / ".done").exists():
             continue
         out.mkdir(parents=True, exist_ok=True)
-        dest = ["--out", str(out / "profile.json")] if name.startswith("profile") else ["--out-dir", str(out)]
+        dest = [out_opt, str(out / "profile.json" if out_opt == "--out" else out)]
         if sh([sys.executable, *argv, *dest], gpu, LOGS / "bench.log") == 0:
             (out / ".done").touch()
 

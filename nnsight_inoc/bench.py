@@ -19,7 +19,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
 from .chat import Batch, encode_chats
-from .tracing import capture_gradients, find_decoder_path, wrap
+from .tracing import capture_gradients, check_finite, find_decoder_path, wrap
 
 FLOP_NOTE = ("gradient pass counted as 4*N FLOPs per token (forward 2N + activation gradients 2N, no weight "
              "gradients), N = matmul parameters incl. lm_head, excl. embeddings; attention scores not counted")
@@ -101,8 +101,7 @@ def reference_capture_host(model: nn.Module, batch: Batch, index: torch.Tensor) 
     """:func:`reference_capture` returning what ``capture_gradients`` returns: float32 host tensors, checked
     finite on the device first. The like-for-like reference for the nnsight/raw ratio (both outputs the same)."""
     loss, grads = reference_capture(model, batch, index)
-    if not bool(torch.isfinite(loss).all() & torch.isfinite(grads).all()):
-        raise FloatingPointError("raw-hook reference produced non-finite values")
+    check_finite(loss, grads, list(range(grads.shape[1])))
     return loss.float().cpu(), grads.float().cpu()
 
 

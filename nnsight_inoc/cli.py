@@ -199,7 +199,7 @@ WHICH = click.option("--which", type=click.Choice(["main", "variants", "all", "s
                      "plus the preventative-steering sweep of [steering] (default: finetune.which).")
 
 
-def _gpu_list(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
+def _int_list(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
     if value is None:
         return None
     try:
@@ -210,12 +210,12 @@ def _gpu_list(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
 
 @main.command()
 @WHICH
-@click.option("--gpus", callback=_gpu_list,
+@click.option("--gpus", callback=_int_list,
               help="Parallel: one worker per listed CUDA device (0,1,2,3; list a device twice for two workers "
                    "on it). Each worker trains a run and measures its drift; the summary follows.")
 @click.option("--worker", is_flag=True,
               help="Run as one parallel worker: claim runs not held by a live process, train each and measure its drift.")
-@click.option("--seeds", "only_seeds", callback=_gpu_list,
+@click.option("--seeds", "only_seeds", callback=_int_list,
               help="With --worker: only these of finetune.seeds (e.g. 0 or 1,2), so a campaign can order a sweep's "
                    "first seed before another study. Workers take runs seed-major either way.")
 @study_options

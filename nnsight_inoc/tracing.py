@@ -239,6 +239,19 @@ def _loss_targets(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return tmask, torch.nonzero(tmask, as_tuple=True)[0], labels[tmask], tmask.sum(-1).float()
 
 
+def _per_example_loss(logits: torch.Tensor, tmask: torch.Tensor, tgt_rows: torch.Tensor, tgt_labels: torch.Tensor,
+                      n_tgt: torch.Tensor) -> torch.Tensor:
+    """Each example's mean CE over its completion tokens, (B,), from inside a trace.
+
+    The targets are moved to the logits' device: a no-op locally; a remote server gets them as CPU tensors.
+    """
+    dev = logits.device
+    tok_loss = torch.nn.functional.cross_entropy(_upcast(logits[tmask.to(dev)]), tgt_labels.to(dev), reduction="none")
+    return torch.zeros(n_tgt.shape[0], device=dev, dtype=tok_loss.dtype).index_add(
+        0, tgt_rows.to(dev), tok_loss
+    ) / n_tgt.to(dev, tok_loss.dtype)
+
+
 @dataclass
 class GradResult:
     loss: torch.Tensor  # (B,) mean CE over each example's completion tokens, float32 CPU
@@ -318,10 +331,7 @@ def capture_gradients(
             hs = [got[l] for l in layers]
             logits = _get(tlm.envoy, head_path).output
             dev = logits.device  # == tlm.device locally (no-op moves); a GPU server gets CPU inputs
-            tok_loss = torch.nn.functional.cross_entropy(
-                _upcast(logits[tmask.to(dev)]), tgt_labels.to(dev), reduction="none"
-            )
-            per_ex = torch.zeros(B, device=dev, dtype=tok_loss.dtype).index_add(0, tgt_rows.to(dev), tok_loss) / n_tgt.to(dev, tok_loss.dtype)
+            per_ex = _per_example_loss(logits, tmask, tgt_rows, tgt_labels, n_tgt)
             total = per_ex.sum()
             with total.backward():
                 grads_rev = nnsight.save(
@@ -329,7 +339,7 @@ def capture_gradients(
                 )
             loss_saved = nnsight.save(per_ex.detach())
     grads_dev = torch.stack(list(reversed(grads_rev)), dim=1).detach()
-    _check_finite(loss_saved, grads_dev, layers)  # on the device, before the copy
+    check_finite(loss_saved, grads_dev, layers)  # on the device, before the copy
     grads = grads_dev.float().cpu()
     loss = loss_saved.float().cpu()
     return GradResult(loss=loss, grads=grads, n_targets=n_tgt.cpu().long())
@@ -382,7 +392,7 @@ def generate_ids(
     return ids.cpu()
 
 
-def _check_finite(loss: torch.Tensor, grads: torch.Tensor, layers: list[int]) -> None:
+def check_finite(loss: torch.Tensor, grads: torch.Tensor, layers: list[int]) -> None:
     """Raise NonFiniteError naming the first bad row and layer.
 
     Why one reduction first: on the tensors' own device it costs one small kernel and one
@@ -414,16 +424,10 @@ def sequence_losses(tlm: TracedLM, batch: Batch) -> torch.Tensor:
     with _context(tlm, grad=False):
         with _trace(tlm, batch):
             logits = _get(tlm.envoy, head_path).output
-            dev = logits.device
-            tok_loss = torch.nn.functional.cross_entropy(
-                _upcast(logits[tmask.to(dev)]), tgt_labels.to(dev), reduction="none"
-            )
-            per_ex = torch.zeros(batch.size, device=dev, dtype=tok_loss.dtype).index_add(
-                0, tgt_rows.to(dev), tok_loss
-            ) / n_tgt.to(dev, tok_loss.dtype)
+            per_ex = _per_example_loss(logits, tmask, tgt_rows, tgt_labels, n_tgt)
             saved = nnsight.save(per_ex.detach())
     loss = saved.float().cpu()
-    _check_finite(loss, torch.zeros(1, 1, 1, 1), [0])
+    check_finite(loss, torch.zeros(1, 1, 1, 1), [0])
     return loss
 
 
@@ -456,11 +460,7 @@ def steered_loss(tlm: TracedLM, batch: Batch, steer: dict[int, torch.Tensor]) ->
                 for l, c in steer.items():
                     _add_to_output(dec.layers[l], c)
                 logits = _get(tlm.envoy, head_path).output
-                tok_loss = torch.nn.functional.cross_entropy(_upcast(logits[tmask]), tgt_labels, reduction="none")
-                per_ex = torch.zeros(batch.size, device=tok_loss.device, dtype=tok_loss.dtype).index_add(
-                    0, tgt_rows, tok_loss
-                ) / n_tgt.to(tok_loss.dtype)
-                loss = nnsight.save(per_ex.mean())
+                loss = nnsight.save(_per_example_loss(logits, tmask, tgt_rows, tgt_labels, n_tgt).mean())
     if loss.grad_fn is None:
         raise TracingError("the steered loss has no autograd graph: nothing trainable upstream of it")
     return loss

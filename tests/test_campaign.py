@@ -47,9 +47,10 @@ def test_job_specs_carry_optional_seed_lists(monkeypatch):
 
 
 def test_bench_lane_writes_each_entry_to_its_own_folder():
-    for name, argv in campaign.BENCHES.items():
+    for name, (argv, out_opt) in campaign.BENCHES.items():
         assert argv[0] in ("cli.py", "experiments/profile_trace.py"), name
         assert (Path(campaign.__file__).resolve().parent.parent / argv[0]).is_file()
+        assert out_opt == ("--out" if argv[0].startswith("experiments/") else "--out-dir"), name
 
 
 def test_threads_per_process_shares_the_cores():
