@@ -13,6 +13,8 @@ Issue 7: ``capture_gradients`` was ~4x slower than raw hooks on an H200 with a f
   variants run round-robin so a shared machine's drift hits all of them alike;
 * a cProfile of one ``capture_gradients`` call without collection, grouped by package,
   plus nnsight's own functions by cumulative time;
+* :func:`bench.device_profile` of raw hooks and of ``capture_gradients``: kernel time against wall
+  time, kernels launched and host syncs, which separate device work from host pacing on a GPU;
 * memory over N repeated traces per policy: RSS (CPU), ``torch.cuda.memory_allocated``
   (CUDA), live ``torch.Tensor`` objects, and how many full collections Python ran on its
   own. The ``none`` run stops early once RSS or device memory grew by --mem-limit-gb.
@@ -41,7 +43,7 @@ import psutil
 import torch
 
 from nnsight_inoc import tracing
-from nnsight_inoc.bench import bench_model, reference_capture, reference_capture_host, synthetic_batch
+from nnsight_inoc.bench import bench_model, device_profile, reference_capture, reference_capture_host, synthetic_batch
 from nnsight_inoc.models import load_model
 from nnsight_inoc.tiny import tiny_qwen2, tiny_tokenizer
 
@@ -271,6 +273,9 @@ def main(model: str, device: str, dtype: str, batch: int, words: int, reps: int,
     raw = t["raw_hooks"]["median_s"]
     result["ratios_over_raw"] = {k: v["median_s"] / raw for k, v in t.items()}
     result["profile_nnsight_none"] = profile_one(nnsight_with("none"), top)
+    # kernel time vs wall time per path: the same kernels at a different pace means the host sets it
+    result["device_profile"] = {"raw_hooks": device_profile(lambda: reference_capture_host(hf, b, index), dev),
+                                "nnsight_young": device_profile(nnsight_with("young"), dev)}
     if bench:
         result["bench_model"] = {}
         for p in ("full", "freeze", "young"):

@@ -33,6 +33,12 @@ RUNS = ROOT / "runs"
 LOGS = ROOT / "logs"
 MODEL = "qwen2.5-coder-1.5b-instruct"
 STUDIES = {s: (f"gpu/{s}_gpu.toml", f"artifacts/{s}_{MODEL}") for s in ("allcaps", "spanish", "politeness")}
+# Derived studies: another config over a copy of a study's run folder without its finetune runs, so only the
+# LoRA runs are redone (extract, align and SFT completions are the original's): name -> (config, source study).
+# allcaps_tf32: the main conditions trained with TF32 matmuls; allcaps_rerun: the same fp32 runs again, the
+# run-to-run floor the TF32 differences are judged against (issue 7, study time).
+DERIVED = {"allcaps_tf32": ("gpu/allcaps_tf32_gpu.toml", "allcaps"), "allcaps_rerun": ("gpu/allcaps_gpu.toml", "allcaps")}
+STUDIES.update({d: (cfg, STUDIES[src][1]) for d, (cfg, src) in DERIVED.items()})
 PREP = tuple(os.environ.get("CAMPAIGN_PREP", "spanish,politeness").split(","))  # allcaps extract/align were published earlier; its run folder travels with them
 # A job is study:which or study:which:seeds (seeds joined by '+', e.g. allcaps:steering:0 then later
 # allcaps:steering:1+2), so a sweep's first seed can come before another study's runs.
@@ -45,10 +51,14 @@ JOBS = [tuple(j.split(":")) for j in os.environ.get(
 _BENCH = ["cli.py", "bench", "--config", "gpu/allcaps_gpu.toml"]
 BENCHES: dict[str, tuple[list[str], str]] = {
     "bf16_b8": ([*_BENCH, "--dtype", "bfloat16"], "--out-dir"),
-    "bf16_7b_b32": ([*_BENCH, "--dtype", "bfloat16", "--scale", "7b", "--batch-size", "32"], "--out-dir"),
-    "fp32_real_b8": ([*_BENCH, "--dtype", "float32", "--scale", "real"], "--out-dir"),
     "profile_cuda": (["experiments/profile_trace.py", "--model", MODEL, "--device", "cuda", "--dtype", "bfloat16",
                       "--batch", "8", "--words", "90", "--mem-traces", "20", "--mem-limit-gb", "20"], "--out"),
+    # the study's own LoRA steps, phase by phase, in fp32, TF32 and bf16 autocast (on a derived run folder)
+    "train_step": (["experiments/profile_train_step.py", "--config", "gpu/allcaps_gpu.toml", "--run-dir",
+                    str(RUNS / "allcaps_rerun"), "--policy", "model", "--policy", "tf32", "--policy", "bfloat16"],
+                   "--out"),
+    "fp32_real_b8": ([*_BENCH, "--dtype", "float32", "--scale", "real"], "--out-dir"),
+    "bf16_7b_b32": ([*_BENCH, "--dtype", "bfloat16", "--scale", "7b", "--batch-size", "32"], "--out-dir"),
 }
 BENCH_ON = os.environ.get("CAMPAIGN_BENCH", "all") != "none"
 # Peak memory of one fp32 finetune worker on the 1.5B model (probe batch 16, drift generation) was about 45-50 GB
@@ -190,6 +200,14 @@ def alive(pid_file: Path) -> bool:
         return False
 
 
+def _derived_ignore(folder: str, names: list[str]) -> set[str]:
+    """A derived study's copy leaves out the source's runs and worker provenance; it keeps finetune/pre, the
+    base model's behaviour before training, cached under keys of prompt and model, so it is valid for both."""
+    if Path(folder).name == "finetune":
+        return {n for n in names if n != "pre"}
+    return {n for n in names if n.startswith("provenance.worker")}
+
+
 def setup() -> None:
     """First call only: code, run folders (from the carried artifacts) and folders."""
     for d in (ROOT, RUNS, LOGS):
@@ -202,7 +220,7 @@ def setup() -> None:
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, CODE / item)
     for study, (_, src) in STUDIES.items():
         if not (RUNS / study).exists() and Path(src).exists():
-            shutil.copytree(src, RUNS / study)
+            shutil.copytree(src, RUNS / study, ignore=_derived_ignore if study in DERIVED else None)
 
 
 def status() -> str:

@@ -65,6 +65,49 @@ def matmul_rate(device: torch.device, n: int = 8192, dtype: torch.dtype = torch.
     return 2 * n**3 / sec
 
 
+SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy",
+               "cudaMemcpyAsync")
+
+
+def device_profile(fn: Callable[[], Any], device: torch.device, reps: int = 3, top: int = 8) -> dict[str, Any]:
+    """Where one call's time goes: device kernel time against wall time, kernels launched, host syncs.
+
+    Why: a path can be slower than its reference with the same kernels when the host, not the GPU,
+    sets the pace (launch overhead, or a sync that stops the host running ahead). ``device_busy`` =
+    kernel time / wall time says which: near 1 the GPU is the bottleneck, well below it the host is.
+    Per call, averaged over ``reps`` calls after one warm-up; off CUDA the kernel fields are 0.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    with profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        wall = (time.perf_counter() - t0) / reps
+    kernels: dict[str, list[float]] = {}
+    syncs: dict[str, int] = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            k = kernels.setdefault(e.name, [0.0, 0])
+            k[0] += e.time_range.elapsed_us() / 1e6  # a device event's own span (µs -> s); kernels have no children
+            k[1] += 1
+        elif e.name in SYNC_EVENTS:
+            syncs[e.name] = syncs.get(e.name, 0) + 1
+    kernel_s = sum(k[0] for k in kernels.values()) / reps
+    return {
+        "wall_s": wall, "kernel_s": kernel_s, "device_busy": kernel_s / wall,
+        "kernels_launched": sum(int(k[1]) for k in kernels.values()) // reps,
+        "host_syncs": {k: v // reps for k, v in sorted(syncs.items())},
+        "top_kernels_s": {n: k[0] / reps for n, k in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]},
+    }
+
+
 def reference_capture(model: nn.Module, batch: Batch, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The same computation as :func:`tracing.capture_gradients` with forward hooks + retain_grad."""
     dec = model.get_submodule(find_decoder_path(model))
@@ -142,6 +185,10 @@ def bench_model(model: nn.Module, tok: PreTrainedTokenizerBase, label: str, batc
         "examples_per_s": batch_size / t_nn, "tokens_per_s": n_tok / t_nn,
         "grad_pass_flops_per_s": 4 * n_params * n_tok / t_nn, "peak_mem_bytes": mem_nn,
     }
+    if device.type == "cuda":  # the GPU-only gap: same kernels, different pace? (device_profile)
+        out["device_profile"] = {"nnsight": device_profile(lambda: capture_gradients(tlm, batch, index), device),
+                                 "raw_hooks": device_profile(lambda: reference_capture_host(model, batch, index),
+                                                             device)}
     out.update(_lora_rate(model, batch, device, reps))
     out.update(_generation_rate(model, tok, batch_size, device, generate_tokens))
     return out

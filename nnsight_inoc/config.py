@@ -160,11 +160,13 @@ class FinetuneConfig(_Section):
     probe_every: int = Field(25, ge=1, description="Steps between alignment probes during training.")
     n_probe: int = Field(32, ge=1, description="Fixed SFT examples in the alignment probe.")
     n_drift_prompts: int = Field(100, ge=1, description="Eval-split prompts answered before and after training.")
-    train_autocast: Literal["model", "bfloat16"] = Field(
+    train_autocast: Literal["model", "bfloat16", "tf32"] = Field(
         "model",
         description="Precision of the training steps only: 'model' = the study's (model.dtype, model.autocast); "
-        "'bfloat16' = bf16 autocast over the fp32 base and fp32 LoRA weights. Probes and drift always use the "
-        "study's precision, so alignment and drift numbers are comparable across this setting.",
+        "'bfloat16' = bf16 autocast over the fp32 base and fp32 LoRA weights; 'tf32' (CUDA only) = fp32 "
+        "tensors with the forward and backward matmuls on TF32 tensor cores (10-bit mantissa inputs, fp32 "
+        "accumulation and range). Probes and drift always use the study's precision, so alignment and drift "
+        "numbers are comparable across this setting.",
     )
     which: Literal["main", "variants", "all", "steering"] = Field(
         "all", description="Train the main conditions, the trait's wording variants, both, "

@@ -154,10 +154,45 @@ def _autocast(study: Study, device: torch.device) -> contextlib.AbstractContextM
     """
     if study.cfg.finetune.train_autocast == "bfloat16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
+    if study.cfg.finetune.train_autocast == "tf32":
+        return contextlib.nullcontext()  # fp32 tensors; the matmul precision is set by _matmul_precision
     dt = study.tlm.autocast
     if dt is not None and device.type == "cuda":
         return torch.autocast("cuda", dtype=dt)
     return contextlib.nullcontext()
+
+
+def check_precision(study: Study, device: torch.device) -> None:
+    """Refuse a training precision that cannot take effect here (called before the first step, and per step)."""
+    if study.cfg.finetune.train_autocast != "tf32":
+        return
+    if device.type != "cuda":
+        raise ValueError(f"finetune.train_autocast = 'tf32' needs a CUDA device (TF32 is a tensor-core format), "
+                         f"not {device.type}; use 'model' for fp32 training there")
+    if study.loaded.dtype != "float32" or study.tlm.autocast is not None:
+        raise ValueError(f"finetune.train_autocast = 'tf32' applies to a float32 model without autocast; this one "
+                         f"is {study.loaded.dtype} with autocast {study.tlm.autocast}")
+
+
+@contextlib.contextmanager
+def _matmul_precision(study: Study, device: torch.device) -> Iterator[None]:
+    """TF32 matmuls for one training step (``train_autocast = "tf32"``), the previous setting restored after.
+
+    Why a context and not a process-wide switch: probes and drift must keep the study's fp32 matmuls so
+    that alignment and drift stay comparable with fp32-trained runs. It must cover the backward too:
+    unlike autocast, the TF32 flag is read when each matmul runs, not recorded by the forward.
+    Refused off CUDA or on a model that is not plain fp32, where TF32 would silently change nothing.
+    """
+    if study.cfg.finetune.train_autocast != "tf32":
+        yield
+        return
+    check_precision(study, device)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def batch_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -210,16 +245,17 @@ def train_step(
     device = next(iter(params.values())).device
     model.train()
     opt.zero_grad(set_to_none=True)  # also clears whatever a probe's backward left behind
-    with _autocast(study, device):
-        if steer:
-            if tlm is None or tlm.hf_model is not model:
-                raise ValueError("steered training needs the TracedLM wrapping the model being trained")
-            loss = steered_loss(tlm, batch.to(device), steer)
-        else:
-            loss = batch_loss(model, batch.to(device))
-    if not torch.isfinite(loss):
-        raise NonFiniteError(f"step {step}: non-finite training loss {float(loss.detach())}")
-    loss.backward()
+    with _matmul_precision(study, device):
+        with _autocast(study, device):
+            if steer:
+                if tlm is None or tlm.hf_model is not model:
+                    raise ValueError("steered training needs the TracedLM wrapping the model being trained")
+                loss = steered_loss(tlm, batch.to(device), steer)
+            else:
+                loss = batch_loss(model, batch.to(device))
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"step {step}: non-finite training loss {float(loss.detach())}")
+        loss.backward()
     _check_grads(params, step)
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -356,6 +392,7 @@ def train_lora(
     ((L, P) nested lists), and the paths.
     """
     require_local(study.tlm, "LoRA training")  # before any step: never half-way
+    check_precision(study, study.tlm.device)
     t0 = time.time()
     cfg = study.cfg.finetune
     _check_inputs(study, sft, v)
@@ -369,6 +406,8 @@ def train_lora(
     losses: list[float] = []
     probes: list[dict[str, Any]] = []
     vectors, steer_record = _steering(study, steer, sft, v)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     with _seeded(seed, device):
         model = make_lora_model(study)
         params = lora_parameters(model)
@@ -411,6 +450,11 @@ def train_lora(
         # Where the run's time went (issue 7's study-time target): the loss of each step is read back
         # as a float, so step times include the GPU work.
         "timing_s": {"train_steps": t_loop - t_probe, "probes": t_probe, "setup_and_save": time.time() - t0 - t_loop},
+        # Peak device memory of this run (steps and probes), to size workers per GPU; None off CUDA.
+        "peak_cuda_memory_gb": None if device.type != "cuda" else {
+            "allocated": torch.cuda.max_memory_allocated(device) / 1e9,
+            "reserved": torch.cuda.max_memory_reserved(device) / 1e9,
+        },
     }
     train_json = run_dir / TRAIN_JSON
     A.write_json(train_json, record)

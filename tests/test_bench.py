@@ -43,3 +43,15 @@ def test_7b_shape_parameter_count():
     m = qwen7b_shape(torch.bfloat16, "meta")
     n = matmul_params(m)
     assert 7.0e9 < n < 7.7e9  # 7.07B non-embedding matmuls + 0.54B lm_head
+
+
+def test_device_profile_on_cpu_reports_wall_time_and_no_kernels():
+    """Off CUDA there are no device kernels to count; the wall time is still the call's, per repetition."""
+    from nnsight_inoc.bench import device_profile
+
+    calls = []
+    x = torch.randn(64, 64)
+    r = device_profile(lambda: calls.append(float((x @ x).sum())), torch.device("cpu"), reps=3)
+    assert len(calls) == 4  # one warm-up, three profiled
+    assert r["wall_s"] > 0 and r["kernel_s"] == 0 and r["kernels_launched"] == 0 and r["device_busy"] == 0
+    assert r["host_syncs"] == {} and r["top_kernels_s"] == {}

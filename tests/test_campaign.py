@@ -48,7 +48,7 @@ def test_job_specs_carry_optional_seed_lists(monkeypatch):
 
 def test_bench_lane_writes_each_entry_to_its_own_folder():
     for name, (argv, out_opt) in campaign.BENCHES.items():
-        assert argv[0] in ("cli.py", "experiments/profile_trace.py"), name
+        assert argv[0] in ("cli.py", "experiments/profile_trace.py", "experiments/profile_train_step.py"), name
         assert (Path(campaign.__file__).resolve().parent.parent / argv[0]).is_file()
         assert out_opt == ("--out" if argv[0].startswith("experiments/") else "--out-dir"), name
 
@@ -59,3 +59,29 @@ def test_threads_per_process_shares_the_cores():
     assert campaign.threads_per_process(4, 9) == 1  # never zero
     with pytest.raises(ValueError):
         campaign.threads_per_process(64, 0)
+
+
+def test_derived_studies_copy_the_source_run_folder_without_its_runs(tmp_path, monkeypatch):
+    """allcaps_tf32 / allcaps_rerun retrain from the source's extract, align and SFT completions only."""
+    src = tmp_path / "repo"
+    for item in ("nnsight_inoc", "gpu", "experiments"):
+        (src / item).mkdir(parents=True)
+    (src / "cli.py").write_text("")
+    run = src / campaign.STUDIES["allcaps"][1]
+    for f in ("extract/extract_summary.json", "align/lossmatch.json", "sft_completions.json", "provenance.json",
+              "provenance.workerg0w0.json", "finetune/inoc_seed0/train.json", "finetune/pre/abc.json",
+              "finetune/finetune_summary.json"):
+        (run / f).parent.mkdir(parents=True, exist_ok=True)
+        (run / f).write_text("{}")
+    root = tmp_path / "campaign"
+    monkeypatch.chdir(src)
+    for k, v in {"ROOT": root, "CODE": root / "code", "RUNS": root / "runs", "LOGS": root / "logs"}.items():
+        monkeypatch.setattr(campaign, k, v)
+    campaign.setup()
+    assert (root / "runs/allcaps/finetune/inoc_seed0/train.json").is_file()
+    for d in campaign.DERIVED:
+        got = sorted(str(p.relative_to(root / "runs" / d)) for p in (root / "runs" / d).rglob("*") if p.is_file())
+        assert got == ["align/lossmatch.json", "extract/extract_summary.json", "finetune/pre/abc.json",
+                       "provenance.json", "sft_completions.json"], d
+        assert campaign.STUDIES[d][0].startswith("gpu/") and (Path(campaign.__file__).parent.parent
+                                                              / campaign.STUDIES[d][0]).is_file()

@@ -109,3 +109,10 @@ def test_readme_config_reference_lists_every_key():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [k for k in keys(StudyConfig) if f"`{k}`" not in readme]
     assert not missing, f"README config reference lacks {missing}"
+
+
+def test_tf32_gpu_config_differs_from_the_fp32_one_only_in_training_precision():
+    gpu = Path(__file__).resolve().parents[1] / "gpu"
+    a, b = load_config(gpu / "allcaps_gpu.toml").model_dump(), load_config(gpu / "allcaps_tf32_gpu.toml").model_dump()
+    assert (a["finetune"].pop("train_autocast"), b["finetune"].pop("train_autocast")) == ("model", "tf32")
+    assert a == b

@@ -144,6 +144,7 @@ def test_losses_and_probes_logged(study, runs):
         assert all(-1 <= c <= 1 for row in p["cos"] for c in row)
     assert rec["positions"] == ["final_prompt", "a1", "a2", "a3", "a_sum"]
     assert rec["finetune_config"]["steps"] == 3 and rec["seed"] == 0 and rec["wall_s"] > 0
+    assert rec["timing_s"]["train_steps"] > 0 and rec["peak_cuda_memory_gb"] is None  # CPU: no device peak
     assert rec["probes"][0]["loss"] != rec["probes"][-1]["loss"]  # the model moved
     summ = runs["results"][("neutral", 0)]
     assert summ["final_loss"] == rec["losses"][-1]
@@ -262,3 +263,49 @@ def test_bf16_autocast_training_keeps_fp32_weights_and_probes(study, sft, v, run
     assert bf["losses"][0] == pytest.approx(fp["losses"][0], rel=0.05)
     assert bf["probes"][0] == fp["probes"][0]
     assert all(math.isfinite(x) for x in bf["losses"])
+
+
+def test_tf32_is_refused_off_cuda_before_any_step(study, sft, v, tmp_path, monkeypatch):
+    """TF32 is a tensor-core format: on CPU it would change nothing, so asking for it is an error, not a no-op."""
+    monkeypatch.setattr(study.cfg.finetune, "train_autocast", "tf32")
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        F.train_lora(study, "neutral", NEUTRAL, sft, 0, v, tmp_path)
+    assert not (tmp_path / F.run_name("neutral", 0)).exists()
+
+
+def test_tf32_is_refused_on_a_non_fp32_model(study, monkeypatch):
+    monkeypatch.setattr(study.cfg.finetune, "train_autocast", "tf32")
+    monkeypatch.setattr(study.loaded, "dtype", "bfloat16")
+    with pytest.raises(ValueError, match="float32 model"):
+        F.check_precision(study, torch.device("cuda"))
+
+
+def test_tf32_step_covers_forward_and_backward_then_restores(study, sft, monkeypatch):
+    """The TF32 flag is read when each matmul runs, so the backward must run inside the context too;
+    afterwards the probes' fp32 setting is back, also after a failing step."""
+    monkeypatch.setattr(study.cfg.finetune, "train_autocast", "tf32")
+    monkeypatch.setattr(F, "check_precision", lambda study, device: None)  # CPU stands in for CUDA here
+    seen: dict[str, str] = {}
+    real = F.batch_loss
+
+    def spy(model, batch):
+        seen["forward"] = torch.get_float32_matmul_precision()
+        loss = real(model, batch)
+        loss.register_hook(lambda g: seen.__setitem__("backward", torch.get_float32_matmul_precision()))
+        return loss
+
+    monkeypatch.setattr(F, "batch_loss", spy)
+    model = F.make_lora_model(study)
+    params = F.lora_parameters(model)
+    opt = torch.optim.AdamW(list(params.values()), lr=1e-3)
+    batch = F.encode_chats(study.loaded.tokenizer, NEUTRAL, sft.prompts[:2], sft.completions[:2])
+    before = torch.get_float32_matmul_precision()
+    assert before == "highest"
+    loss = F.train_step(study, model, opt, params, batch, 0)
+    assert seen == {"forward": "high", "backward": "high"} and math.isfinite(loss)
+    assert torch.get_float32_matmul_precision() == before
+
+    monkeypatch.setattr(F, "batch_loss", lambda model, batch: real(model, batch) * float("nan"))
+    with pytest.raises(NonFiniteError):
+        F.train_step(study, model, opt, params, batch, 1)
+    assert torch.get_float32_matmul_precision() == before
