@@ -186,9 +186,12 @@ def bench_model(model: nn.Module, tok: PreTrainedTokenizerBase, label: str, batc
         "grad_pass_flops_per_s": 4 * n_params * n_tok / t_nn, "peak_mem_bytes": mem_nn,
     }
     if device.type == "cuda":  # the GPU-only gap: same kernels, different pace? (device_profile)
-        out["device_profile"] = {"nnsight": device_profile(lambda: capture_gradients(tlm, batch, index), device),
-                                 "raw_hooks": device_profile(lambda: reference_capture_host(model, batch, index),
-                                                             device)}
+        try:
+            out["device_profile"] = {
+                "nnsight": device_profile(lambda: capture_gradients(tlm, batch, index), device),
+                "raw_hooks": device_profile(lambda: reference_capture_host(model, batch, index), device)}
+        except RuntimeError as err:  # the profiler is a diagnosis: its failure is recorded, the timings above stand
+            out["device_profile"] = {"error": f"{type(err).__name__}: {err}"}
     out.update(_lora_rate(model, batch, device, reps))
     out.update(_generation_rate(model, tok, batch_size, device, generate_tokens))
     return out
