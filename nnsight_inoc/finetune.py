@@ -218,12 +218,24 @@ def batch_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
 
 
 def _check_grads(params: dict[str, nn.Parameter], step: int) -> None:
-    bad = [n for n, p in params.items() if p.grad is not None and not torch.isfinite(p.grad).all()]
-    if bad:
-        raise NonFiniteError(f"step {step}: non-finite gradient in {len(bad)} LoRA weight(s), first {bad[0]}")
+    """Every LoRA weight got a gradient and all of them are finite.
+
+    Why one total norm: a per-weight ``isfinite(...).all()`` read back to the host is one device sync per
+    weight (196 per step for 7 modules x 28 layers), and the H100 profile of a study step counted 410 syncs
+    (``results/bench``). The norm of the norms is finite iff every element is, unless it overflows float32;
+    only then are the weights checked one by one, to name the bad one or to say it overflowed.
+    """
     missing = [n for n, p in params.items() if p.grad is None]
     if missing:
         raise RuntimeError(f"step {step}: no gradient reached {len(missing)} LoRA weight(s), first {missing[0]}")
+    total = torch.nn.utils.get_total_norm([p.grad for p in params.values()], error_if_nonfinite=False)
+    if bool(torch.isfinite(total)):
+        return
+    bad = [n for n, p in params.items() if not torch.isfinite(p.grad).all()]
+    if bad:
+        raise NonFiniteError(f"step {step}: non-finite gradient in {len(bad)} LoRA weight(s), first {bad[0]}")
+    raise NonFiniteError(f"step {step}: the LoRA gradients' total norm overflowed float32 ({float(total)}); "
+                         "every element is finite but the step has blown up")
 
 
 def train_step(

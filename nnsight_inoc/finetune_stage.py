@@ -27,7 +27,7 @@ from .drift import drift as drift_of
 from .drift_stats import condition_means, relation_summary
 from .drift import measure_behaviour
 from .extract import load_direction
-from .finetune import TRAIN_JSON, load_trained, run_name, train_lora
+from .finetune import ADAPTER_DIR, TRAIN_JSON, load_trained, run_name, train_lora
 from .progress import log
 from .stats import pearson_spearman
 from .steering import SteerSpec, same_steering, steer_specs
@@ -106,6 +106,18 @@ def check_trained(study: Study, train_json: Path, system: str, steer: SteerSpec 
     return rec
 
 
+def needs_training(folder: Path) -> bool:
+    """A run must be trained unless it has train.json and, for its drift still to come, its adapter.
+
+    Why the second part: published run folders keep train.json and drift.json but no adapter (37 MB
+    each). A run published between training and drift (a GPU session that ran out of time) has only
+    train.json, and its drift can never be measured from it, so it is trained again.
+    """
+    if not (folder / TRAIN_JSON).is_file():
+        return True
+    return not (folder / DRIFT_JSON).is_file() and not (folder / ADAPTER_DIR).is_dir()
+
+
 def run_finetune(study: Study, which: str = "all") -> list[dict[str, Any]]:
     """Train every (condition, seed) not yet trained; returns their train summaries."""
     t0 = time.time()
@@ -117,10 +129,12 @@ def run_finetune(study: Study, which: str = "all") -> list[dict[str, Any]]:
         steer = specs.get(cond)
         for seed in study.cfg.finetune.seeds:
             path = out_dir / run_name(cond, seed) / TRAIN_JSON
-            if path.is_file():
+            if not needs_training(path.parent):
                 done.append(check_trained(study, path, system, steer))
                 log(f"finetune {run_name(cond, seed)}: already trained, reusing")
                 continue
+            if path.is_file():
+                log(f"finetune {run_name(cond, seed)}: train.json without its adapter or drift.json, training again")
             train_lora(study, cond, system, sft, seed, v, out_dir, steer=steer)
             done.append(A.read_json(path))
             _free()

@@ -34,6 +34,7 @@ from .finetune_stage import (
     _free,
     check_trained,
     drift_one,
+    needs_training,
     drift_prompts,
     training_conditions,
     steering_specs,
@@ -121,9 +122,11 @@ def run_worker(study: Study, which: str, only_seeds: Sequence[int] | None = None
         folder = out_dir / name
         if (folder / DRIFT_JSON).is_file() or not claim(claims, name):
             continue
-        if (folder / TRAIN_JSON).is_file():
+        if not needs_training(folder):
             check_trained(study, folder / TRAIN_JSON, system, steer)
         else:
+            if (folder / TRAIN_JSON).is_file():
+                log(f"worker: {name} has train.json without its adapter or drift.json, training again")
             train_lora(study, cond, system, sft, seed, v, out_dir, steer=steer)
             _free()
         drift_one(study, cond, system, seed, v, prompts)

@@ -222,3 +222,30 @@ def test_run_all_reuses_unchanged_stages(study, monkeypatch):
     assert all(fp2[n] != fp[n] for n in ("extract", "align", "finetune", "drift"))
     with pytest.raises(ValueError, match="other inputs or config"):
         S._check_resumable(study.run_dir, "finetune", fp2["finetune"])
+
+
+def test_worker_retrains_a_published_run_that_lost_its_drift(study, tmp_path):
+    """A run folder with train.json but neither its adapter nor drift.json (published between training and drift,
+    as happened on the GPU) is trained again by a worker, to the same numbers; a complete run is left alone."""
+    import shutil
+
+    from nnsight_inoc.finetune_stage import needs_training
+    from nnsight_inoc.parallel import run_worker
+    from nnsight_inoc.study import open_study
+
+    copy = tmp_path / "run"
+    shutil.copytree(study.run_dir, copy, ignore=shutil.ignore_patterns("stages", "report.*", "claims"))
+    lost, kept = copy / "finetune" / "neutral_seed0", copy / "finetune" / "inoc_seed0"
+    shutil.rmtree(lost / "adapter")
+    (lost / "drift.json").unlink()
+    shutil.rmtree(kept / "adapter")  # published: no adapter, but drift.json is there
+    before_kept = (kept / "train.json").read_text()
+    assert needs_training(lost) and not needs_training(kept)
+    done = run_worker(open_study(study.cfg, copy, "pytest worker"), "main", only_seeds=[0])
+    assert done == ["neutral_seed0"]
+    seq = A.read_json(study.run_dir / "finetune" / "neutral_seed0" / "train.json")
+    again = A.read_json(lost / "train.json")
+    assert again["losses"] == seq["losses"] and again["probes"] == seq["probes"]
+    assert A.read_json(lost / "drift.json")["neutral_prompt"] == A.read_json(
+        study.run_dir / "finetune" / "neutral_seed0" / "drift.json")["neutral_prompt"]
+    assert (kept / "train.json").read_text() == before_kept and not (kept / "adapter").exists()
