@@ -81,10 +81,10 @@ def _summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for k in keys:
         vals = [r[k] for r in rows.values()]
         out[k] = {"max_abs": max(abs(v) for v in vals), "median_abs": statistics.median(abs(v) for v in vals)}
-    steps = [r["step_s"] for r in rows.values() if None not in r["step_s"]]
-    if steps:
-        out["step_s_median"] = {"reference": statistics.median(s[0] for s in steps),
-                                "this": statistics.median(s[1] for s in steps)}
+    # per side over the runs that recorded it (train.json has timing_s since the second GPU session)
+    sides = {side: [r["step_s"][i] for r in rows.values() if r["step_s"][i] is not None]
+             for i, side in enumerate(("reference", "this"))}
+    out["step_s_median"] = {side: statistics.median(v) if v else None for side, v in sides.items()}
     return out
 
 

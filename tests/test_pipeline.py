@@ -112,6 +112,8 @@ def test_example_experiments_run(study, tmp_path):
         ("projection_by_system_prompt.py", ["--system", "Respond in ALL CAPS.", "--system", "Hi.", "--n", "4"]),
         ("precision_check.py", ["--n", "4"]),
         ("scorer_check.py", ["--n", "3", "--tokens", "4"]),
+        ("profile_train_step.py", ["--policy", "model", "--warmup", "1", "--steps", "2",
+                                   "--out", str(tmp_path / "train_step.json")]),
     ):
         spec = importlib.util.spec_from_file_location(script[:-3], root / script)
         mod = importlib.util.module_from_spec(spec)
@@ -122,6 +124,13 @@ def test_example_experiments_run(study, tmp_path):
     assert set(out["systems"]) == {"Respond in ALL CAPS.", "Hi."}
     sc = json.loads((study.run_dir / "experiments" / "scorer_check.json").read_text())
     assert sc["n_prompts"] == 3 and set(sc["lengths"]["4"]) >= {"promote", "suppress", "auroc_promote_vs_suppress"}
+    ts = json.loads((tmp_path / "train_step.json").read_text())["policies"]["model"]
+    assert ts["steps_timed"] == 2 and len(ts["losses"]) == 2 and len(ts["train_step_times_s"]) == 2
+    assert 0 <= ts["padding_waste"] < 1 and ts["tokens_per_step_real"] <= ts["tokens_per_step_padded"]
+    assert ts["device_profile_train_step"]["kernels_launched"] == 0  # CPU: no device kernels
+    res = CliRunner().invoke(mod.main, ["--run-dir", str(study.run_dir), "--config", str(cfg_path), "--policy", "tf32",
+                                        "--out", str(tmp_path / "tf32.json")])  # TF32 is refused on CPU, loudly
+    assert res.exit_code != 0 and "needs a CUDA device" in str(res.exception)
     pc = json.loads((study.run_dir / "precision_check.json").read_text())
     assert pc["abs_delta_cos_inoc"]["max"] == 0.0  # autocast applies on CUDA only: on CPU both runs are fp32
 
