@@ -43,7 +43,8 @@ import psutil
 import torch
 
 from nnsight_inoc import tracing
-from nnsight_inoc.bench import bench_model, device_profile, reference_capture, reference_capture_host, synthetic_batch
+from nnsight_inoc.bench import (bench_model, device_profile, reference_capture, reference_capture_host, sync,
+                                synthetic_batch, timed_call)
 from nnsight_inoc.models import load_model
 from nnsight_inoc.tiny import tiny_qwen2, tiny_tokenizer
 
@@ -88,19 +89,6 @@ POLICIES: dict[str, Callable[[], Any]] = {
 }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _once(fn: Callable[[], Any], device: torch.device) -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
-
-
 def _median_of(fn: Callable[[], Any], n: int) -> float:
     times = []
     for _ in range(n):
@@ -138,7 +126,7 @@ def timings(variants: dict[str, Callable[[], Any]], device: torch.device, reps: 
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(reps):
         for k, fn in variants.items():
-            times[k].append(_once(fn, device))
+            times[k].append(timed_call(fn, device)[1])
     return {k: {"median_s": statistics.median(v), "times_s": v} for k, v in times.items()}
 
 
@@ -193,7 +181,7 @@ def memory_run(fn: Callable[[], Any], device: torch.device, n: int, limit_bytes:
     done = 0
     for _ in range(n):
         fn()
-        _sync(device)
+        sync(device)
         done += 1
         rss.append(proc.memory_info().rss - rss0)
         dev.append(dev_mem() - dev0)

@@ -25,32 +25,18 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 import torch
 
 from nnsight_inoc import finetune as F
-from nnsight_inoc.bench import device_profile, matmul_params, matmul_rate
+from nnsight_inoc.bench import device_profile, matmul_params, matmul_rate, timed_call
 from nnsight_inoc.chat import encode_chats
 from nnsight_inoc.config import load_config
 from nnsight_inoc.study import ensure_sft, open_study
 from nnsight_inoc.tracing import NonFiniteError
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
-    _sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return out, time.perf_counter() - t0
 
 
 def profile_policy(study: Any, sft: Any, policy: str, warmup: int, steps: int) -> dict[str, Any]:
@@ -77,14 +63,14 @@ def profile_policy(study: Any, sft: Any, policy: str, warmup: int, steps: int) -
     phases: dict[str, list[float]] = {k: [] for k in ("encode", "forward", "backward", "check_grads", "optimizer")}
     real, padded, losses = [], [], []
     for i, idx in enumerate(order[: warmup + steps]):
-        batch, t_enc = _timed(lambda: encode(idx), device)
+        batch, t_enc = timed_call(lambda: encode(idx), device)
         opt.zero_grad(set_to_none=True)
         with F._matmul_precision(study, device):
             with F._autocast(study, device):
-                loss, t_fwd = _timed(lambda: F.batch_loss(model, batch), device)
-            _, t_bwd = _timed(loss.backward, device)
-        _, t_chk = _timed(lambda: F._check_grads(params, i), device)
-        _, t_opt = _timed(opt.step, device)
+                loss, t_fwd = timed_call(lambda: F.batch_loss(model, batch), device)
+            _, t_bwd = timed_call(loss.backward, device)
+        _, t_chk = timed_call(lambda: F._check_grads(params, i), device)
+        _, t_opt = timed_call(opt.step, device)
         if i >= warmup:
             for k, t in zip(phases, (t_enc, t_fwd, t_bwd, t_chk, t_opt)):
                 phases[k].append(t)
@@ -93,9 +79,8 @@ def profile_policy(study: Any, sft: Any, policy: str, warmup: int, steps: int) -
             losses.append(float(loss.detach()))
     # train_step as the study calls it (encode included, one sync at the loss's float()), on the next batches
     whole = []
-    rest = iter(order[warmup + steps:])
-    for idx in list(rest)[:steps]:
-        _, t = _timed(lambda: F.train_step(study, model, opt, params,
+    for idx in order[warmup + steps:]:
+        _, t = timed_call(lambda: F.train_step(study, model, opt, params,
                                            encode_chats(tok, system, [sft.prompts[i] for i in idx],
                                                         [sft.completions[i] for i in idx],
                                                         n_assistant=study.cfg.align.n_assistant_tokens), 0), device)
@@ -114,10 +99,7 @@ def profile_policy(study: Any, sft: Any, policy: str, warmup: int, steps: int) -
         "losses": losses, "device_profile_train_step": prof,
         "peak_cuda_memory_gb": (torch.cuda.max_memory_allocated(device) / 1e9) if device.type == "cuda" else None,
     }
-    del model, opt, params
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return out
+    return out  # the LoRA model, optimizer and batches go with this frame; main() empties the CUDA cache
 
 
 @click.command()
@@ -155,6 +137,8 @@ def main(config_path: str, run_dir: str, policies: tuple[str, ...], warmup: int,
             result["policies"][p] = profile_policy(study, sft, p, warmup, steps)
         except NonFiniteError as err:
             result["policies"][p] = {"policy": p, "error": f"NonFiniteError: {err}"}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     print(json.dumps(result, indent=1, default=str))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=1, default=str))

@@ -41,20 +41,26 @@ def matmul_params(model: nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op off CUDA), so a timer around it counts the GPU work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_call(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
+    """``fn()`` and its wall seconds, with the device drained before and after."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
 def timed(fn: Callable[[], Any], device: torch.device, warmup: int = 2, reps: int = 5) -> float:
     """Median seconds of ``fn`` after warm-up, synchronising the device around each call."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(timed_call(fn, device)[1] for _ in range(reps))
 
 
 def matmul_rate(device: torch.device, n: int = 8192, dtype: torch.dtype = torch.bfloat16, reps: int = 10) -> float:
@@ -81,14 +87,12 @@ def device_profile(fn: Callable[[], Any], device: torch.device, reps: int = 3, t
 
     fn()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     with profile(activities=acts) as prof:
         t0 = time.perf_counter()
         for _ in range(reps):
             fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         wall = (time.perf_counter() - t0) / reps
     kernels: dict[str, list[float]] = {}
     syncs: dict[str, int] = {}
