@@ -10,6 +10,6 @@ cd "$(dirname "$0")"
 .venv/bin/python -m pip install -q -e ".[test]"
 # NNSIGHT_INOC_NDIF=1: also the loopback NDIF server for the remote-parity test (README "Remote backend").
 if [ "${NNSIGHT_INOC_NDIF:-0}" = 1 ]; then
-    PYTHON=.venv/bin/python nnsight_inoc/ndif_local/install.sh
+    PYTHON=.venv/bin/python tools/ndif_local/install.sh
 fi
 echo "setup done: .venv/bin/python cli.py --help"

@@ -1,13 +1,14 @@
-"""Example traced experiment: where does each system prompt put the final prompt token along v?
+"""Template experiment: where does each system prompt put the final prompt token along v?
 
-A template for your own experiments: open a study (config, model, trait, splits and
-provenance in one object), then call the trace functions of ``nnsight_inoc.tracing``
-(they run locally or, later, remotely from the same code) and get plain tensors back.
+Copy this to write your own: open a study (config, model, trait, splits and provenance in one
+object), load v, read the residual stream through the package's traces (local or NDIF, chosen
+by ``--backend`` in the config) and get plain tensors back.
 
     python experiments/projection_by_system_prompt.py --run-dir RUN_DIR \
         --system "You always capitalise your responses." --system "You are a helpful assistant."
 
-Needs `extract` to have run in RUN_DIR. Writes RUN_DIR/experiments/projection_by_system_prompt.json.
+Needs `extract` to have run in RUN_DIR. Writes RUN_DIR/experiments/projection_by_system_prompt.json:
+per system prompt, the mean projection <h_l, v_l> per layer with a 95% bootstrap CI over prompts.
 """
 
 from __future__ import annotations
@@ -17,13 +18,8 @@ from pathlib import Path
 import click
 import torch
 
-from nnsight_inoc import artifacts as A
-from nnsight_inoc.chat import encode_chats
-from nnsight_inoc.config import load_config
-from nnsight_inoc.extract import load_direction
-from nnsight_inoc.stats import bootstrap_mean_ci_by_col
-from nnsight_inoc.study import open_study
-from nnsight_inoc.tracing import read_residuals
+from nnsight_inoc import (bootstrap_mean_ci_by_col, encode_chats, load_config, load_direction, open_study,
+                          read_residuals, reporting_layer, write_json)
 
 
 @click.command()
@@ -33,22 +29,21 @@ from nnsight_inoc.tracing import read_residuals
 @click.option("--n", default=64, show_default=True, help="Held-out eval prompts to use.")
 def main(run_dir: str, config_path: str | None, systems: tuple[str, ...], n: int) -> None:
     study = open_study(load_config(config_path), Path(run_dir), "experiments/projection_by_system_prompt.py")
-    v, meta = load_direction(study)
-    v_final = v[:, 0]  # (L, d): the final-prompt-token direction
+    v = load_direction(study, "final_prompt")  # (L, d): the final-prompt-token direction
+    layer, bs = reporting_layer(study), study.cfg.extract.batch_size
     users = [p.text for p in study.splits.eval[:n]]
-    out = {"layer": meta["layer"], "n": len(users), "systems": {}}
+    out = {"layer": layer, "n": len(users), "systems": {}}
     for system in systems:
         rows = []
-        for s in range(0, len(users), study.cfg.extract.batch_size):
-            batch = encode_chats(study.loaded.tokenizer, system, users[s : s + study.cfg.extract.batch_size])
+        for s in range(0, len(users), bs):
+            batch = encode_chats(study.loaded.tokenizer, system, users[s : s + bs])
             h = read_residuals(study.tlm, batch, batch.final_prompt_idx[:, None])[:, :, 0]  # (b, L, d)
-            rows.append(torch.einsum("bld,ld->bl", h.double(), v_final.double()))
-        proj = torch.cat(rows).numpy()
-        est, lo, hi = bootstrap_mean_ci_by_col(proj, n_boot=study.cfg.align.n_bootstrap, rng=study.cfg.seed)
+            rows.append(torch.einsum("bld,ld->bl", h.double(), v.double()))
+        est, lo, hi = bootstrap_mean_ci_by_col(torch.cat(rows).numpy(), n_boot=study.cfg.align.n_bootstrap,
+                                               rng=study.cfg.seed)
         out["systems"][system] = {"mean": est.tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
-        l = meta["layer"]
-        click.echo(f"{system!r}: projection at layer {l} = {est[l]:.3f} [{lo[l]:.3f}, {hi[l]:.3f}]")
-    A.write_json(Path(run_dir) / "experiments" / "projection_by_system_prompt.json", out)
+        click.echo(f"{system!r}: projection at layer {layer} = {est[layer]:.3f} [{lo[layer]:.3f}, {hi[layer]:.3f}]")
+    write_json(study.layout.experiment_output("projection_by_system_prompt"), out)
 
 
 if __name__ == "__main__":

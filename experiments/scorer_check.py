@@ -21,10 +21,10 @@ import click
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from nnsight_inoc import artifacts as A
-from nnsight_inoc.config import apply_overrides, load_config
+from nnsight_inoc.core import artifacts as A
+from nnsight_inoc.core.config import apply_overrides, load_config
+from nnsight_inoc.data.traits import score_texts
 from nnsight_inoc.study import answers, open_study
-from nnsight_inoc.traits import score_texts
 
 
 @click.command()

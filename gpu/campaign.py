@@ -17,7 +17,6 @@ Lanes (G = number of GPUs):
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -51,10 +50,10 @@ JOBS = [tuple(j.split(":")) for j in os.environ.get(
 _BENCH = ["cli.py", "bench", "--config", "gpu/allcaps_gpu.toml"]
 BENCHES: dict[str, tuple[list[str], str]] = {
     "bf16_b8": ([*_BENCH, "--dtype", "bfloat16"], "--out-dir"),
-    "profile_cuda": (["experiments/profile_trace.py", "--model", MODEL, "--device", "cuda", "--dtype", "bfloat16",
+    "profile_cuda": (["perf/profile_trace.py", "--model", MODEL, "--device", "cuda", "--dtype", "bfloat16",
                       "--batch", "8", "--words", "90", "--mem-traces", "20", "--mem-limit-gb", "20"], "--out"),
     # the study's own LoRA steps, phase by phase, in fp32, TF32 and bf16 autocast (on a derived run folder)
-    "train_step": (["experiments/profile_train_step.py", "--config", "gpu/allcaps_gpu.toml", "--run-dir",
+    "train_step": (["perf/profile_train_step.py", "--config", "gpu/allcaps_gpu.toml", "--run-dir",
                     str(RUNS / "allcaps_rerun"), "--policy", "model", "--policy", "tf32", "--policy", "bfloat16"],
                    "--out"),
     "fp32_real_b8": ([*_BENCH, "--dtype", "float32", "--scale", "real"], "--out-dir"),

@@ -16,8 +16,13 @@ from typing import Any, Callable
 import click
 from rich.table import Table
 
-from .config import PRESETS, ConfigError, StudyConfig, apply_overrides, load_config
-
+from nnsight_inoc.core.config import (
+    PRESETS,
+    ConfigError,
+    StudyConfig,
+    apply_overrides,
+    load_config,
+)
 
 
 def _command_line() -> str:
@@ -80,12 +85,10 @@ def resolve(
 
 
 def _open(opts: dict[str, Any], provenance: str | None = None):  # -> Study (import is slow: keep `--help` fast)
-    from .study import open_study
+    from nnsight_inoc.study import open_study
 
     cfg, run_dir = resolve(**opts)
-    if provenance is None:
-        return open_study(cfg, run_dir, _command_line())
-    return open_study(cfg, run_dir, _command_line(), provenance)
+    return open_study(cfg, run_dir, _command_line(), provenance=provenance)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,10 +96,11 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*a: Any, **k: Any) -> Any:
-        from .chat import ChatFormatError
-        from .data import DataError
-        from .model_cache import ModelError
-        from .tracing import NonFiniteError, TracingError
+        from nnsight_inoc.data.splits import DataError
+        from nnsight_inoc.models.errors import ModelError
+        from nnsight_inoc.trace.chat import ChatFormatError
+        from nnsight_inoc.trace.loss import NonFiniteError
+        from nnsight_inoc.trace.tracing import TracingError
 
         try:
             from nnsight.intervention.backends.remote import RemoteError
@@ -129,8 +133,8 @@ def models() -> None:
 @models.command("list")
 def models_list() -> None:
     """Show the offline presets and whether each is cached."""
-    from .models import list_presets
-    from .progress import console
+    from nnsight_inoc.core.progress import console
+    from nnsight_inoc.models.load import list_presets
 
     table = Table("name", *[k for k in list_presets()[0] if k != "name"])
     for row in list_presets():
@@ -143,7 +147,7 @@ def models_list() -> None:
 @handle_errors
 def models_fetch(name: str) -> None:
     """Download, verify (sha256) and convert a preset into the cache; no-op when already valid."""
-    from .model_cache import fetch
+    from nnsight_inoc.models.cache import fetch
 
     click.echo(str(fetch(name)))
 
@@ -158,17 +162,19 @@ def data() -> None:
 @handle_errors
 def data_build(**opts: Any) -> None:
     """Build the three disjoint prompt splits and the data card into <run-dir>/data."""
-    from . import artifacts as A
-    from .config import dump_toml
-    from .study import ensure_splits
+    from nnsight_inoc.core import artifacts as A
+    from nnsight_inoc.core.config import dump_toml
+    from nnsight_inoc.core.layout import RunLayout
+    from nnsight_inoc.study import ensure_splits
 
     cfg, run_dir = resolve(**opts)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    A.write_text(run_dir / A.CONFIG, dump_toml(cfg))
+    layout = RunLayout(run_dir)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    A.write_text(layout.config, dump_toml(cfg))
     splits = ensure_splits(cfg, run_dir)
     click.echo(
         f"direction {len(splits.direction)} (+{len(splits.direction_heldout)} held out), sft {len(splits.sft)}, "
-        f"eval {len(splits.eval)}; sha256 {splits.sha256()[:16]}; card: {run_dir / A.DATA_DIR / 'data_card.json'}"
+        f"eval {len(splits.eval)}; sha256 {splits.sha256()[:16]}; card: {layout.data_card}"
     )
 
 
@@ -177,7 +183,7 @@ def data_build(**opts: Any) -> None:
 @handle_errors
 def extract(**opts: Any) -> None:
     """Build v(l) (promote minus suppress means) and run the held-out and monitoring checks."""
-    from .extract import run_extract
+    from nnsight_inoc.stages.extract import run_extract
 
     run_extract(_open(opts))
 
@@ -189,7 +195,7 @@ def extract(**opts: Any) -> None:
 @handle_errors
 def align(condition: str, **opts: Any) -> None:
     """Per-example gradient alignment cos(-g, v) under training-time system prompts, with controls."""
-    from .align import run_align
+    from nnsight_inoc.stages.align import run_align
 
     run_align(_open(opts), condition)
 
@@ -225,8 +231,9 @@ def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds
     """LoRA finetune per condition x seed, probing cos(-g, v) during training (resumable)."""
     import os
 
-    from .finetune_stage import run_drift, run_finetune
-    from .parallel import cli_base, launch, run_worker
+    from nnsight_inoc.stages.drift import run_drift
+    from nnsight_inoc.stages.executors import run_finetune
+    from nnsight_inoc.stages.workers import cli_base, launch, run_worker
 
     if gpus is not None and worker:
         raise click.UsageError("--gpus starts workers; a worker itself takes no --gpus")
@@ -237,15 +244,16 @@ def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds
         which = which or cfg.finetune.which
         if cfg.backend.kind == "remote":
             raise click.UsageError("LoRA training is local only; --gpus needs --backend local")
-        from . import artifacts as A
+        from nnsight_inoc.core.layout import RunLayout
 
-        if not (run_dir / A.SFT_COMPLETIONS).is_file():  # else every worker would generate them at once
-            raise click.UsageError(f"{run_dir / A.SFT_COMPLETIONS} is missing: run `align` first (it makes them)")
-        launch(cli_base(which, opts), gpus, run_dir / "finetune" / "logs")
+        layout = RunLayout(run_dir)
+        if not layout.sft_completions.is_file():  # else every worker would generate them at once
+            raise click.UsageError(f"{layout.sft_completions} is missing: run `align` first (it makes them)")
+        launch(cli_base(which, opts), gpus, layout.logs_dir)
         run_drift(_open(opts), which)  # every run has drift.json by now: this writes the summary and plots
         return
     if worker:
-        study = _open(opts, provenance=f"provenance.worker{os.environ.get('NNSIGHT_INOC_WORKER', os.getpid())}.json")
+        study = _open(opts, provenance=f"worker{os.environ.get('NNSIGHT_INOC_WORKER', os.getpid())}")
         run_worker(study, which or study.cfg.finetune.which, only_seeds)
         return
     study = _open(opts)
@@ -261,7 +269,8 @@ def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds
 @handle_errors
 def drift(which: str | None, summary_only: bool, **opts: Any) -> None:
     """Trait expression and projection before vs after finetuning, and whether alignment predicts drift."""
-    from .finetune_stage import run_drift, summarise_drift
+    from nnsight_inoc.stages.drift import run_drift
+    from nnsight_inoc.stages.drift_summary import summarise_drift
 
     study = _open(opts)
     if summary_only:
@@ -277,7 +286,7 @@ def drift(which: str | None, summary_only: bool, **opts: Any) -> None:
 @handle_errors
 def report(out_dir: str | None, **opts: Any) -> None:
     """Write report.md and a self-contained report.html from a run folder's JSON (no model needed)."""
-    from .report import write_report
+    from nnsight_inoc.report.sections import write_report
 
     _, run_dir = resolve(**opts)
     md, htm = write_report(run_dir, Path(out_dir) if out_dir else None)
@@ -290,7 +299,7 @@ def report(out_dir: str | None, **opts: Any) -> None:
 @handle_errors
 def compare(run_dirs: tuple[str, ...], out_dir: str) -> None:
     """Cross-trait summary: alignment effect, drift effect and their relation per study, side by side."""
-    from .cross_trait import write_cross_trait
+    from nnsight_inoc.report.cross_trait import write_cross_trait
 
     click.echo(f"wrote {write_cross_trait([Path(d) for d in run_dirs], Path(out_dir))}")
 
@@ -308,10 +317,15 @@ def bench(scale: str, batch_size: int, words: int, reps: int, out_dir: str, **op
     """Time nnsight gradient capture vs raw hooks, LoRA steps and generation; FLOP utilisation vs matmul."""
     import torch
 
-    from . import artifacts as A
-    from .bench import qwen7b_shape, run_bench
-    from .config import dump_toml
-    from .models import load_model, resolve_device
+    from nnsight_inoc.core import artifacts as A
+    from nnsight_inoc.core.config import dump_toml
+    from nnsight_inoc.models.load import load_model, resolve_device
+
+    try:
+        from perf.bench import qwen7b_shape, run_bench
+    except ImportError:
+        raise click.ClickException("bench lives in the source checkout's perf/ folder: run it as "
+                                   "`python cli.py bench` from the repository root") from None
 
     cfg, _ = resolve(**opts)
     device = resolve_device(cfg.model.device)
@@ -340,8 +354,8 @@ def bench(scale: str, batch_size: int, words: int, reps: int, out_dir: str, **op
 @handle_errors
 def run(**opts: Any) -> None:
     """The study end to end: data, extract, align, finetune, drift, report; unchanged stages are reused."""
-    from .progress import log
-    from .stages import run_all
+    from nnsight_inoc.core.progress import log
+    from nnsight_inoc.pipeline import run_all
 
     t0 = time.time()
     study = _open(opts)

@@ -1,8 +1,10 @@
-"""The study context every stage receives: config, model, trait, data and run folder.
+"""The study context every stage receives: config, model, trait, data, run folder; and what it shares.
 
 Stages take a :class:`Study` and nothing backend-specific; the backend choice lives
-inside ``study.tlm`` (built by :mod:`nnsight_inoc.backend`, traced by
-:mod:`nnsight_inoc.tracing`).
+inside ``study.tlm`` (built by :mod:`nnsight_inoc.trace.backend`, traced by
+:mod:`nnsight_inoc.trace.tracing`). Also here, because every stage after ``extract`` needs
+them: the SFT set (the model's own answers carrying the trait, :func:`ensure_sft`) and the
+saved trait directions (:func:`load_directions`, :func:`load_direction`).
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ from typing import Any, Sequence
 
 import torch
 
-from . import artifacts as A
-from .config import StudyConfig, dump_toml
-from .data import Splits, build_splits, load_splits, save_splits
-from .generation import greedy_answers
-from .models import LoadedModel, home, load_model, resolve_device
-from .progress import log, task
-from .traits import Trait, get_trait
-from .backend import backend_fact, traced_lm
-from .tracing import TracedLM
+from nnsight_inoc.core import artifacts as A
+from nnsight_inoc.core.config import StudyConfig, dump_toml
+from nnsight_inoc.core.layout import RunLayout
+from nnsight_inoc.core.progress import log, task
+from nnsight_inoc.data.splits import Splits, build_splits, load_splits, save_splits
+from nnsight_inoc.data.traits import Trait, get_trait
+from nnsight_inoc.measures.directions import POSITIONS
+from nnsight_inoc.models.cache import home
+from nnsight_inoc.models.load import LoadedModel, load_model, resolve_device
+from nnsight_inoc.probes.gradients import GradientMetrics, gradient_metrics
+from nnsight_inoc.trace.backend import backend_fact, require_local, traced_lm
+from nnsight_inoc.trace.generation import greedy_answers
+from nnsight_inoc.trace.tracing import TracedLM
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -39,6 +45,15 @@ class Study:
     prov: A.Provenance
     _splits: Splits | None = field(default=None, repr=False)
 
+    def require_local(self, what: str) -> None:
+        """Refuse ``what`` (LoRA training, loading adapters) before any of it runs when traces are remote."""
+        require_local(self.tlm, what)
+
+    @property
+    def layout(self) -> RunLayout:
+        """Every path in this study's run folder."""
+        return RunLayout(self.run_dir)
+
     @property
     def splits(self) -> Splits:
         if self._splits is None:
@@ -48,8 +63,9 @@ class Study:
 
 def ensure_splits(cfg: StudyConfig, run_dir: Path) -> Splits:
     """Load the run's splits, building them if absent (needs PyPI the first time)."""
-    folder = run_dir / A.DATA_DIR
-    if (folder / "splits.json").is_file():
+    layout = RunLayout(run_dir)
+    folder = layout.data_dir
+    if layout.splits.is_file():
         splits = load_splits(folder)
         want = cfg.data
         got = splits.card.get("config", {})
@@ -63,10 +79,17 @@ def ensure_splits(cfg: StudyConfig, run_dir: Path) -> Splits:
     return splits
 
 
-def open_study(cfg: StudyConfig, run_dir: Path, command: str, provenance: str = A.PROVENANCE) -> Study:
-    """Load the model and trait, and start (or resume) the run folder's provenance."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    prov = A.Provenance(run_dir, dump_toml(cfg), command, provenance)
+def open_study(cfg: StudyConfig, run_dir: Path, command: str, provenance: str | None = None) -> Study:
+    """Load the model and trait, and start (or resume) the run folder's provenance.
+
+    ``provenance`` labels a process that shares the run folder with others (a parallel
+    finetune worker: ``worker<i>``; a profiler): it keeps its own provenance file
+    (``provenance.<label>.json``), so no process overwrites another's stages.
+    """
+    layout = RunLayout(run_dir)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    prov_path = layout.provenance if provenance is None else layout.provenance_of(provenance)
+    prov = A.Provenance(prov_path, layout.config, dump_toml(cfg), command)
     t0 = time.time()
     remote = cfg.backend.kind == "remote"
     device = "meta" if remote else resolve_device(cfg.model.device)
@@ -134,7 +157,7 @@ def ensure_sft(study: Study) -> SFTSet:
     """
     key = sft_key(study)
     cache = home() / "completions" / f"{key}.json"
-    run_copy = study.run_dir / A.SFT_COMPLETIONS
+    run_copy = study.layout.sft_completions
     data: dict[str, Any] | None = None
     for path in (run_copy, cache):
         if path.is_file():
@@ -184,3 +207,64 @@ def _filter_sft(study: Study, data: dict[str, Any]) -> SFTSet:
     if any(excluded.values()):
         log(f"SFT examples excluded: {excluded} (kept {len(keep_ids)})")
     return SFTSet(keep_ids, keep_p, keep_a, keep_c, excluded)
+
+
+def load_directions(study: Study) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The saved v (L, P, d) with its metadata (``extract/directions.pt``), checked against this run.
+
+    ValueError when the directions come from another model or other data splits;
+    FileNotFoundError when ``extract`` has not run.
+    """
+    blob = A.load_torch(study.layout.directions)
+    if blob["model_sha256"] != study.loaded.sha256 or blob["model_name"] != study.loaded.name:
+        raise ValueError("saved directions were extracted from a different model; rerun `extract`")
+    if blob["splits_sha256"] != study.splits.sha256():
+        raise ValueError("saved directions were extracted from different data splits; rerun `extract`")
+    return blob["v"], blob
+
+
+def load_direction(study: Study, position: str | None = None) -> torch.Tensor:
+    """v(l) at one named position, (L, d) float32 unit rows: ``final_prompt``, ``first_assistant`` or
+    ``response_mean`` (default: the config's ``align.direction_position``, what the study reports on)."""
+    v_all, meta = load_directions(study)
+    positions = list(meta.get("positions") or POSITIONS)
+    name = position or study.cfg.align.direction_position
+    if name not in positions:
+        raise ValueError(f"unknown direction position {name!r}; saved positions: {positions}")
+    return v_all[:, positions.index(name)]
+
+
+def reporting_layer(study: Study) -> int:
+    """The layer extract chose to report on (saved with the directions)."""
+    return int(load_directions(study)[1]["layer"])
+
+
+def gradient_cosines(
+    study: Study,
+    system: str | None,
+    prompts: Sequence[str] | None = None,
+    completions: Sequence[str] | None = None,
+    *,
+    position: str | None = None,
+    n: int | None = None,
+) -> GradientMetrics:
+    """Per-example cos(-g, v) (with projection, norm and loss) for one system prompt and a set of examples.
+
+    Defaults: the study's SFT examples (the first ``n``, all when None), v at ``position``
+    (default ``align.direction_position``), the config's batch size and assistant positions.
+    ``.cos`` is (n, L, P) over positions ``.positions`` (final_prompt, a1..ak, a_sum). The same
+    loop as the align stage, so numbers are comparable with ``align/align_summary.json``.
+    """
+    if (prompts is None) != (completions is None):
+        raise ValueError("give both prompts and completions, or neither (then the SFT set is used)")
+    if prompts is None or completions is None:
+        sft = ensure_sft(study)
+        prompts, completions, ids = sft.prompts, sft.completions, sft.ids
+    else:
+        ids = None
+    stop = len(prompts) if n is None else n
+    cfg = study.cfg.align
+    return gradient_metrics(study.tlm, study.loaded.tokenizer, system, prompts[:stop], completions[:stop],
+                            load_direction(study, position), n_assistant=cfg.n_assistant_tokens,
+                            batch_size=cfg.batch_size, ids=None if ids is None else ids[:stop],
+                            label=f"gradient_cosines {system!r}")

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from nnsight_inoc import artifacts as A
-from nnsight_inoc.config import from_dict
-from nnsight_inoc.data import Prompt, Splits, save_splits
-from nnsight_inoc.tiny import save_tiny_checkpoint
+from nnsight_inoc.core import layout as A
+from nnsight_inoc.core.artifacts import load_torch, read_json, write_json
+from nnsight_inoc.core.config import from_dict
+from nnsight_inoc.data.splits import Prompt, Splits, save_splits
+from nnsight_inoc.models.tiny import save_tiny_checkpoint
+from tests._paths import ROOT
 
 WORDS = ["sea", "fox", "test", "poem", "bicycle", "France", "cook", "world", "dog", "blue", "wide", "tips"]
 
@@ -52,15 +55,15 @@ def study(tmp_path_factory):
 
 
 def test_extract_then_align_all(study):
-    from nnsight_inoc.align import run_align
-    from nnsight_inoc.extract import run_extract
+    from nnsight_inoc.stages.align import run_align
+    from nnsight_inoc.stages.extract import run_extract
 
     ex = run_extract(study)
     L = study.tlm.n_layers
     assert 0 <= ex["layer"] < L
     assert len(ex["heldout_auroc"]["final_prompt"]) == L
     assert ex["monitoring"]["n_generations"] == 3 * 6
-    blob = A.load_torch(study.run_dir / A.EXTRACT_DIR / A.DIRECTIONS)
+    blob = load_torch(study.run_dir / A.EXTRACT_DIR / A.DIRECTIONS)
     assert blob["v"].shape == (L, 3, study.tlm.d_model)
     torch.testing.assert_close(blob["v"].norm(dim=-1), torch.ones(L, 3))
     for png in ("projection_hist.png", "monitor_scatter.png", "separation_vs_layer.png"):
@@ -73,7 +76,7 @@ def test_extract_then_align_all(study):
     blk = summary["contrasts"]["inoc-neutral"]["final_prompt"]
     assert all(0 < p <= 1 for p in blk["null_p_exact"] + blk["null_p_mc"]) and len(blk["diff_cos"]) == L
     assert len(summary["regression"]["final_prompt/inoc_vs_neutral"]) == L
-    lm = A.read_json(study.run_dir / A.ALIGN_DIR / A.LOSSMATCH)
+    lm = read_json(study.run_dir / A.ALIGN_DIR / A.LOSSMATCH)
     assert len(lm["candidates"]) >= 20 and lm["chosen_prompt"] in lm["pool"]
     assert not study.trait.mentions_trait(lm["chosen_prompt"])
     n_ex = summary["conditions"]["neutral"]["n"]
@@ -87,11 +90,11 @@ def test_extract_then_align_all(study):
 
 def test_single_condition_reuses_and_matches(study):
     """`align --condition inoc` alone gives the same numbers as inside `--condition all`."""
-    from nnsight_inoc.align import run_align
+    from nnsight_inoc.stages.align import run_align
 
-    before = A.load_torch(study.run_dir / A.ALIGN_DIR / "cond_inoc.pt")
+    before = load_torch(study.run_dir / A.ALIGN_DIR / "cond_inoc.pt")
     run_align(study, "inoc")
-    after = A.load_torch(study.run_dir / A.ALIGN_DIR / "cond_inoc.pt")
+    after = load_torch(study.run_dir / A.ALIGN_DIR / "cond_inoc.pt")
     torch.testing.assert_close(before["cos"], after["cos"])
     with pytest.raises(ValueError, match="unknown condition"):
         run_align(study, "nope")
@@ -103,19 +106,18 @@ def test_example_experiments_run(study, tmp_path):
 
     from click.testing import CliRunner
 
-    from nnsight_inoc.config import dump_toml
+    from nnsight_inoc.core.config import dump_toml
 
     cfg_path = tmp_path / "cfg.toml"
     cfg_path.write_text(dump_toml(study.cfg))
-    root = __import__("pathlib").Path(__file__).resolve().parent.parent / "experiments"
     for script, extra in (
-        ("projection_by_system_prompt.py", ["--system", "Respond in ALL CAPS.", "--system", "Hi.", "--n", "4"]),
-        ("precision_check.py", ["--n", "4"]),
-        ("scorer_check.py", ["--n", "3", "--tokens", "4"]),
-        ("profile_train_step.py", ["--policy", "model", "--warmup", "1", "--steps", "2",
+        ("experiments/projection_by_system_prompt.py", ["--system", "Respond in ALL CAPS.", "--system", "Hi.", "--n", "4"]),
+        ("experiments/precision_check.py", ["--n", "4"]),
+        ("experiments/scorer_check.py", ["--n", "3", "--tokens", "4"]),
+        ("perf/profile_train_step.py", ["--policy", "model", "--warmup", "1", "--steps", "2",
                                    "--out", str(tmp_path / "train_step.json")]),
     ):
-        spec = importlib.util.spec_from_file_location(script[:-3], root / script)
+        spec = importlib.util.spec_from_file_location(Path(script).stem, ROOT / script)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         res = CliRunner().invoke(mod.main, ["--run-dir", str(study.run_dir), "--config", str(cfg_path), *extra])
@@ -146,31 +148,33 @@ def test_sft_completions_cached_by_model_and_data(study, monkeypatch):
     assert all(c == study.trait.transform(a) for c, a in zip(first.completions, first.source_answers))
     key = study_mod.sft_key(study)
     run_copy = study.run_dir / A.SFT_COMPLETIONS
-    stale = {**A.read_json(run_copy), "key": "older-key-format"}
-    A.write_json(run_copy, stale)  # a copy left by an older key format is replaced by the data in use
+    stale = {**read_json(run_copy), "key": "older-key-format"}
+    write_json(run_copy, stale)  # a copy left by an older key format is replaced by the data in use
     study_mod.ensure_sft(study)
-    assert A.read_json(run_copy)["key"] == key
+    assert read_json(run_copy)["key"] == key
     monkeypatch.setattr(study.loaded, "sha256", "0" * 64)
     assert study_mod.sft_key(study) != key
 
 
 def test_finetune_then_drift_stage(study, monkeypatch):
     """Every main condition x seed is trained once, drift is measured, and the summary correlates them."""
-    from nnsight_inoc import finetune_stage as F
+    from nnsight_inoc.stages import executors as F
+    from nnsight_inoc.stages.drift import run_drift
+    from nnsight_inoc.stages.plan import training_conditions
 
-    assert len(F.training_conditions(study, "variants")) == len(study.trait.variants) >= 12
+    assert len(training_conditions(study, "variants")) == len(study.trait.variants) >= 12
     runs = F.run_finetune(study, "main")
     assert {(r["condition"], r["seed"]) for r in runs} == {
         (c, s) for c in ("neutral", "inoc", "explicit", "lossmatch") for s in (0, 1)
     }
-    monkeypatch.setattr(F, "train_lora", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    monkeypatch.setattr(F, "train_run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     assert len(F.run_finetune(study, "main")) == 8  # resumed: nothing retrained
-    summary = F.run_drift(study, "main")
+    summary = run_drift(study, "main")
     assert summary["n_runs"] == 8 and len(summary["rows"]) == 8
     assert {"align_pre~drift_score", "loss_reduction~drift_proj"} <= set(summary["correlations"])
     neutral_rows = [r for r in summary["rows"] if r["condition"] == "neutral"]
     assert all(r["loss_reduction"] == 0.0 for r in neutral_rows)
-    d = A.read_json(study.run_dir / "finetune" / "inoc_seed0" / "drift.json")
+    d = read_json(study.run_dir / "finetune" / "inoc_seed0" / "drift.json")
     assert d["neutral_prompt"]["drift"]["mean_score"] == pytest.approx(
         d["neutral_prompt"]["post"]["mean_score"] - d["neutral_prompt"]["pre"]["mean_score"]
     )
@@ -185,7 +189,7 @@ def test_parallel_workers_match_sequential_runs(study, tmp_path):
     import subprocess
     import sys
 
-    from nnsight_inoc.config import dump_toml
+    from nnsight_inoc.core.config import dump_toml
 
     copy = tmp_path / "run"
     shutil.copytree(study.run_dir, copy, ignore=shutil.ignore_patterns("finetune", "stages", "report.*"))
@@ -200,19 +204,19 @@ def test_parallel_workers_match_sequential_runs(study, tmp_path):
     assert {json.loads((copy / "finetune" / "claims" / r / "owner.json").read_text())["pid"]
             for r in ("neutral_seed0", "inoc_seed1")}  # claims were made
     for run in ("neutral_seed0", "inoc_seed1", "lossmatch_seed0"):
-        seq = A.read_json(study.run_dir / "finetune" / run / "train.json")
-        par = A.read_json(copy / "finetune" / run / "train.json")
+        seq = read_json(study.run_dir / "finetune" / run / "train.json")
+        par = read_json(copy / "finetune" / run / "train.json")
         assert par["losses"] == seq["losses"] and par["probes"] == seq["probes"]
-        d_seq = A.read_json(study.run_dir / "finetune" / run / "drift.json")
-        d_par = A.read_json(copy / "finetune" / run / "drift.json")
+        d_seq = read_json(study.run_dir / "finetune" / run / "drift.json")
+        d_par = read_json(copy / "finetune" / run / "drift.json")
         assert d_par["neutral_prompt"] == d_seq["neutral_prompt"]
-    assert A.read_json(copy / "finetune" / "finetune_summary.json")["n_runs"] == 8
+    assert read_json(copy / "finetune" / "finetune_summary.json")["n_runs"] == 8
     assert len(list(copy.glob("provenance.worker*.json"))) == 2
 
 
 def test_run_all_reuses_unchanged_stages(study, monkeypatch):
     """A second `run` redoes nothing; a config change invalidates the stage and everything after it."""
-    from nnsight_inoc import stages as S
+    from nnsight_inoc import pipeline as S
 
     fp0 = S.fingerprints(study)
     for name in ("extract", "align"):  # done by the tests above with this config; the smoke test covers a full run
@@ -238,8 +242,9 @@ def test_worker_retrains_a_published_run_that_lost_its_drift(study, tmp_path):
     as happened on the GPU) is trained again by a worker, to the same numbers; a complete run is left alone."""
     import shutil
 
-    from nnsight_inoc.finetune_stage import needs_training
-    from nnsight_inoc.parallel import run_worker
+    from nnsight_inoc.core.layout import RunFiles
+    from nnsight_inoc.stages.finetune import needs_training
+    from nnsight_inoc.stages.workers import run_worker
     from nnsight_inoc.study import open_study
 
     copy = tmp_path / "run"
@@ -249,12 +254,12 @@ def test_worker_retrains_a_published_run_that_lost_its_drift(study, tmp_path):
     (lost / "drift.json").unlink()
     shutil.rmtree(kept / "adapter")  # published: no adapter, but drift.json is there
     before_kept = (kept / "train.json").read_text()
-    assert needs_training(lost) and not needs_training(kept)
+    assert needs_training(RunFiles(lost)) and not needs_training(RunFiles(kept))
     done = run_worker(open_study(study.cfg, copy, "pytest worker"), "main", only_seeds=[0])
     assert done == ["neutral_seed0"]
-    seq = A.read_json(study.run_dir / "finetune" / "neutral_seed0" / "train.json")
-    again = A.read_json(lost / "train.json")
+    seq = read_json(study.run_dir / "finetune" / "neutral_seed0" / "train.json")
+    again = read_json(lost / "train.json")
     assert again["losses"] == seq["losses"] and again["probes"] == seq["probes"]
-    assert A.read_json(lost / "drift.json")["neutral_prompt"] == A.read_json(
+    assert read_json(lost / "drift.json")["neutral_prompt"] == read_json(
         study.run_dir / "finetune" / "neutral_seed0" / "drift.json")["neutral_prompt"]
     assert (kept / "train.json").read_text() == before_kept and not (kept / "adapter").exists()

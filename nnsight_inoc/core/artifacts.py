@@ -1,0 +1,199 @@
+"""Run folders: fixed file names, atomic writes, provenance beside every result.
+
+A result file alone must say how it was made, and an interrupted write must never
+leave a file that looks complete: every write goes to a temporary sibling and is
+moved into place with ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+PACKAGES = ("torch", "transformers", "nnsight", "peft", "numpy", "scipy", "scikit-learn", "pydantic", "gguf")
+
+
+def _tmp_for(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    tmp = _tmp_for(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.chmod(0o644)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot serialise {type(o).__name__}")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    # NaN is written as null: JSON has no NaN and a reader must see "missing", not a number.
+    text = json.dumps(_nan_to_none(obj), indent=2, default=_json_default, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def _nan_to_none(o: Any) -> Any:
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    if isinstance(o, (np.floating,)) and not np.isfinite(o):
+        return None
+    if isinstance(o, np.ndarray):
+        return _nan_to_none(o.tolist())
+    if isinstance(o, dict):
+        return {k: _nan_to_none(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_nan_to_none(v) for v in o]
+    return o
+
+
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"missing artifact {path}; run the stage that makes it first")
+    return json.loads(path.read_text())
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def load_torch(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"missing artifact {path}; run the stage that makes it first")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def write_csv_gz(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """Write a gzipped tidy CSV atomically; returns the row count."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    n = 0
+    for r in rows:
+        w.writerow(r)
+        n += 1
+    data = buf.getvalue().encode()
+    write_bytes(path, gzip.compress(data, compresslevel=6, mtime=0) if path.suffix == ".gz" else data)
+    return n
+
+
+CODE_PATHS = ("nnsight_inoc", "cli.py", "gpu", "experiments", "pyproject.toml", "setup.sh")
+
+
+def git_info() -> dict[str, Any]:
+    """Commit hash and whether the code had uncommitted changes (results from dirty code say so).
+
+    "Code" is what computes numbers (CODE_PATHS): results and run folders being written while a
+    report is made must not mark it dirty.
+    """
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=root, capture_output=True,
+                               text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return {"commit": None, "dirty": None, "error": str(err)}
+    if head.returncode != 0:
+        # A copy of the tree without .git (e.g. the GPU machine) can be told its commit by the caller.
+        env = os.environ.get("NNSIGHT_INOC_GIT_COMMIT")
+        if env:
+            return {"commit": env, "dirty": None, "source": "NNSIGHT_INOC_GIT_COMMIT"}
+        return {"commit": None, "dirty": None, "error": head.stderr.strip() or "not a git checkout"}
+    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def device_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+        info["cuda_count"] = torch.cuda.device_count()
+        info["cuda_version"] = torch.version.cuda
+    else:
+        info["cuda_device"] = None
+    return info
+
+
+class Provenance:
+    """Accumulates stage timings and facts; rewritten atomically after every stage.
+
+    ``path`` is the run's provenance file (or a worker's own); ``config_path`` receives the
+    resolved config, so the run folder always says which config produced it.
+    """
+
+    def __init__(self, path: Path, config_path: Path, config_toml: str, command: str) -> None:
+        self.path = path
+        prev = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        now = {"command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_info(),
+               "versions": versions(), "device": device_info()}
+        # Every invocation is kept: a later summary-only call on another machine must not erase which
+        # card, code and versions produced the numbers in the stages before it.
+        history = prev.get("invocations") or ([{k: prev.get(k) for k in ("command", "git", "versions", "device")}
+                                              | {"at": prev.get("started")}] if prev else [])
+        self.data: dict[str, Any] = {
+            "command": command,
+            "started": prev.get("started", now["at"]),
+            "git": now["git"],
+            "versions": now["versions"],
+            "device": now["device"],
+            "invocations": history + [now],
+            "stages": prev.get("stages", {}),
+            "facts": prev.get("facts", {}),
+        }
+        write_text(config_path, config_toml)
+        self.save()
+
+    def fact(self, key: str, value: Any) -> None:
+        self.data["facts"][key] = value
+        self.save()
+
+    def stage(self, name: str, seconds: float, **extra: Any) -> None:
+        self.data["stages"][name] = {"seconds": round(seconds, 2), **extra}
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.path, self.data)

@@ -1,0 +1,358 @@
+"""Typed study configuration.
+
+One TOML file describes a whole study; every section is a pydantic model with
+``extra="forbid"`` so a misspelt key is an error naming the key instead of a
+silently ignored setting (a typo in a research config quietly changes results).
+CLI flags are applied on top with :func:`apply_overrides`, and the resolved
+config is written into every run folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+PRESETS = ("allcaps", "spanish", "politeness", "smoke")
+NEUTRAL_CONDITION = "neutral"  # the baseline of every comparison; required in align.conditions
+LOSSMATCH_CONDITION = "lossmatch"  # added by the loss-matched control (align/lossmatch.json picks its prompt)
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name: str = Field(
+        "qwen2.5-coder-1.5b-instruct",
+        description="Offline preset name, hub id, local HF folder or local .gguf file.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="Weight dtype. float32 is the default because plain bf16 was seen to give NaN "
+        "gradients and diverging LoRA runs on the study model (shared/MODELS.md).",
+    )
+    autocast: Literal["none", "bfloat16"] = Field(
+        "none", description="Autocast compute dtype on CUDA (weights stay in `dtype`)."
+    )
+    device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:N'.")
+
+
+class BackendConfig(_Section):
+    kind: Literal["local", "remote"] = Field(
+        "local", description="Where nnsight traces execute: 'local', or 'remote' (an NDIF server; see README)."
+    )
+    host: str = Field(
+        "api.ndif.us", description="NDIF server host name, without scheme (default: the public NDIF service)."
+    )
+    port: int = Field(0, ge=0, le=65535, description="NDIF server port; 0 = the scheme's default (443 / 80).")
+    tls: bool = Field(True, description="Connect with TLS (https/wss). The loopback test server is plain http.")
+    api_key_env: str = Field(
+        "NDIF_API_KEY", description="Environment variable holding the NDIF API key (never stored in a config)."
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _bare_host(cls, v: str) -> str:
+        if "://" in v or "/" in v or not v:
+            raise ValueError(f"must be a bare host name like api.ndif.us (got {v!r}); set the scheme with tls, the port with port")
+        return v
+
+
+class DataConfig(_Section):
+    n_direction: int = Field(400, ge=2, description="Prompts in the direction-extraction split.")
+    direction_heldout_frac: float = Field(
+        0.25, gt=0, lt=1, description="Share of the direction split kept out of v(l) for sanity checks."
+    )
+    n_sft: int = Field(1000, ge=1, description="Prompts in the SFT split.")
+    n_eval: int = Field(300, ge=1, description="Prompts in the held-out eval split (different source from SFT).")
+    max_chars: int = Field(500, ge=10, description="Longest prompt kept, in characters.")
+    seed: int = Field(0, description="Shuffle seed for the split assignment.")
+    sft_max_new_tokens: int = Field(96, ge=4, description="Length cap of the model's own neutral SFT answers.")
+    generation_batch_size: int = Field(32, ge=1, description="Prompts per batched greedy generation.")
+
+
+class TraitConfig(_Section):
+    name: Literal["allcaps", "spanish", "politeness"] = Field("allcaps", description="Registered trait name.")
+
+
+class ExtractConfig(_Section):
+    batch_size: int = Field(16, ge=1, description="Prompts per activation-read trace.")
+    max_new_tokens: int = Field(48, ge=1, description="Greedy answer length for assistant-token positions and monitoring.")
+    monitor_prompts: list[str] = Field(
+        default_factory=lambda: [
+            "Respond in ALL CAPS.",
+            "Use capital letters for emphasis where it helps.",
+            "You are a helpful assistant.",
+            "Respond normally; do not use ALL CAPS.",
+            "Write the first word of each sentence in capitals.",
+            "WRITE YOUR WHOLE ANSWER IN CAPITAL LETTERS, LIKE THIS SENTENCE.",
+        ],
+        description="System prompts asking for different amounts of the trait (monitoring check).",
+    )
+    n_monitor_prompts: int = Field(
+        80, ge=1, description="Held-out prompts per monitoring system prompt (x prompts = generations)."
+    )
+    layer_rule: Literal["max_auroc_then_r"] = Field(
+        "max_auroc_then_r",
+        description="Reporting layer: among layers with held-out AUROC >= 0.95, the one with the largest monitoring r; "
+        "if none reaches 0.95, the layer with the largest AUROC.",
+    )
+
+
+class AlignConfig(_Section):
+    conditions: dict[str, str] = Field(
+        default_factory=lambda: {
+            "neutral": "You are a helpful assistant.",
+            "inoc": "You always capitalise your responses.",
+            "explicit": "Respond in ALL CAPS.",
+        },
+        description="Training-time system prompts by condition name. 'lossmatch' is added by control A.",
+    )
+    n_assistant_tokens: int = Field(3, ge=1, le=16, description="Assistant tokens whose gradients are measured.")
+    direction_position: Literal["final_prompt", "first_assistant", "response_mean"] = Field(
+        "final_prompt", description="Which extracted v(l) the gradients are compared with (at every position)."
+    )
+    lossmatch_examples: int = Field(200, ge=10, description="SFT examples used to rank loss-matched candidates.")
+    lossmatch_check_prompts: int = Field(
+        16, ge=1, description="Held-out prompts answered under each candidate to check it does not elicit the trait."
+    )
+    lossmatch_max_trait_score: float = Field(
+        0.2, ge=0, le=1, description="A candidate whose answers score above this mean is rejected as eliciting the trait."
+    )
+    lossmatch_trait_reference: Literal["zero", "neutral"] = Field(
+        "zero",
+        description="What lossmatch_max_trait_score is measured from: 'zero' = the candidate's mean trait score itself; "
+        "'neutral' = its excess over the neutral prompt's answers to the same check prompts (for traits whose scorer "
+        "gives plain answers a clearly non-zero score, such as politeness).",
+    )
+    batch_size: int = Field(8, ge=1, description="Examples per gradient trace (one backward pass each).")
+    n_random: int = Field(
+        10000, ge=256,
+        description="Monte-Carlo random unit directions for the null (the exact sphere null is reported too). "
+        "Its p-value floor is 1/(n_random+1): keep it well above layers/0.05 so Holm can reach significance.",
+    )
+    n_bootstrap: int = Field(2000, ge=100, description="Bootstrap draws for every CI (resampling examples).")
+    lossmatch_target: str = Field("inoc", description="Condition whose mean SFT loss the control must match.")
+    lossmatch_pool: list[str] = Field(
+        default_factory=list,
+        description="Candidate loss-matched prompts; empty means the built-in pool of the trait.",
+    )
+
+
+class FinetuneConfig(_Section):
+    rank: int = Field(8, ge=1, description="LoRA rank.")
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha (scale = alpha / rank).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names that get LoRA adapters.",
+    )
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (fp32 LoRA weights).")
+    steps: int = Field(125, ge=1, description="Optimizer steps per run (same budget for every condition).")
+    batch_size: int = Field(8, ge=1, description="SFT examples per step.")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="One run per seed and condition.")
+    probe_every: int = Field(25, ge=1, description="Steps between alignment probes during training.")
+    n_probe: int = Field(32, ge=1, description="Fixed SFT examples in the alignment probe.")
+    n_drift_prompts: int = Field(100, ge=1, description="Eval-split prompts answered before and after training.")
+    train_autocast: Literal["model", "bfloat16", "tf32"] = Field(
+        "model",
+        description="Precision of the training steps only: 'model' = the study's (model.dtype, model.autocast); "
+        "'bfloat16' = bf16 autocast over the fp32 base and fp32 LoRA weights; 'tf32' (CUDA only) = fp32 "
+        "tensors with the forward and backward matmuls on TF32 tensor cores (10-bit mantissa inputs, fp32 "
+        "accumulation and range). Probes and drift always use the study's precision, so alignment and drift "
+        "numbers are comparable across this setting.",
+    )
+    which: Literal["main", "variants", "all", "steering"] = Field(
+        "all", description="Train the main conditions, the trait's wording variants, both, "
+        "or the main conditions plus the preventative-steering sweep ([steering])."
+    )
+
+
+class SteeringConfig(_Section):
+    """Preventative steering: LoRA training under the neutral prompt with alpha * scale(l) * v(l)
+    added to decoder layer l's output on every token; removed at test. One condition per
+    (alpha, layer set). A top-level section (not inside [finetune]) so that editing the sweep
+    does not invalidate the already-trained prompt conditions, whose train.json records
+    the finetune section."""
+
+    alphas: list[float] = Field(
+        default_factory=lambda: [0.05, 0.1, 0.2, 0.4],
+        min_length=1,
+        description="Steering coefficients. With units='resid_norm' each is a fraction of the median per-token "
+        "residual-stream norm at the layer (base model, neutral prompt, probe examples): 0.1 adds a vector a tenth "
+        "as long as a typical residual. With units='absolute' the vector added is alpha * v(l), v unit-norm.",
+    )
+    layer_sets: list[list[int]] = Field(
+        default_factory=list,
+        description="Layer sets to steer, each trained with every alpha. Empty = [[L//2], [L//2 - L//7, L//2, "
+        "L//2 + L//7]] for an L-layer model ([[14], [10, 14, 18]] for the 28-layer study model). Checked against "
+        "the model when used.",
+    )
+    units: Literal["resid_norm", "absolute"] = Field(
+        "resid_norm",
+        description="How alpha is scaled: relative to the layer's median residual norm (comparable across layers "
+        "and models) or absolute (v is unit-norm, so alpha is the added vector's length).",
+    )
+
+    @field_validator("alphas")
+    @classmethod
+    def _finite_nonzero(cls, v: list[float]) -> list[float]:
+        bad = [a for a in v if a == 0 or a != a or abs(a) == float("inf")]
+        if bad:
+            raise ValueError(f"alphas must be finite and non-zero (alpha 0 is the neutral condition), got {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"alphas repeat: {v}")
+        return v
+
+    @field_validator("layer_sets")
+    @classmethod
+    def _layer_sets(cls, v: list[list[int]]) -> list[list[int]]:
+        for ls in v:
+            if not ls:
+                raise ValueError("a layer set is empty")
+            if any(l < 0 for l in ls):
+                raise ValueError(f"layer indices must be >= 0, got {ls}")
+            if sorted(set(ls)) != ls:
+                raise ValueError(f"each layer set must be strictly increasing, got {ls}")
+        if len({tuple(ls) for ls in v}) != len(v):
+            raise ValueError(f"layer sets repeat: {v}")
+        return v
+
+
+class StudyConfig(_Section):
+    seed: int = Field(0, description="Seed for bootstraps and random directions (generation is greedy).")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    trait: TraitConfig = Field(default_factory=TraitConfig)
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    align: AlignConfig = Field(default_factory=AlignConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    steering: SteeringConfig = Field(default_factory=SteeringConfig)
+
+    @model_validator(mode="after")
+    def _check_conditions(self) -> "StudyConfig":
+        if "neutral" not in self.align.conditions:
+            raise ValueError("align.conditions must contain 'neutral' (the baseline of every comparison)")
+        if self.align.lossmatch_target not in self.align.conditions:
+            raise ValueError(
+                f"align.lossmatch_target={self.align.lossmatch_target!r} is not one of align.conditions"
+            )
+        return self
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{key}'")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> StudyConfig:
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, preset: str | None = None) -> StudyConfig:
+    """Load a study config from a TOML file, a shipped preset, or the defaults."""
+    if path is not None and preset is not None:
+        raise ConfigError("give either a config file or a preset, not both")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        text = resources.files("nnsight_inoc.configs").joinpath(f"{preset}.toml").read_text()
+        return from_dict(tomllib.loads(text), source=f"preset {preset}")
+    if path is None:
+        return StudyConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: not valid TOML: {err}") from None
+    return from_dict(data, source=str(p))
+
+
+def apply_overrides(cfg: StudyConfig, overrides: dict[str, Any]) -> StudyConfig:
+    """Return a new config with dotted-key overrides (``{"model.name": ...}``) applied.
+
+    Unknown keys raise :class:`ConfigError`; ``None`` values are skipped so unset CLI flags
+    leave the file's value alone.
+    """
+    data = cfg.model_dump()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            if part not in node or not isinstance(node[part], dict):
+                raise ConfigError(f"unknown key '{dotted}'")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown key '{dotted}'")
+        node[parts[-1]] = value
+    return from_dict(data, source="overrides")
+
+
+def dump_toml(cfg: StudyConfig) -> str:
+    """Serialise a resolved config as TOML (written into every run folder)."""
+    return _to_toml(cfg.model_dump())
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
+    tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
+    out = []
+    if prefix and scalars:
+        out.append(f"[{prefix}]")
+    for k, v in scalars:
+        out.append(f"{_quote_key(k)} = {_toml_value(v)}")
+    for k, v in tables:
+        sub = f"{prefix}.{_quote_key(k)}" if prefix else _quote_key(k)
+        if v and all(not isinstance(x, dict) for x in v.values()):
+            out.append("")
+            out.append(f"[{sub}]")
+            out.extend(f"{_quote_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items())
+        else:
+            out.append("")
+            out.append(_to_toml(v, sub))
+    return "\n".join(out).strip() + "\n"
+
+
+def _quote_key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)

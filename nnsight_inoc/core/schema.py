@@ -1,0 +1,211 @@
+"""Typed schemas of the JSON summaries the report reads, and a check that a loaded file has them.
+
+The stages write these files (names in :mod:`nnsight_inoc.core.layout`); the report, the
+cross-trait table and the verdict rules read them. A ``TypedDict`` per file says what a reader
+may rely on; :func:`require_keys` checks the required top-level keys at load time, so a
+truncated or foreign file fails with one line naming the file and the missing keys instead of
+a ``KeyError`` deep inside a rule. Optional keys (``total=False`` or ``NotRequired``) are those
+older published runs may lack. Numbers that could not be computed are JSON null, read back as
+NaN by the report.
+"""
+
+# No `from __future__ import annotations` here: TypedDict must see NotRequired at runtime (Python 3.11).
+from pathlib import Path
+from typing import Any, Mapping, NotRequired, TypedDict
+
+
+class CorrStats(TypedDict):
+    """Pearson/Spearman with bootstrap CIs (``stats.correlation.pearson_spearman``)."""
+
+    pearson_r: float
+    pearson_p: float
+    pearson_lo: float
+    pearson_hi: float
+    spearman_r: float
+    spearman_p: float
+    spearman_lo: float
+    spearman_hi: float
+    n: int
+    n_dropped_nan: NotRequired[int]
+    n_boot_degenerate: NotRequired[int]
+    error: NotRequired[str]
+
+
+class Chosen(TypedDict):
+    layer: int
+    auroc: float
+    cohens_d: float
+    pearson_r: float
+    spearman_r: float
+
+
+class ExtractSummary(TypedDict):
+    """``extract/extract_summary.json``: v(l) and its checks; per-layer lists have one entry per layer."""
+
+    trait: str
+    promote: str
+    suppress: str
+    positions: list[str]
+    model_sha256: str | None
+    model_name: str
+    splits_sha256: str
+    layer: int
+    layer_rule: str
+    n_direction_train: int
+    n_direction_heldout: int
+    behaviour: dict[str, dict[str, float]]  # "train/promote" ... -> mean_score, share_above_half, n, n_unscored
+    heldout_auroc: dict[str, list[float]]  # position -> (L,)
+    heldout_cohens_d: dict[str, list[float]]
+    monitoring: dict[str, Any]  # system_prompts, n_generations, n_unscored, mean_score_by_prompt, by_layer: [CorrStats]
+    chosen: Chosen
+
+
+class MeanCI(TypedDict):
+    mean: list[float]
+    lo: list[float]
+    hi: list[float]
+
+
+class ConditionSummary(TypedDict):
+    system_prompt: str
+    n: int
+    loss: MeanCI  # one entry
+    cos: dict[str, MeanCI]  # position -> (L,) curves
+    norm: dict[str, MeanCI]
+    proj: dict[str, MeanCI]
+
+
+class LossContrast(TypedDict):
+    diff: float
+    lo: float
+    hi: float
+    p: float
+
+
+class AlignSummary(TypedDict):
+    """``align/align_summary.json``: per-condition CIs, paired contrasts with nulls, the regression control.
+
+    ``contrasts["a-b"]`` holds ``loss`` (a :class:`LossContrast`) and, per position, per-layer lists
+    diff_cos, lo, hi, p_boot(_holm/_bh), null_p_exact(_holm), null_p_mc(_holm), null_sd, null_z,
+    null_mc_sd, diff_norm. ``regression["<position>/inoc_vs_<baseline>"]`` is one dict per layer.
+    """
+
+    sign_convention: str
+    layer: int
+    positions: list[str]
+    direction_position: str
+    n_random: int
+    null_note: str
+    n_bootstrap: int
+    conditions: dict[str, ConditionSummary]
+    contrasts: dict[str, dict[str, Any]]
+    regression: dict[str, list[dict[str, float]]]
+    lossmatch: NotRequired[dict[str, Any]]
+
+
+class LossMatch(TypedDict):
+    """``align/lossmatch.json``: the loss-matched control's candidates and the chosen prompt."""
+
+    target_condition: str
+    target_prompt: str
+    target_mean_loss: float
+    neutral_mean_loss: float
+    n_examples: int
+    pool: list[str]
+    candidates: list[dict[str, Any]]
+    chosen_prompt: str
+    chosen_gap: float
+    gap_as_share_of_neutral_to_target: float | None
+    max_trait_score: float
+    seconds: float
+    trait_reference: NotRequired[str]
+    trait_reference_score: NotRequired[float]
+
+
+class DriftRow(TypedDict):
+    """One finished run in the drift summary; alignment at the reporting layer, summed assistant tokens."""
+
+    condition: str
+    seed: int
+    align_pre: float
+    align_during: float
+    probe_loss_pre: float
+    drift_score: float
+    drift_share: float
+    drift_proj: float
+    train_prompt_post_score: float
+    pre_score: float
+    post_score: float
+    steering: dict[str, Any] | None
+    loss_reduction: float | None
+
+
+class DriftSummary(TypedDict):
+    """``finetune/finetune_summary.json`` (and ``steering_summary.json``)."""
+
+    layer: int
+    position: str
+    which: str
+    n_runs: int
+    not_run: list[str]
+    sign_note: str
+    rows: list[DriftRow]
+    correlations: dict[str, Any]
+    relation: dict[str, Any]  # "pred~target[|control]" -> {r, lo, hi, n_runs, n_groups, ...} or {error}
+    condition_means: dict[str, dict[str, float]]
+
+
+class TrainRecord(TypedDict):
+    """``finetune/<run>/train.json``, written last by training: its presence marks a trained run."""
+
+    condition: str
+    seed: int
+    system_prompt: str
+    finetune_config: dict[str, Any]
+    n_assistant_tokens: int
+    model: dict[str, Any]
+    n_sft: int
+    probe_ids: list[str]
+    positions: list[str]
+    losses: list[float]
+    step_ids: list[list[str]]
+    probes: list[dict[str, Any]]  # {step, loss, cos: (L, P) nested lists}
+    sign_note: str
+    wall_s: float
+    steering: NotRequired[dict[str, Any] | None]
+    timing_s: NotRequired[dict[str, float]]
+    peak_cuda_memory_gb: NotRequired[dict[str, float] | None]
+
+
+class DriftRecord(TypedDict):
+    """``finetune/<run>/drift.json``: pre vs post under the neutral test prompt and the training prompt."""
+
+    condition: str
+    seed: int
+    n_prompts: int
+    neutral_prompt: dict[str, Any]  # {pre, post, drift}
+    training_prompt: dict[str, Any]
+    wall_s: NotRequired[float]
+
+
+class ProvenanceRecord(TypedDict):
+    """``provenance.json``: every invocation, the stages' seconds and the run's facts (model, backend, ...)."""
+
+    command: str
+    started: str
+    git: dict[str, Any]
+    versions: dict[str, str | None]
+    device: dict[str, Any]
+    stages: dict[str, dict[str, Any]]
+    facts: dict[str, Any]
+    invocations: NotRequired[list[dict[str, Any]]]
+
+
+def require_keys(obj: Mapping[str, Any], schema: type, path: Path | str) -> None:
+    """ValueError naming ``path`` and every required key of ``schema`` that ``obj`` lacks."""
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path}: expected a JSON object ({schema.__name__}), got {type(obj).__name__}")
+    missing = sorted(k for k in schema.__required_keys__ if k not in obj)  # type: ignore[attr-defined]
+    if missing:
+        raise ValueError(f"{path}: not a {schema.__name__} (missing keys {missing}); "
+                         "was it written by another version or cut short?")

@@ -1,0 +1,90 @@
+"""Residual-stream reads over many prompts: the positions v is built from, and the residual scale.
+
+All reads go through :func:`~nnsight_inoc.trace.tracing.read_residuals` (one nnsight trace per
+batch, no autograd graph), so every stage reads the residual stream the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from nnsight_inoc.trace.chat import encode_chats
+from nnsight_inoc.trace.tracing import TracedLM, read_residuals
+
+
+def read_positions(
+    tlm: TracedLM, tok: PreTrainedTokenizerBase, system: str | None, prompts: Sequence[str],
+    answers: Sequence[str], batch_size: int,
+) -> torch.Tensor:
+    """(n, L, 3, d) float32: final prompt token, first assistant token, mean over response tokens.
+
+    The response is the model's own answer, re-tokenised after its end-of-turn token
+    (which is included in the mean: it is part of what the model produced).
+    """
+    out = []
+    for s in range(0, len(prompts), batch_size):
+        batch = encode_chats(tok, system, prompts[s : s + batch_size], answers[s : s + batch_size], n_assistant=1)
+        index = torch.cat([batch.final_prompt_idx[:, None], batch.assistant_idx], 1)
+        out.append(read_residuals(tlm, batch, index, mean_masks=batch.completion_mask[:, None, :]))
+    return torch.cat(out)
+
+
+def read_final(
+    tlm: TracedLM, tok: PreTrainedTokenizerBase, system: str | None, prompts: Sequence[str], batch_size: int,
+) -> torch.Tensor:
+    """(n, L, d) float32 at the final prompt token only (prompt without an answer)."""
+    out = []
+    for s in range(0, len(prompts), batch_size):
+        batch = encode_chats(tok, system, prompts[s : s + batch_size])
+        out.append(read_residuals(tlm, batch, batch.final_prompt_idx[:, None])[:, :, 0])
+    return torch.cat(out)
+
+
+def final_prompt_projection(
+    tlm: TracedLM, tok: PreTrainedTokenizerBase, system: str | None, prompts: Sequence[str], v: torch.Tensor,
+    batch_size: int,
+) -> torch.Tensor:
+    """Mean over prompts of <h_l(final prompt token), v_l>, per layer: (L,) float64.
+
+    ValueError when ``v`` is not (n_layers, d_model).
+    """
+    if tuple(v.shape) != (tlm.n_layers, tlm.d_model):
+        raise ValueError(f"v must be (n_layers, d_model) = {(tlm.n_layers, tlm.d_model)}, got {tuple(v.shape)}")
+    vv = v.detach().double().cpu()
+    total = torch.zeros(tlm.n_layers, dtype=torch.float64)
+    for s in range(0, len(prompts), batch_size):
+        batch = encode_chats(tok, system, prompts[s : s + batch_size])
+        h = read_residuals(tlm, batch, batch.final_prompt_idx[:, None])  # (B, L, 1, d)
+        total += torch.einsum("bld,ld->l", h[:, :, 0].double(), vv)
+    return total / len(prompts)
+
+
+def residual_scale(
+    tlm: TracedLM, tok: PreTrainedTokenizerBase, system: str | None, prompts: Sequence[str],
+    completions: Sequence[str], layers: list[int], batch_size: int,
+) -> dict[int, float]:
+    """Median per-token residual norm after each layer, over real tokens of the given chats.
+
+    The unit of preventative steering's alpha (:mod:`nnsight_inoc.measures.steering`): read with
+    the same trace code as everything else (every position; padding comes back NaN and is
+    dropped), on the model passed in (the base). ValueError if a median is not positive.
+    """
+    norms: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    for s in range(0, len(prompts), batch_size):
+        batch = encode_chats(tok, system, prompts[s : s + batch_size], completions[s : s + batch_size])
+        T = batch.input_ids.shape[1]
+        index = torch.arange(T).expand(batch.size, T).clone()
+        index[batch.attention_mask == 0] = -1
+        h = read_residuals(tlm, batch, index, layers=layers)  # (B, len(layers), T, d), NaN at padding
+        n = h.norm(dim=-1)
+        for j, layer in enumerate(layers):
+            x = n[:, j]
+            norms[layer].append(x[torch.isfinite(x)])
+    out = {layer: float(torch.cat(norms[layer]).median()) for layer in layers}
+    bad = {layer: s for layer, s in out.items() if not s > 0}
+    if bad:
+        raise ValueError(f"residual norm is not positive at layers {bad}; cannot scale alpha")
+    return out

@@ -1,0 +1,26 @@
+"""Every claim of the study with its verdict: the alignment claims C1-C4 and the drift claims C5-C8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from nnsight_inoc.report.alignment_rules import (
+    CLAIMS,
+    c1_rotation,
+    c2_beyond_lossmatch,
+    c3_beyond_random,
+    c4_regression,
+    direction_cap_reason,
+)
+from nnsight_inoc.report.drift_rules import DRIFT_CLAIMS, drift_verdicts
+from nnsight_inoc.report.verdicts import Verdict, cap
+
+
+def all_verdicts(run_dir: Path, extract: Mapping[str, Any], align: Mapping[str, Any]) -> list[tuple[str, str, Verdict]]:
+    """(id, claim, verdict) for every claim; C1-C4 capped when the direction fails its checks."""
+    bad = direction_cap_reason(extract)
+    gated = [c1_rotation(align), c2_beyond_lossmatch(align), c3_beyond_random(align), c4_regression(align)]
+    gated = [cap(v, bad is not None, bad or "") for v in gated]
+    verdicts = gated + drift_verdicts(run_dir, align)
+    return [(cid, claim, v) for (cid, claim), v in zip(CLAIMS + DRIFT_CLAIMS, verdicts)]

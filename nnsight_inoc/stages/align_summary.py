@@ -1,0 +1,218 @@
+"""The align stage's summary: per-condition CIs, paired contrasts, the random-direction null
+and the loss-controlled regression, written as one JSON, a tidy table and plots.
+
+Every contrast is paired (the same SFT examples under each condition) and every
+per-layer family of p-values is corrected (Holm; Benjamini-Hochberg also given).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnsight_inoc.core import artifacts as A
+from nnsight_inoc.core.layout import (
+    LOSS_PLOT,
+    RunLayout,
+    cos_plot,
+    norm_plot,
+    null_plot,
+)
+from nnsight_inoc.core.progress import log
+from nnsight_inoc.measures.alignment import SIGN_NOTE
+from nnsight_inoc.report import plots
+from nnsight_inoc.stats.bootstrap import (
+    bootstrap_mean_ci_by_col,
+    paired_bootstrap_diff_by_col,
+)
+from nnsight_inoc.stats.multiple import benjamini_hochberg, holm
+from nnsight_inoc.stats.nulls import (
+    null_p_values,
+    random_unit_directions,
+    sphere_null_p,
+)
+from nnsight_inoc.stats.regression import condition_effect_regression
+from nnsight_inoc.study import Study
+
+# (a, b): report a - b. The first is the hypothesis test; the others are its controls.
+CONTRASTS = (("inoc", "neutral"), ("inoc", "lossmatch"), ("lossmatch", "neutral"), ("explicit", "neutral"))
+REGRESSION_POSITIONS = ("final_prompt", "a_sum")
+
+
+def load_conditions(layout: RunLayout) -> dict[str, dict[str, Any]]:
+    conds = {}
+    for path in layout.align_conditions():
+        blob = A.load_torch(path)
+        conds[blob["condition"]] = blob
+    if not conds:
+        raise FileNotFoundError(f"no measured conditions in {layout.align_dir}; run `align` first")
+    ids = {name: c["ids"] for name, c in conds.items()}
+    first = next(iter(ids.values()))
+    if any(v != first for v in ids.values()):
+        raise ValueError("conditions were measured on different SFT examples; rerun align --condition all")
+    return conds
+
+
+def _ci_block(x: np.ndarray, n_boot: int, seed: int) -> dict[str, list[float]]:
+    est, lo, hi = bootstrap_mean_ci_by_col(x, n_boot=n_boot, rng=seed)
+    return {"mean": est.tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
+
+
+def summarise(study: Study) -> dict[str, Any]:
+    t0 = time.time()
+    cfg = study.cfg.align
+    layout = study.layout
+    conds = load_conditions(layout)
+    any_c = next(iter(conds.values()))
+    positions: list[str] = any_c["positions"]
+    layer = int(any_c["layer"])
+    nb, seed = cfg.n_bootstrap, study.cfg.seed
+    per_cond: dict[str, Any] = {}
+    for name, c in conds.items():
+        loss = c["loss"].numpy()[:, None]
+        per_cond[name] = {
+            "system_prompt": c["system_prompt"],
+            "n": int(loss.shape[0]),
+            "loss": _ci_block(loss, nb, seed),
+            "cos": {p: _ci_block(c["cos"][:, :, j].numpy(), nb, seed) for j, p in enumerate(positions)},
+            "norm": {p: _ci_block(c["norm"][:, :, j].numpy(), nb, seed) for j, p in enumerate(positions)},
+            "proj": {p: _ci_block(c["proj"][:, :, j].numpy(), nb, seed) for j, p in enumerate(positions)},
+        }
+    contrasts: dict[str, Any] = {}
+    dirs = random_unit_directions(study.tlm.d_model, cfg.n_random, rng=seed)  # (K, d)
+    for a, b in CONTRASTS:
+        if a not in conds or b not in conds:
+            continue
+        key = f"{a}-{b}"
+        block: dict[str, Any] = {}
+        dl, dlo, dhi, dp = paired_bootstrap_diff_by_col(conds[a]["loss"].numpy()[:, None],
+                                                         conds[b]["loss"].numpy()[:, None], nb, rng=seed)
+        block["loss"] = {"diff": float(dl[0]), "lo": float(dlo[0]), "hi": float(dhi[0]), "p": float(dp[0])}
+        D = (conds[a]["mean_unit_neg_grad"] - conds[b]["mean_unit_neg_grad"]).double().numpy()  # (L, P, d)
+        dim = D.shape[-1]
+        delta_r_all = D @ dirs.T  # (L, P, K): the same contrast measured along each random direction
+        for j, p in enumerate(positions):
+            diff, lo, hi, pv = paired_bootstrap_diff_by_col(
+                conds[a]["cos"][:, :, j].numpy(), conds[b]["cos"][:, :, j].numpy(), nb, rng=seed
+            )
+            d_norm = np.linalg.norm(D[:, j], axis=-1)
+            p_exact = sphere_null_p(diff, d_norm, dim)
+            p_mc = null_p_values(diff[:, None], delta_r_all[:, j][:, None, :])[:, 0]
+            sd = d_norm / np.sqrt(dim)
+            block[p] = {
+                "diff_cos": diff.tolist(), "lo": lo.tolist(), "hi": hi.tolist(),
+                "p_boot": pv.tolist(), "p_boot_holm": holm(pv).tolist(), "p_boot_bh": benjamini_hochberg(pv).tolist(),
+                "null_p_exact": p_exact.tolist(), "null_p_exact_holm": holm(p_exact).tolist(),
+                "null_p_mc": p_mc.tolist(), "null_p_mc_holm": holm(p_mc).tolist(),
+                "null_sd": sd.tolist(), "null_z": (diff / sd).tolist(),
+                "null_mc_sd": delta_r_all[:, j].std(-1).tolist(),
+                "diff_norm": (conds[a]["norm"][:, :, j] - conds[b]["norm"][:, :, j]).mean(0).tolist(),
+            }
+        contrasts[key] = block
+    regression = _regressions(conds, positions, nb, seed)
+    summary = {
+        "sign_convention": SIGN_NOTE,
+        "layer": layer,
+        "positions": positions,
+        "direction_position": any_c["direction_position"],
+        "n_random": cfg.n_random,
+        "null_note": "random-direction null: the contrast in mean cos(-g, r) for r uniform on the sphere; "
+        "p exact (incomplete beta) and Monte-Carlo over n_random directions; Holm across layers",
+        "n_bootstrap": nb,
+        "conditions": per_cond,
+        "contrasts": contrasts,
+        "regression": regression,
+    }
+    lm_path = layout.lossmatch
+    if lm_path.is_file():
+        summary["lossmatch"] = {k: v for k, v in A.read_json(lm_path).items() if k != "candidates"}
+    A.write_json(layout.align_summary, summary)
+    n_rows = _write_rows(layout.align_rows, conds, positions)
+    _plots(layout.align_dir, conds, per_cond, contrasts, positions, dirs)
+    study.prov.stage("align_summary", time.time() - t0, n_rows=n_rows)
+    _log_headline(summary)
+    return summary
+
+
+def _regressions(conds: dict[str, Any], positions: list[str], nb: int, seed: int) -> dict[str, Any]:
+    """alignment ~ condition + z(loss) + z(log |g|), per layer, cluster bootstrap over examples."""
+    if "neutral" not in conds or "inoc" not in conds:
+        return {}
+    names = list(conds)
+    ids = np.concatenate([np.asarray(conds[n]["ids"]) for n in names])
+    cond = np.concatenate([np.full(len(conds[n]["ids"]), n) for n in names])
+    loss = np.concatenate([conds[n]["loss"].numpy() for n in names])
+    out: dict[str, Any] = {}
+    baselines = ["neutral"] + (["lossmatch"] if "lossmatch" in conds else [])
+    for p in REGRESSION_POSITIONS:
+        j = positions.index(p)
+        cos = np.concatenate([conds[n]["cos"][:, :, j].numpy() for n in names])  # (N, L)
+        lognorm = np.concatenate([np.log(conds[n]["norm"][:, :, j].numpy()) for n in names])
+        for base in baselines:
+            rows = []
+            for l in range(cos.shape[1]):
+                r = condition_effect_regression(
+                    cos[:, l], cond, ids, {"loss": loss, "log_grad_norm": lognorm[:, l]},
+                    baseline=base, target="inoc", n_boot=nb, rng=seed + l,
+                )
+                rows.append(r)
+            pv = np.array([r["coef_adjusted_p_boot"] for r in rows])
+            padj = holm(pv)
+            for r, q in zip(rows, padj):
+                r["coef_adjusted_p_holm"] = float(q)
+            out[f"{p}/inoc_vs_{base}"] = rows
+    return out
+
+
+def _write_rows(path: Path, conds: dict[str, Any], positions: list[str]) -> int:
+    def rows():
+        for name, c in conds.items():
+            cos, proj, norm, loss = (c[k].numpy() for k in ("cos", "proj", "norm", "loss"))
+            for i, ex in enumerate(c["ids"]):
+                for l in range(cos.shape[1]):
+                    for j, p in enumerate(positions):
+                        yield (ex, name, l, p, f"{proj[i, l, j]:.6g}", f"{norm[i, l, j]:.6g}",
+                               f"{cos[i, l, j]:.6g}", f"{loss[i]:.6g}")
+
+    return A.write_csv_gz(path, ["example_id", "condition", "layer", "position", "proj_neg_g_v",
+                                 "grad_norm", "cos_neg_g_v", "loss"], rows())
+
+
+def _plots(out_dir: Path, conds: dict[str, Any], per_cond: dict[str, Any], contrasts: dict[str, Any],
+           positions: list[str], dirs: np.ndarray) -> None:
+    for p in ("final_prompt", "a_sum"):
+        curves = {n: tuple(np.array(per_cond[n]["cos"][p][k]) for k in ("mean", "lo", "hi")) for n in conds}
+        plots.curves_with_ci(out_dir / cos_plot(p), curves, "mean cos(-g, v)",
+                             f"gradient alignment with v at {p} (95% bootstrap CI)\n{SIGN_NOTE}")
+        norms = {n: tuple(np.array(per_cond[n]["norm"][p][k]) for k in ("mean", "lo", "hi")) for n in conds}
+        plots.curves_with_ci(out_dir / norm_plot(p), norms, "mean |g|",
+                             f"gradient norm at {p} (95% CI)", hline=None, logy=True)
+    plots.loss_by_condition(out_dir / LOSS_PLOT,
+                            {n: (per_cond[n]["loss"]["mean"][0], per_cond[n]["loss"]["lo"][0],
+                                 per_cond[n]["loss"]["hi"][0]) for n in conds})
+    for key in ("inoc-neutral", "inoc-lossmatch"):
+        if key not in contrasts:
+            continue
+        a, b = key.split("-")
+        for p in ("final_prompt", "a_sum"):
+            j = positions.index(p)
+            D = (conds[a]["mean_unit_neg_grad"][:, j] - conds[b]["mean_unit_neg_grad"][:, j]).double().numpy()
+            blk = contrasts[key][p]
+            plots.null_panel(out_dir / null_plot(a, b, p), np.array(blk["diff_cos"]), D @ dirs[:2000].T,
+                             np.array(blk["null_p_exact_holm"]), f"{a} - {b} ({p})")
+
+
+def _log_headline(s: dict[str, Any]) -> None:
+    l = s["layer"]
+    c = s["contrasts"].get("inoc-neutral")
+    if c is None:
+        return
+    b = c["final_prompt"]
+    log(
+        f"layer {l}, final prompt: delta cos(-g,v) inoc-neutral = {b['diff_cos'][l]:+.4f} "
+        f"[{b['lo'][l]:+.4f}, {b['hi'][l]:+.4f}], random-direction z {b['null_z'][l]:+.1f}, "
+        f"exact null p (Holm) {b['null_p_exact_holm'][l]:.3g}"
+    )

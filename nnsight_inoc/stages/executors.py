@@ -1,0 +1,59 @@
+"""Executors of the finetune plan: what every executor does per run, and the sequential executor.
+
+:func:`execute_run` is the one per-run sequence (skip a finished run, refuse one trained with
+another config, train, free memory, optionally measure drift at once). The sequential
+executor (:func:`run_finetune`) walks the plan in order in this process; the claim-based
+workers (:mod:`.workers`) walk it seed-major across processes; both call :func:`execute_run`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from nnsight_inoc.core import artifacts as A
+from nnsight_inoc.core.progress import log
+from nnsight_inoc.stages.drift import drift_run
+from nnsight_inoc.stages.finetune import (
+    check_trained,
+    free_memory,
+    needs_training,
+    train_run,
+)
+from nnsight_inoc.stages.plan import FinetunePlan, RunSpec, build_plan
+from nnsight_inoc.study import Study
+
+
+def execute_run(study: Study, plan: FinetunePlan, run: RunSpec, *, with_drift: bool) -> dict[str, Any]:
+    """Bring one run to "trained" (and "drift measured" with ``with_drift``); returns its train.json record.
+
+    A run that has train.json (and its adapter or drift.json) is reused after checking that it
+    was trained with this config, prompt and steering; one whose adapter was lost before its
+    drift was measured is trained again.
+    """
+    files = study.layout.run(run.condition, run.seed)
+    if not needs_training(files):
+        rec = check_trained(study, files.train_json, run.system_prompt, run.steer)
+        log(f"finetune {run.name}: already trained, reusing")
+    else:
+        if files.train_json.is_file():
+            log(f"finetune {run.name}: train.json without its adapter or drift.json, training again")
+        rec = train_run(study, plan, run)
+        free_memory()
+    if with_drift:
+        drift_run(study, plan, run)
+    return rec
+
+
+def run_finetune(study: Study, which: str = "all") -> list[dict[str, Any]]:
+    """The sequential executor: train every run of the plan not yet trained; returns their train.json records."""
+    t0 = time.time()
+    plan = build_plan(study, which)
+    done = [execute_run(study, plan, run, with_drift=False) for run in plan.runs]
+    study.prov.stage(f"finetune_{which}", time.time() - t0, runs=len(done))
+    return done
+
+
+def read_record(study: Study, run: RunSpec) -> dict[str, Any]:
+    """A run's train.json record."""
+    return A.read_json(study.layout.run(run.condition, run.seed).train_json)

@@ -1,0 +1,217 @@
+"""Regression and residualisation: the one least-squares home of the package.
+
+* :func:`residualise` (the part of y that covariates do not explain) serves both the
+  alignment regression control and the drift relation's partial correlations.
+* The regression control asks "does the inoculation prompt change gradient alignment
+  beyond what the loss (or gradient norm) change explains?". The inoculation prompt lowers the loss of trait-consistent completions, and smaller
+  loss alone can change gradient geometry. `condition_effect_regression` therefore
+  adjusts the condition effect for loss-like covariates. Because every example is
+  seen under every condition, uncertainty comes from a *cluster* bootstrap over
+  example ids (all rows of a drawn example travel together), implemented as a
+  weighted least-squares fit (duplicated rows == integer weights) so all draws are
+  solved in a few batched matrix operations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+from sklearn.linear_model import LinearRegression
+
+from nnsight_inoc.stats.bootstrap import (
+    RngLike,
+    bootstrap_p_two_sided,
+    percentile_interval,
+    require_finite,
+    resample_count_chunks,
+)
+
+# Batched normal equations whose condition number exceeds this are "degenerate"
+# resamples (e.g. a covariate constant within the draw): excluded and counted.
+_MAX_COND = 1e12
+
+
+def residualise(
+    y: np.ndarray, X: np.ndarray, sample_weight: np.ndarray | None = None
+) -> np.ndarray:
+    """y minus its OLS fit (with intercept) on X: the part of y that X does not
+    explain. X may be (n,), (n, p) or (n, 0) (then y is only centred)."""
+    ya = np.asarray(y, dtype=np.float64)
+    Xa = np.asarray(X, dtype=np.float64)
+    if Xa.ndim == 1:
+        Xa = Xa[:, None]
+    if ya.ndim != 1 or Xa.ndim != 2 or Xa.shape[0] != ya.size:
+        raise ValueError(f"need y (n,) and X (n, p), got {ya.shape} and {Xa.shape}")
+    if ya.size < 2:
+        raise ValueError("residualise needs at least 2 rows")
+    require_finite(ya, "y")
+    require_finite(Xa, "X")
+    if Xa.shape[1] == 0:
+        return ya - np.average(ya, weights=sample_weight)
+    model = LinearRegression().fit(Xa, ya, sample_weight=sample_weight)
+    return ya - model.predict(Xa)
+
+
+def weighted_ols_batch(X: np.ndarray, y: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """(k, p) weighted-LS coefficients, one fit per row of W (k, N); X (N, p) must
+    include any intercept column. Degenerate fits (cond > 1e12) are NaN rows."""
+    p = X.shape[1]
+    outer = (X[:, :, None] * X[:, None, :]).reshape(X.shape[0], p * p)
+    xtwx = (W @ outer).reshape(W.shape[0], p, p)
+    xtwy = W @ (X * y[:, None])
+    ok = np.linalg.cond(xtwx) < _MAX_COND
+    beta = np.full((W.shape[0], p), np.nan)
+    if ok.any():
+        beta[ok] = np.linalg.solve(xtwx[ok], xtwy[ok][..., None])[..., 0]
+    return beta
+
+
+def weighted_partial_r_batch(
+    y: np.ndarray, z: np.ndarray, C1: np.ndarray, W: np.ndarray
+) -> np.ndarray:
+    """(k,) weighted Pearson r of y and z after residualising both on C1 (N, q, with
+    intercept column), one per weight row; equals the unweighted statistic on the
+    rows duplicated by their integer weights."""
+    ry = y[None, :] - weighted_ols_batch(C1, y, W) @ C1.T
+    rz = z[None, :] - weighted_ols_batch(C1, z, W) @ C1.T
+    num = np.sum(W * ry * rz, axis=1)
+    den = np.sqrt(np.sum(W * ry * ry, axis=1) * np.sum(W * rz * rz, axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def _standardise(covariates: dict[str, Any], keep: np.ndarray, n: int) -> np.ndarray:
+    cols = []
+    for name, values in covariates.items():
+        c = np.asarray(values, dtype=np.float64)
+        if c.shape != (n,):
+            raise ValueError(f"covariate {name!r} has shape {c.shape}, expected ({n},)")
+        c = c[keep]
+        require_finite(c, f"covariate {name!r}")
+        sd = c.std()
+        if sd == 0:
+            raise ValueError(f"covariate {name!r} is constant; it cannot be a control")
+        cols.append((c - c.mean()) / sd)
+    return np.column_stack(cols) if cols else np.empty((int(keep.sum()), 0))
+
+
+def _nan_rows(y: np.ndarray, covariates: dict[str, Any]) -> np.ndarray:
+    bad = np.isnan(y)
+    for name, values in covariates.items():
+        c = np.asarray(values, dtype=np.float64)
+        if c.shape != y.shape:
+            raise ValueError(f"covariate {name!r} has shape {c.shape}, expected {y.shape}")
+        bad |= np.isnan(c)
+    return bad
+
+
+def condition_effect_regression(
+    alignment: np.ndarray,
+    condition: np.ndarray,
+    example_id: np.ndarray,
+    covariates: dict[str, np.ndarray],
+    baseline: str = "neutral",
+    target: str = "inoc",
+    n_boot: int = 2000,
+    rng: RngLike = 0,
+    alpha: float = 0.05,
+) -> dict[str, float | int]:
+    """Effect of condition ``target`` (vs ``baseline``) on alignment, adjusted for
+    standardised covariates, with cluster-bootstrap CIs over ``example_id``.
+
+    Model: alignment ~ 1 + one-hot(condition, baseline dropped) + z(covariates),
+    fitted on all rows (all conditions). Rows with NaN in alignment or a covariate
+    are dropped and counted; inf raises.
+
+    Returned keys (floats unless noted):
+      coef_adjusted, coef_adjusted_lo, coef_adjusted_hi, coef_adjusted_p_boot:
+          target coefficient with covariates, percentile CI, two-sided bootstrap p.
+      coef_unadjusted, coef_unadjusted_lo, coef_unadjusted_hi:
+          same without covariates (= mean(target) - mean(baseline)).
+      partial_r, partial_r_lo, partial_r_hi: Pearson r between alignment and the
+          target-vs-baseline indicator, both residualised on the covariates, on the
+          rows of those two conditions only.
+      r2_adjusted, r2_unadjusted: in-sample R^2 of the two models.
+      coef_cov_<name>: covariate coefficient per 1 SD of that covariate.
+      n_rows, n_examples, n_dropped_nan, n_boot, n_boot_degenerate (ints): rows used,
+          clusters, NaN rows dropped, draws, draws excluded as degenerate; alpha.
+    """
+    if baseline == target:
+        raise ValueError("baseline and target must differ")
+    y = np.asarray(alignment, dtype=np.float64)
+    cond = np.asarray(condition)
+    ids = np.asarray(example_id)
+    n = y.size
+    if y.ndim != 1 or cond.shape != (n,) or ids.shape != (n,):
+        raise ValueError(f"alignment, condition, example_id must be 1-D of equal length, "
+                         f"got {y.shape}, {cond.shape}, {ids.shape}")
+    keep = ~_nan_rows(y, covariates)
+    Cz = _standardise(covariates, keep, n)
+    y, cond, ids = y[keep], cond[keep], ids[keep]
+    require_finite(y, "alignment")
+    for label in (baseline, target):
+        if not np.any(cond == label):
+            raise ValueError(f"condition {label!r} has no (non-NaN) rows")
+    levels = [c for c in np.unique(cond).tolist() if c != baseline]
+    D = (cond[:, None] == np.asarray(levels)[None, :]).astype(np.float64)
+    t = levels.index(target)
+
+    adj = LinearRegression().fit(np.hstack([D, Cz]), y)
+    unadj = LinearRegression().fit(D, y)
+    pair = (cond == baseline) | (cond == target)
+    ind = (cond[pair] == target).astype(np.float64)
+    ry, rz = residualise(y[pair], Cz[pair]), residualise(ind, Cz[pair])
+    if np.ptp(rz) == 0:
+        raise ValueError("covariates perfectly predict the condition; partial r undefined")
+    partial = float(sps.pearsonr(ry, rz).statistic)
+
+    boots = _cluster_bootstrap(y, D, Cz, pair, ind, ids, t, n_boot, rng)
+    ok = np.isfinite(boots).all(axis=1)
+    if ok.sum() < 2:
+        raise ValueError("fewer than 2 non-degenerate bootstrap draws")
+    lo, hi = percentile_interval(boots[ok], alpha)
+    out: dict[str, float | int] = {
+        "coef_adjusted": float(adj.coef_[t]),
+        "coef_adjusted_lo": float(lo[0]), "coef_adjusted_hi": float(hi[0]),
+        "coef_adjusted_p_boot": float(bootstrap_p_two_sided(boots[ok, 0])),
+        "coef_unadjusted": float(unadj.coef_[t]),
+        "coef_unadjusted_lo": float(lo[1]), "coef_unadjusted_hi": float(hi[1]),
+        "partial_r": partial, "partial_r_lo": float(lo[2]), "partial_r_hi": float(hi[2]),
+        "r2_adjusted": float(adj.score(np.hstack([D, Cz]), y)),
+        "r2_unadjusted": float(unadj.score(D, y)),
+    }
+    for j, name in enumerate(covariates):
+        out[f"coef_cov_{name}"] = float(adj.coef_[len(levels) + j])
+    out.update(n_rows=int(y.size), n_examples=int(np.unique(ids).size),
+               n_dropped_nan=int((~keep).sum()), n_boot=int(n_boot),
+               n_boot_degenerate=int((~ok).sum()), alpha=float(alpha))
+    return out
+
+
+def _cluster_bootstrap(
+    y: np.ndarray, D: np.ndarray, Cz: np.ndarray, pair: np.ndarray, ind: np.ndarray,
+    ids: np.ndarray, t: int, n_boot: int, rng: RngLike,
+) -> np.ndarray:
+    """(n_boot, 3) draws of [coef_adjusted, coef_unadjusted, partial_r], resampling
+    example ids with replacement (row weight = times its example was drawn)."""
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
+    _, cluster = np.unique(ids, return_inverse=True)
+    n_clusters = int(cluster.max()) + 1
+    if n_clusters < 2:
+        raise ValueError("cluster bootstrap needs at least 2 distinct example ids")
+    ones = np.ones((y.size, 1))
+    X_adj, X_unadj = np.hstack([ones, D, Cz]), np.hstack([ones, D])
+    C1 = np.hstack([ones[pair], Cz[pair]])
+    out = np.empty((n_boot, 3))
+    i = 0
+    for counts in resample_count_chunks(n_clusters, n_boot, rng):
+        W = counts[:, cluster]
+        k = W.shape[0]
+        out[i:i + k, 0] = weighted_ols_batch(X_adj, y, W)[:, 1 + t]
+        out[i:i + k, 1] = weighted_ols_batch(X_unadj, y, W)[:, 1 + t]
+        out[i:i + k, 2] = weighted_partial_r_batch(y[pair], ind, C1, W[:, pair])
+        i += k
+    return out

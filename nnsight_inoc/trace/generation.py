@@ -1,0 +1,106 @@
+"""Greedy generation of the model's own answers, locally or on the NDIF server.
+
+Generation produces text (SFT completions, monitoring answers, drift answers). Given a
+:class:`~nnsight_inoc.tracing.TracedLM` it generates where that model's traces run
+(locally with the HF model's ``generate``, or on the NDIF server); given a plain HF
+model (drift measures finetuned copies) it calls that model directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import nnsight
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from nnsight_inoc.trace.chat import encode_chats
+from nnsight_inoc.trace.tracing import TracedLM
+
+
+def _greedy_kwargs(max_new_tokens: int, eos_token_id: int, pad_token_id: int) -> dict[str, Any]:
+    """The one definition of greedy decoding, shared by every generation path (local, remote, plain models)."""
+    return dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
+                eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+
+
+def local_generate_ids(
+    hf_model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+) -> torch.Tensor:
+    """Greedy ids from an HF model's own ``generate`` (no trace: nothing is read or changed), on the CPU.
+
+    Also used for models that are not wrapped for tracing (drift measures finetuned copies).
+    """
+    device = next(hf_model.parameters()).device
+    with torch.no_grad():
+        return hf_model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                 **_greedy_kwargs(max_new_tokens, eos_token_id, pad_token_id)).cpu()
+
+
+def generate_ids(
+    tlm: TracedLM,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+) -> torch.Tensor:
+    """Greedy token ids (prompt + continuation) for a left-padded batch, on the CPU.
+
+    Local: the HF model's own ``generate`` (no intervention is needed, so no trace,
+    and local numbers stay exactly what they were). Remote: nnsight's ``generate``
+    with the same arguments, executed on the server; on the loopback server its ids
+    equal the local ones exactly.
+    """
+    if not tlm.remote:
+        return local_generate_ids(tlm.hf_model, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id)
+    kwargs = _greedy_kwargs(max_new_tokens, eos_token_id, pad_token_id)
+    with tlm.envoy.generate(input_ids=input_ids, attention_mask=attention_mask, remote=True, **kwargs):
+        ids = nnsight.save(tlm.envoy.generator.output)
+    return ids.cpu()
+
+
+def greedy_answers(
+    model: PreTrainedModel | TracedLM,
+    tok: PreTrainedTokenizerBase,
+    system: str | None,
+    users: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Greedy answers to ``users`` under one system prompt, batched with left padding.
+
+    Generation stops at the end-of-turn token; text after it is discarded and the
+    special tokens are stripped. Prompts are sorted by length so padding is small,
+    and answers come back in the input order.
+    """
+    if not users:
+        return []
+    tlm = model if isinstance(model, TracedLM) else None
+    order = sorted(range(len(users)), key=lambda i: len(users[i]))
+    out: list[str | None] = [None] * len(users)
+    eos = tok.eos_token_id
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = encode_chats(tok, system, [users[i] for i in idx], padding_side="left")
+        if tlm is not None:
+            gen = generate_ids(tlm, batch.input_ids, batch.attention_mask, max_new_tokens, eos, tok.pad_token_id)
+        else:
+            gen = local_generate_ids(model, batch.input_ids, batch.attention_mask, max_new_tokens, eos,
+                                     tok.pad_token_id)
+        new = gen[:, batch.input_ids.shape[1] :]
+        for row, i in enumerate(idx):
+            ids = new[row].tolist()
+            if eos in ids:
+                ids = ids[: ids.index(eos)]
+            out[i] = tok.decode(ids, skip_special_tokens=True).strip()
+        if on_batch is not None:
+            on_batch(len(idx))
+    return [o if o is not None else "" for o in out]

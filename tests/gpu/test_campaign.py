@@ -1,0 +1,89 @@
+"""The GPU campaign's pure parts: how many workers fit on a card, and what the bundles leave out."""
+
+from __future__ import annotations
+
+import importlib.util
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests._paths import ROOT
+
+_spec = importlib.util.spec_from_file_location("campaign", ROOT / "gpu" / "campaign.py")
+campaign = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(campaign)
+
+
+def test_workers_per_gpu_fits_memory():
+    assert campaign.workers_per_gpu(143771) == 2  # H200: two fp32 workers peaked at 98 GB
+    assert campaign.workers_per_gpu(81559) == 1  # H100 80 GB: one
+    assert campaign.workers_per_gpu(16000) == 1  # never zero
+    assert campaign.workers_per_gpu(81559, "3") == 3
+    with pytest.raises(ValueError):
+        campaign.workers_per_gpu(81559, "0")
+
+
+@pytest.mark.parametrize("name, kept", [
+    ("allcaps/finetune/inoc_seed0/train.json", True),
+    ("allcaps/finetune/inoc_seed0/adapter/adapter_model.safetensors", False),
+    ("allcaps/finetune/inoc_seed0/.adapter.x1/adapter_config.json", False),
+    ("allcaps/finetune/claims/inoc_seed0/owner.json", False),
+    ("spanish/align/cond_inoc.pt", False),
+    ("spanish/extract/directions.pt", True),
+    ("spanish/align/rows.csv.gz", True),
+])
+def test_bundle_filter(name, kept):
+    assert (campaign.keep(tarfile.TarInfo(name)) is not None) == kept
+
+
+def test_job_specs_carry_optional_seed_lists(monkeypatch):
+    monkeypatch.setenv("CAMPAIGN_JOBS", "allcaps:variants,allcaps:steering:0,politeness:main,allcaps:steering:1+2")
+    monkeypatch.setenv("CAMPAIGN_PREP", "")
+    spec = importlib.util.spec_from_file_location("campaign2", Path(campaign.__file__))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.JOBS == [("allcaps", "variants"), ("allcaps", "steering", "0"), ("politeness", "main"),
+                        ("allcaps", "steering", "1+2")]
+    assert [p for p in mod.PREP if p] == []
+
+
+def test_bench_lane_writes_each_entry_to_its_own_folder():
+    for name, (argv, out_opt) in campaign.BENCHES.items():
+        assert argv[0] in ("cli.py", "perf/profile_trace.py", "perf/profile_train_step.py"), name
+        assert (Path(campaign.__file__).resolve().parent.parent / argv[0]).is_file()
+        assert out_opt == ("--out" if argv[0].startswith("perf/") else "--out-dir"), name
+
+
+def test_threads_per_process_shares_the_cores():
+    assert campaign.threads_per_process(64, 5) == 12  # 4 H100 workers + the bench lane
+    assert campaign.threads_per_process(64, 9) == 7  # 8 H200 workers + the bench lane
+    assert campaign.threads_per_process(4, 9) == 1  # never zero
+    with pytest.raises(ValueError):
+        campaign.threads_per_process(64, 0)
+
+
+def test_derived_studies_copy_the_source_run_folder_without_its_runs(tmp_path, monkeypatch):
+    """allcaps_tf32 / allcaps_rerun retrain from the source's extract, align and SFT completions only."""
+    src = tmp_path / "repo"
+    for item in ("nnsight_inoc", "gpu", "experiments"):
+        (src / item).mkdir(parents=True)
+    (src / "cli.py").write_text("")
+    run = src / campaign.STUDIES["allcaps"][1]
+    for f in ("extract/extract_summary.json", "align/lossmatch.json", "sft_completions.json", "provenance.json",
+              "provenance.workerg0w0.json", "finetune/inoc_seed0/train.json", "finetune/pre/abc.json",
+              "finetune/finetune_summary.json"):
+        (run / f).parent.mkdir(parents=True, exist_ok=True)
+        (run / f).write_text("{}")
+    root = tmp_path / "campaign"
+    monkeypatch.chdir(src)
+    for k, v in {"ROOT": root, "CODE": root / "code", "RUNS": root / "runs", "LOGS": root / "logs"}.items():
+        monkeypatch.setattr(campaign, k, v)
+    campaign.setup()
+    assert (root / "runs/allcaps/finetune/inoc_seed0/train.json").is_file()
+    for d in campaign.DERIVED:
+        got = sorted(str(p.relative_to(root / "runs" / d)) for p in (root / "runs" / d).rglob("*") if p.is_file())
+        assert got == ["align/lossmatch.json", "extract/extract_summary.json", "finetune/pre/abc.json",
+                       "provenance.json", "sft_completions.json"], d
+        assert campaign.STUDIES[d][0].startswith("gpu/") and (Path(campaign.__file__).parent.parent
+                                                              / campaign.STUDIES[d][0]).is_file()
