@@ -18,8 +18,16 @@ from pathlib import Path
 import click
 import torch
 
-from nnsight_inoc import (bootstrap_mean_ci_by_col, encode_chats, load_config, load_direction, open_study,
-                          read_residuals, reporting_layer, write_json)
+from nnsight_inoc import (
+    bootstrap_mean_ci_by_col,
+    encode_chats,
+    load_config,
+    load_direction,
+    open_study,
+    read_residuals,
+    reporting_layer,
+    write_json,
+)
 
 
 @click.command()

@@ -80,7 +80,10 @@ if TYPE_CHECKING:  # what static tools see; at run time the names load on first 
     from nnsight_inoc.data.traits import get_trait, score_texts
     from nnsight_inoc.measures.alignment import SIGN_NOTE, metrics
     from nnsight_inoc.probes.gradients import GradientMetrics, gradient_metrics
-    from nnsight_inoc.stats.bootstrap import bootstrap_mean_ci_by_col, paired_bootstrap_diff_by_col
+    from nnsight_inoc.stats.bootstrap import (
+        bootstrap_mean_ci_by_col,
+        paired_bootstrap_diff_by_col,
+    )
     from nnsight_inoc.study import (
         Study,
         ensure_sft,

@@ -24,7 +24,6 @@ from typing import Any, Callable
 
 import click
 import torch
-from perf.bench import device_profile, qwen7b_shape
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
@@ -32,6 +31,7 @@ from nnsight_inoc.core.config import FinetuneConfig
 from nnsight_inoc.trace.chat import Batch, make_batch
 from nnsight_inoc.trace.loss import NonFiniteError
 from nnsight_inoc.train import lora as F
+from perf.bench import device_profile, qwen7b_shape
 
 SHAPES: dict[str, dict[str, int]] = {
     # Qwen2.5-1.5B (qwen2.5-coder-1.5b-instruct): the study model

@@ -41,6 +41,10 @@ from typing import Any, Callable, Iterator
 import click
 import psutil
 import torch
+
+from nnsight_inoc.models.load import load_model
+from nnsight_inoc.models.tiny import tiny_qwen2, tiny_tokenizer
+from nnsight_inoc.trace import tracing
 from perf.bench import (
     bench_model,
     device_profile,
@@ -50,10 +54,6 @@ from perf.bench import (
     synthetic_batch,
     timed_call,
 )
-
-from nnsight_inoc.models.load import load_model
-from nnsight_inoc.models.tiny import tiny_qwen2, tiny_tokenizer
-from nnsight_inoc.trace import tracing
 
 CURRENT = tracing._collect_trace_cycles
 

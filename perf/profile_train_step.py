@@ -30,15 +30,15 @@ from typing import Any
 
 import click
 import torch
-from perf.bench import device_profile, matmul_params, matmul_rate, timed_call
 
 from nnsight_inoc.core.config import load_config
+from nnsight_inoc.stages.finetune import precision
 from nnsight_inoc.study import ensure_sft, open_study
 from nnsight_inoc.trace.chat import encode_chats
 from nnsight_inoc.trace.loss import NonFiniteError
-from nnsight_inoc.stages.finetune import precision
 from nnsight_inoc.train import lora as F
 from nnsight_inoc.train.order import step_order
+from perf.bench import device_profile, matmul_params, matmul_rate, timed_call
 
 
 def profile_policy(study: Any, sft: Any, policy: str, warmup: int, steps: int) -> dict[str, Any]:

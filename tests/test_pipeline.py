@@ -17,8 +17,8 @@ from nnsight_inoc.core import layout as A
 from nnsight_inoc.core.artifacts import load_torch, read_json, write_json
 from nnsight_inoc.core.config import from_dict
 from nnsight_inoc.data.splits import Prompt, Splits, save_splits
-from nnsight_inoc.models.tiny import save_tiny_checkpoint
 from tests._paths import ROOT
+from tests._tiny import save_tiny_checkpoint
 
 WORDS = ["sea", "fox", "test", "poem", "bicycle", "France", "cook", "world", "dog", "blue", "wide", "tips"]
 
@@ -135,6 +135,16 @@ def test_example_experiments_run(study, tmp_path):
     assert res.exit_code != 0 and "needs a CUDA device" in str(res.exception)
     pc = json.loads((study.run_dir / "precision_check.json").read_text())
     assert pc["abs_delta_cos_inoc"]["max"] == 0.0  # autocast applies on CUDA only: on CPU both runs are fp32
+
+
+def test_readme_gradient_cosine_example_runs(study, monkeypatch, capsys):
+    """experiments/gradient_cosines_by_prompt.py, the README's ~20-line example, runs as written."""
+    import runpy
+
+    monkeypatch.setattr("sys.argv", ["gradient_cosines_by_prompt.py", str(study.run_dir), "Hi.", "Respond in ALL CAPS."])
+    runpy.run_path(str(ROOT / "experiments" / "gradient_cosines_by_prompt.py"), run_name="__main__")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "cos(-g, v)" in line]
+    assert len(lines) == 2 and lines[0].startswith("'Hi.'") and "loss" in lines[1]
 
 
 def test_sft_completions_cached_by_model_and_data(study, monkeypatch):

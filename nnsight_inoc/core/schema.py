@@ -13,6 +13,8 @@ NaN by the report.
 from pathlib import Path
 from typing import Any, Mapping, NotRequired, TypedDict
 
+from nnsight_inoc.core.artifacts import read_json
+
 
 class CorrStats(TypedDict):
     """Pearson/Spearman with bootstrap CIs (``stats.correlation.pearson_spearman``)."""
@@ -209,3 +211,10 @@ def require_keys(obj: Mapping[str, Any], schema: type, path: Path | str) -> None
     if missing:
         raise ValueError(f"{path}: not a {schema.__name__} (missing keys {missing}); "
                          "was it written by another version or cut short?")
+
+
+def read_checked(path: Path, schema: type) -> dict[str, Any]:
+    """A JSON summary, checked to have its schema's required keys (FileNotFoundError / ValueError naming the path)."""
+    obj = read_json(path)
+    require_keys(obj, schema, path)
+    return obj

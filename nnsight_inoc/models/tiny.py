@@ -1,6 +1,6 @@
 """Tiny random Qwen2 models with an offline tokenizer and the Qwen2.5 chat template.
 
-Tests (and the remote-parity check) need the real architecture and the real chat
+Tests and the CPU profiles need the real architecture and the real chat
 format without any download; numbers from these models mean nothing, only the code
 paths and index conventions are exercised.
 """
@@ -8,7 +8,6 @@ paths and index conventions are exercised.
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -99,10 +98,3 @@ def tiny_qwen2(
     with torch.no_grad():
         model.model.embed_tokens.weight.mul_(10.0)
     return model.to(dtype).eval()
-
-
-def save_tiny_checkpoint(folder: Path | str, num_layers: int = 3, hidden_size: int = 32, seed: int = 5) -> str:
-    """Write a tiny model + tokenizer as an HF folder (what `--model <folder>` loads); returns the path."""
-    tiny_qwen2(num_layers=num_layers, hidden_size=hidden_size, seed=seed).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return str(folder)

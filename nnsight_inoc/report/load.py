@@ -20,7 +20,7 @@ from nnsight_inoc.core.schema import (
     ExtractSummary,
     LossMatch,
     ProvenanceRecord,
-    require_keys,
+    read_checked,
 )
 
 
@@ -40,13 +40,6 @@ class Run:
     @property
     def layout(self) -> RunLayout:
         return RunLayout(self.dir)
-
-
-def read_checked(path: Path, schema: type) -> dict[str, Any]:
-    """A JSON summary, checked to have its schema's required keys."""
-    obj = read_json(path)
-    require_keys(obj, schema, path)
-    return obj
 
 
 def load_run(run_dir: Path) -> Run:

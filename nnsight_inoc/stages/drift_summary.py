@@ -14,6 +14,7 @@ import numpy as np
 
 from nnsight_inoc.core import artifacts as A
 from nnsight_inoc.core.config import NEUTRAL_CONDITION
+from nnsight_inoc.core.schema import DriftRecord, TrainRecord, read_checked
 from nnsight_inoc.report import plots
 from nnsight_inoc.stages.plan import training_conditions
 from nnsight_inoc.stats.correlation import pearson_spearman
@@ -30,7 +31,7 @@ def _rows(study: Study, which: str, layer: int, partial: bool = False) -> tuple[
             if partial and not files.drift_json.is_file():
                 missing.append(files.folder.name)
                 continue
-            tr, dr = A.read_json(files.train_json), A.read_json(files.drift_json)
+            tr, dr = read_checked(files.train_json, TrainRecord), read_checked(files.drift_json, DriftRecord)
             cos = np.array([p["cos"] for p in tr["probes"]])  # (n_probe_steps, L, P)
             j = tr["positions"].index("a_sum")
             rows.append({

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from nnsight_inoc.core import artifacts as A
 from nnsight_inoc.core.progress import log
 from nnsight_inoc.stages.drift import drift_run
 from nnsight_inoc.stages.finetune import (
@@ -52,8 +51,3 @@ def run_finetune(study: Study, which: str = "all") -> list[dict[str, Any]]:
     done = [execute_run(study, plan, run, with_drift=False) for run in plan.runs]
     study.prov.stage(f"finetune_{which}", time.time() - t0, runs=len(done))
     return done
-
-
-def read_record(study: Study, run: RunSpec) -> dict[str, Any]:
-    """A run's train.json record."""
-    return A.read_json(study.layout.run(run.condition, run.seed).train_json)

@@ -16,7 +16,6 @@ import torch
 
 from nnsight_inoc.core.config import from_dict
 from nnsight_inoc.core.layout import RunLayout
-from nnsight_inoc.models.tiny import save_tiny_checkpoint
 from nnsight_inoc.stages.finetune import precision, train_run
 from nnsight_inoc.study import SFTSet
 from nnsight_inoc.trace.chat import encode_chats
@@ -24,6 +23,7 @@ from nnsight_inoc.trace.loss import NonFiniteError
 from nnsight_inoc.trace.tracing import wrap
 from nnsight_inoc.train import lora as F
 from tests._plans import one_run
+from tests._tiny import save_tiny_checkpoint
 
 
 def train_lora(study, cond, system, sft, seed, v, out):

@@ -276,8 +276,8 @@ WORDS = ["sea", "fox", "test", "poem", "bicycle", "France"]
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    from nnsight_inoc.models.tiny import save_tiny_checkpoint
     from nnsight_inoc.study import open_study
+    from tests._tiny import save_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("steer")
     folder = save_tiny_checkpoint(root / "tiny", num_layers=4)

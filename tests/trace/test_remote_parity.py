@@ -26,8 +26,8 @@ from nnsight_inoc.core import layout as A
 from nnsight_inoc.core.artifacts import load_torch, read_json
 from nnsight_inoc.core.config import dump_toml, from_dict
 from nnsight_inoc.data.splits import Prompt, Splits, save_splits
-from nnsight_inoc.models.tiny import save_tiny_checkpoint
 from tests._paths import ROOT
+from tests._tiny import save_tiny_checkpoint
 
 pytestmark = pytest.mark.ndif
 

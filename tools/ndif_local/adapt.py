@@ -25,7 +25,7 @@ import gc
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable
 
 import ray
 from ndif.services.ray.deployments.controller.controller import _ControllerActor
@@ -120,7 +120,7 @@ class _CpuModel(BaseModelDeployment):
     async def to_cache(self) -> None:
         raise RuntimeError("CPU model actor cannot be cached (no GPU to free)")
 
-    def from_cache(self, gpu_mem_bytes_by_id: Dict[int, int]) -> None:
+    def from_cache(self, gpu_mem_bytes_by_id: dict[int, int]) -> None:
         raise RuntimeError("CPU model actor cannot be restored from cache")
 
     def cleanup(self) -> None:
