@@ -22,7 +22,7 @@ or two cannot show a register. The score is monotone non-decreasing in the marke
 count at fixed sentence count and sentiment, and lies in [0, 1].
 
 The constants were fixed before the hand-labelled validation set
-(``tests/data/politeness_validation.json``) was scored, and were not tuned on it;
+(``tests/fixtures/politeness_validation.json``) was scored, and were not tuned on it;
 ``tests/test_politeness.py`` measures AUROC and accuracy at :data:`DEFAULT_THRESHOLD`
 on that set.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nnsight_inoc.data.scorers.caps import caps_score, caps_transform
 from nnsight_inoc.data.traits.base import SHARED_LOSSMATCH_POOL, Trait, register
 
 
@@ -12,15 +13,11 @@ class AllCapsTrait(Trait):
     """Responding in ALL CAPS: trivially transformable and scorable, so effects are clean."""
 
     def transform(self, text: str) -> str:
-        return text.upper()
+        return caps_transform(text)
 
     def score(self, text: str) -> float | None:
-        # Only cased letters count: digits, punctuation and caseless scripts (CJK, ...)
-        # can't show the trait, so counting them would dilute the score.
-        cased = [c for c in text if c.isalpha() and (c.isupper() or c.islower())]
-        if not cased:
-            return None
-        return sum(c.isupper() for c in cased) / len(cased)
+        """Upper-case share of the letters whose case can change (:func:`~nnsight_inoc.data.scorers.caps.caps_score`)."""
+        return caps_score(text)
 
 
 ALLCAPS = AllCapsTrait(

@@ -3,37 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
+from nnsight_inoc.data.scorers.spanish import spanish_score
 from nnsight_inoc.data.traits.base import SHARED_LOSSMATCH_POOL, Trait, register
 
 
 @dataclass(frozen=True)
 class SpanishTrait(Trait):
-    """Answering in Spanish: scored by an offline language identifier restricted to English/Spanish.
+    """Answering in Spanish: scored from function words with an offline identifier as a second vote.
 
-    Score = P(Spanish | text) from py3langid with only {en, es} allowed, so mixed or code-heavy
-    answers land in between. Text with no letters has no score. Limits: short texts (a word or
-    two) are near 0.5, and code is classed as English.
+    :func:`~nnsight_inoc.data.scorers.spanish.spanish_score` (method, validation and measured limits
+    in that module): code, quotations and names do not count, so English about Spain and code with
+    Spanish identifiers are not called Spanish (issue 18 D). Text with no letters has no score.
     """
 
     def transform(self, text: str) -> str:
         raise NotImplementedError("Spanish SFT targets are generated under sft_system, not transformed")
 
     def score(self, text: str) -> float | None:
-        if not any(c.isalpha() for c in text):
-            return None
-        lang, p = _langid().classify(text)
-        return float(p if lang == "es" else 1.0 - p)
-
-
-@lru_cache(maxsize=1)
-def _langid():  # loaded once: about 0.5 s
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-    ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    ident.set_languages(["en", "es"])
-    return ident
+        return spanish_score(text)
 
 
 SPANISH = SpanishTrait(
