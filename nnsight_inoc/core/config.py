@@ -234,6 +234,26 @@ class SteeringConfig(_Section):
         return v
 
 
+class ExecutionConfig(_Section):
+    """How the finetune plan's runs are executed: never what they compute.
+
+    A top-level section (not inside [finetune]) because it must not change a run's identity:
+    ``train.json`` records the [finetune] section, and a run trained by any executor is reused
+    by any other (the executors agree to fp32 round-off; tested).
+    """
+
+    executor: Literal["sequential", "grouped"] = Field(
+        "sequential",
+        description="'sequential': one run at a time, each with its own PEFT adapter on a copy of the base; "
+        "'grouped': the runs of one seed K at a time in one forward/backward pass of the shared base, "
+        "each with its own stacked adapter, AdamW state and loss (nnsight_inoc/train/grouped.py).",
+    )
+    group_size: int = Field(
+        0, ge=0, description="Runs per group for the grouped executor; 0 = as many as fit in the device's free "
+        "memory (measured with a trial step), all of a seed on the CPU.",
+    )
+
+
 class StudyConfig(_Section):
     seed: int = Field(0, description="Seed for bootstraps and random directions (generation is greedy).")
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -244,6 +264,7 @@ class StudyConfig(_Section):
     align: AlignConfig = Field(default_factory=AlignConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     steering: SteeringConfig = Field(default_factory=SteeringConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     @model_validator(mode="after")
     def _check_conditions(self) -> "StudyConfig":

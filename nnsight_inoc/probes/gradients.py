@@ -20,7 +20,7 @@ from nnsight_inoc.measures.alignment import (
     unit_neg_grad_sum,
     with_sum,
 )
-from nnsight_inoc.trace.chat import encode_chats, gradient_index
+from nnsight_inoc.trace.chat import Systems, encode_chats, gradient_index, per_row
 from nnsight_inoc.trace.loss import NonFiniteError
 from nnsight_inoc.trace.tracing import TracedLM, capture_gradients
 
@@ -41,7 +41,7 @@ class GradientMetrics:
 def gradient_metrics(
     tlm: TracedLM,
     tok: PreTrainedTokenizerBase,
-    system: str | None,
+    system: Systems,
     prompts: Sequence[str],
     completions: Sequence[str],
     v: torch.Tensor,
@@ -53,7 +53,8 @@ def gradient_metrics(
     label: str = "",
     on_batch: Callable[[int], None] | None = None,
 ) -> GradientMetrics:
-    """Measure every (prompt, completion) under ``system`` against the unit direction ``v`` (L, d).
+    """Measure every (prompt, completion) under ``system`` (one for all, or one per example) against the
+    unit direction ``v`` (L, d).
 
     ``steer`` ({layer: (d,) vector}) steers the forward pass as preventative-steering training
     does. Raises :class:`NonFiniteError` naming ``label`` and the examples (``ids``, else their
@@ -62,11 +63,12 @@ def gradient_metrics(
     if len(prompts) != len(completions) or not prompts:
         raise ValueError(f"need as many completions as prompts (>= 1), got {len(prompts)} and {len(completions)}")
     names = list(ids) if ids is not None else [str(i) for i in range(len(prompts))]
+    systems = per_row(system, len(prompts))
     cos, proj, norm, loss = [], [], [], []
     unit_sum: torch.Tensor | None = None
     for s in range(0, len(prompts), batch_size):
-        batch = encode_chats(tok, system, prompts[s : s + batch_size], completions[s : s + batch_size],
-                             n_assistant=n_assistant)
+        batch = encode_chats(tok, systems[s : s + batch_size], prompts[s : s + batch_size],
+                             completions[s : s + batch_size], n_assistant=n_assistant)
         try:
             res = capture_gradients(tlm, batch, gradient_index(batch), steer=steer)
         except NonFiniteError as err:

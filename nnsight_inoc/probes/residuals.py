@@ -51,14 +51,29 @@ def final_prompt_projection(
 
     ValueError when ``v`` is not (n_layers, d_model).
     """
+    return final_prompt_projections(tlm, tok, [system], prompts, v, batch_size)[0]
+
+
+def final_prompt_projections(
+    tlm: TracedLM, tok: PreTrainedTokenizerBase, systems: Sequence[str | None], prompts: Sequence[str],
+    v: torch.Tensor, batch_size: int,
+) -> torch.Tensor:
+    """:func:`final_prompt_projection` under each of K system prompts, (K, L) float64.
+
+    Every trace holds K row blocks (block k: up to ``batch_size`` prompts under ``systems[k]``),
+    the layout grouped LoRA adapters expect, so K runs are read in one pass.
+    """
     if tuple(v.shape) != (tlm.n_layers, tlm.d_model):
         raise ValueError(f"v must be (n_layers, d_model) = {(tlm.n_layers, tlm.d_model)}, got {tuple(v.shape)}")
     vv = v.detach().double().cpu()
-    total = torch.zeros(tlm.n_layers, dtype=torch.float64)
+    K = len(systems)
+    total = torch.zeros(K, tlm.n_layers, dtype=torch.float64)
     for s in range(0, len(prompts), batch_size):
-        batch = encode_chats(tok, system, prompts[s : s + batch_size])
-        h = read_residuals(tlm, batch, batch.final_prompt_idx[:, None])  # (B, L, 1, d)
-        total += torch.einsum("bld,ld->l", h[:, :, 0].double(), vv)
+        chunk = list(prompts[s : s + batch_size])
+        batch = encode_chats(tok, [sys_ for sys_ in systems for _ in chunk], chunk * K)
+        h = read_residuals(tlm, batch, batch.final_prompt_idx[:, None])[:, :, 0].double()  # (K * b, L, d)
+        for k in range(K):  # block by block: K = 1 sums exactly as the single-prompt loop always has
+            total[k] += torch.einsum("bld,ld->l", h[k * len(chunk) : (k + 1) * len(chunk)], vv)
     return total / len(prompts)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -18,23 +19,23 @@ import torch
 from nnsight_inoc.core import artifacts as A
 from nnsight_inoc.core.progress import log
 from nnsight_inoc.measures.drift import drift as drift_of
-from nnsight_inoc.probes.behaviour import measure_behaviour
+from nnsight_inoc.probes.behaviour import measure_behaviours
 from nnsight_inoc.stages.drift_summary import summarise_drift
 from nnsight_inoc.stages.finetune import free_memory
 from nnsight_inoc.stages.plan import FinetunePlan, RunSpec, build_plan
 from nnsight_inoc.study import Study
-from nnsight_inoc.trace.tracing import TracedLM, wrap
-from nnsight_inoc.train.lora import load_trained
+from nnsight_inoc.train.grouped_io import load_peft
 
 ANSWERS_KEPT = 5  # answers per measurement kept in drift.json (the pre cache keeps all of them)
 
 
-def behaviour(study: Study, tlm: TracedLM, system: str, prompts: list[str], v: torch.Tensor) -> dict[str, Any]:
-    """:func:`~nnsight_inoc.probes.behaviour.measure_behaviour` with this study's generation settings."""
-    return measure_behaviour(tlm, study.loaded.tokenizer, study.trait, system, prompts, v,
-                             max_new_tokens=study.cfg.extract.max_new_tokens,
-                             generation_batch_size=study.cfg.data.generation_batch_size,
-                             read_batch_size=study.cfg.extract.batch_size)
+def behaviours(study: Study, systems: Sequence[str], prompts: list[str], v: torch.Tensor) -> list[dict[str, Any]]:
+    """:func:`~nnsight_inoc.probes.behaviour.measure_behaviours` on the study's traced model with its settings:
+    one measurement per system prompt (K row blocks; attach K adapters to measure K runs)."""
+    return measure_behaviours(study.tlm, study.loaded.tokenizer, study.trait, systems, prompts, v,
+                              max_new_tokens=study.cfg.extract.max_new_tokens,
+                              generation_batch_size=study.cfg.data.generation_batch_size,
+                              read_batch_size=study.cfg.extract.batch_size)
 
 
 def pre_behaviour(study: Study, system: str, prompts: list[str], v: torch.Tensor) -> dict[str, Any]:
@@ -49,38 +50,64 @@ def pre_behaviour(study: Study, system: str, prompts: list[str], v: torch.Tensor
         rec = A.read_json(path)
         if rec["system"] == system and rec["prompts"] == prompts:
             return rec["behaviour"]
-    result = behaviour(study, study.tlm, system, prompts, v)
+    result = behaviours(study, [system], prompts, v)[0]
     A.write_json(path, {"system": system, "prompts": prompts, "behaviour": result})
     return result
 
 
 def drift_run(study: Study, plan: FinetunePlan, run: RunSpec) -> dict[str, Any]:
     """Pre vs post for one trained run; writes (and returns) its drift.json, skipping a finished one."""
+    return drift_group(study, plan, [run])[0]
+
+
+def drift_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec]) -> list[dict[str, Any]]:
+    """Pre vs post for trained runs, measured together; writes (and returns) each run's drift.json.
+
+    The runs' saved adapters are attached to the study's own base model as K row blocks
+    (:mod:`nnsight_inoc.train.grouped`; no copy of the base), so their greedy answers come from
+    one batched decode per prompt batch and their projections from one read. Finished runs
+    (drift.json present) are returned as they are.
+    """
     study.require_local("Loading a trained LoRA adapter")  # before any work: never half-way
-    files = study.layout.run(run.condition, run.seed)
     prompts = plan.drift_prompts
-    if not files.train_json.is_file():
-        raise FileNotFoundError(f"{files.train_json}: run `finetune` first")
-    if files.drift_json.is_file():
-        rec = A.read_json(files.drift_json)
-        if rec["n_prompts"] != len(prompts):
-            raise ValueError(f"{files.drift_json} used another number of prompts; use a new --run-dir")
-        return rec
-    t0 = time.time()
-    model = load_trained(study.loaded.hf_model, files.folder)
-    tlm = wrap(model, remote=False, autocast=study.tlm.autocast)
-    rec: dict[str, Any] = {"condition": run.condition, "seed": run.seed, "n_prompts": len(prompts)}
-    for label, sys_prompt in (("neutral_prompt", plan.neutral_prompt), ("training_prompt", run.system_prompt)):
-        pre = pre_behaviour(study, sys_prompt, prompts, plan.v)
-        post = behaviour(study, tlm, sys_prompt, prompts, plan.v)
-        rec[label] = {"pre": _brief(pre), "post": _brief(post), "drift": drift_of(pre, post)}
-    rec["wall_s"] = time.time() - t0  # pre measurements come from the cache after the first run
-    A.write_json(files.drift_json, rec)
-    log(f"drift {run.name}: neutral-prompt trait score "
-        f"{rec['neutral_prompt']['pre']['mean_score']:.3f} -> {rec['neutral_prompt']['post']['mean_score']:.3f}")
-    del model, tlm
-    free_memory()
-    return rec
+    out: dict[str, dict[str, Any]] = {}
+    todo = []
+    for run in runs:
+        files = study.layout.run(run.condition, run.seed)
+        if not files.train_json.is_file():
+            raise FileNotFoundError(f"{files.train_json}: run `finetune` first")
+        if files.drift_json.is_file():
+            rec = A.read_json(files.drift_json)
+            if rec["n_prompts"] != len(prompts):
+                raise ValueError(f"{files.drift_json} used another number of prompts; use a new --run-dir")
+            out[run.name] = rec
+        else:
+            todo.append(run)
+    if todo:
+        t0 = time.time()
+        base = study.loaded.hf_model
+        adapters = load_peft([study.layout.run(r.condition, r.seed).adapter for r in todo], base)
+        base.eval()
+        with adapters.attached(base, None):
+            post_neutral = behaviours(study, [plan.neutral_prompt] * len(todo), prompts, plan.v)
+            post_train = behaviours(study, [r.system_prompt for r in todo], prompts, plan.v)
+        wall = (time.time() - t0) / len(todo)  # pre measurements come from the cache after the first run
+        for k, run in enumerate(todo):
+            rec: dict[str, Any] = {"condition": run.condition, "seed": run.seed, "n_prompts": len(prompts)}
+            for label, sys_prompt, post in (("neutral_prompt", plan.neutral_prompt, post_neutral[k]),
+                                            ("training_prompt", run.system_prompt, post_train[k])):
+                pre = pre_behaviour(study, sys_prompt, prompts, plan.v)
+                rec[label] = {"pre": _brief(pre), "post": _brief(post), "drift": drift_of(pre, post)}
+            rec["wall_s"] = wall
+            if len(todo) > 1:
+                rec["measured_with"] = [r.name for r in todo]  # one batched decode for these runs
+            A.write_json(study.layout.run(run.condition, run.seed).drift_json, rec)
+            log(f"drift {run.name}: neutral-prompt trait score "
+                f"{rec['neutral_prompt']['pre']['mean_score']:.3f} -> {rec['neutral_prompt']['post']['mean_score']:.3f}")
+            out[run.name] = rec
+        del adapters
+        free_memory()
+    return [out[r.name] for r in runs]
 
 
 def run_drift(study: Study, which: str = "all") -> dict[str, Any]:

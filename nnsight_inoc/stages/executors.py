@@ -3,7 +3,8 @@
 :func:`execute_run` is the one per-run sequence (skip a finished run, refuse one trained with
 another config, train, free memory, optionally measure drift at once). The sequential
 executor (:func:`run_finetune`) walks the plan in order in this process; the claim-based
-workers (:mod:`.workers`) walk it seed-major across processes; both call :func:`execute_run`.
+workers (:mod:`.workers`) walk it seed-major across processes; both call :func:`execute_run`. The
+grouped executor (:mod:`.grouped`) trains the runs of a seed together.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from nnsight_inoc.stages.finetune import (
     needs_training,
     train_run,
 )
+from nnsight_inoc.stages.grouped import run_grouped
 from nnsight_inoc.stages.plan import FinetunePlan, RunSpec, build_plan
 from nnsight_inoc.study import Study
 
@@ -45,7 +47,13 @@ def execute_run(study: Study, plan: FinetunePlan, run: RunSpec, *, with_drift: b
 
 
 def run_finetune(study: Study, which: str = "all") -> list[dict[str, Any]]:
-    """The sequential executor: train every run of the plan not yet trained; returns their train.json records."""
+    """Train every run of the plan not yet trained with the configured executor (``execution.executor``).
+
+    ``sequential`` (here): one run at a time, in plan order. ``grouped``: :func:`.grouped.run_grouped`.
+    Returns the runs' train.json records.
+    """
+    if study.cfg.execution.executor == "grouped":
+        return run_grouped(study, which)
     t0 = time.time()
     plan = build_plan(study, which)
     done = [execute_run(study, plan, run, with_drift=False) for run in plan.runs]

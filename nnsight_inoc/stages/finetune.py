@@ -198,10 +198,26 @@ def train_run(study: Study, plan: FinetunePlan, run: RunSpec, dest: RunLayout | 
             losses.append(train_step(model, opt, params, batch, step, prec, steer=vectors, tlm=tlm))
         t_loop = time.time() - t_steps0
     save_adapter(model, files.folder)
+    record = train_record(study, run, sft, order, losses, probes, steer_record, device,
+                          wall_s=time.time() - t0,
+                          timing_s={"train_steps": t_loop - t_probe, "probes": t_probe,
+                                    "setup_and_save": time.time() - t0 - t_loop})
+    A.write_json(files.train_json, record)
+    del model, opt, tlm
+    return record
+
+
+def train_record(
+    study: Study, run: RunSpec, sft: SFTSet, order: list[list[int]], losses: list[float], probes: list[dict[str, Any]],
+    steer_record: dict[str, Any] | None, device: torch.device, *, wall_s: float, timing_s: dict[str, float],
+    executor: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What ``train.json`` holds for one run, whichever executor trained it (:class:`~nnsight_inoc.core.schema.TrainRecord`)."""
+    cfg, k = study.cfg.finetune, study.cfg.align.n_assistant_tokens
     record = {
         "condition": run.condition,
-        "seed": seed,
-        "system_prompt": system_prompt,
+        "seed": run.seed,
+        "system_prompt": run.system_prompt,
         "finetune_config": cfg.model_dump(),
         "n_assistant_tokens": k,
         "model": {"name": study.loaded.name, "sha256": study.loaded.sha256, "dtype": study.loaded.dtype},
@@ -213,16 +229,16 @@ def train_run(study: Study, plan: FinetunePlan, run: RunSpec, dest: RunLayout | 
         "probes": [{"step": p["step"], "loss": p["loss"], "cos": p["cos"].tolist()} for p in probes],
         "sign_note": SIGN_NOTE_TRAIN,
         "steering": steer_record,
-        "wall_s": time.time() - t0,
+        "wall_s": wall_s,
         # Where the run's time went: the loss of each step is read back as a float, so step times include
         # the GPU work.
-        "timing_s": {"train_steps": t_loop - t_probe, "probes": t_probe, "setup_and_save": time.time() - t0 - t_loop},
+        "timing_s": timing_s,
         # Peak device memory of this run (steps and probes), to size workers per GPU; None off CUDA.
         "peak_cuda_memory_gb": None if device.type != "cuda" else {
             "allocated": torch.cuda.max_memory_allocated(device) / 1e9,
             "reserved": torch.cuda.max_memory_reserved(device) / 1e9,
         },
     }
-    A.write_json(files.train_json, record)
-    del model, opt, tlm
+    if executor is not None:
+        record["executor"] = executor
     return record

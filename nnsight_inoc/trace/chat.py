@@ -112,19 +112,33 @@ def make_batch(
     )
 
 
+Systems = str | None | Sequence[str | None]
+
+
+def per_row(system: Systems, n: int) -> list[str | None]:
+    """One system prompt per row: a shared prompt repeated, or a per-row list checked for length."""
+    if system is None or isinstance(system, str):
+        return [system] * n
+    rows = list(system)
+    if len(rows) != n:
+        raise ValueError(f"{len(rows)} system prompts for {n} rows; give one per row or one for all")
+    return rows
+
+
 def encode_chats(
     tok: PreTrainedTokenizerBase,
-    system: str | None,
+    system: Systems,
     users: Sequence[str],
     completions: Sequence[str] | None = None,
     padding_side: Literal["left", "right"] = "left",
     n_assistant: int = 3,
 ) -> Batch:
-    """Tokenise and batch chats that share one system prompt."""
+    """Tokenise and batch chats under one shared system prompt, or one per row (a sequence as long as ``users``:
+    row-grouped training puts several runs' prompts in one batch; per-example prompts give each chat its own)."""
     pad = tok.pad_token_id
     if pad is None:
         raise ChatFormatError("tokenizer has no pad token; set one explicitly when loading")
-    p_ids = [prompt_ids(tok, system, u) for u in users]
+    p_ids = [prompt_ids(tok, sys_, u) for sys_, u in zip(per_row(system, len(users)), users)]
     c_ids = [completion_ids(tok, c) for c in completions] if completions is not None else None
     return make_batch(p_ids, c_ids, int(pad), padding_side=padding_side, n_assistant=n_assistant)
 

@@ -81,26 +81,47 @@ def greedy_answers(
     special tokens are stripped. Prompts are sorted by length so padding is small,
     and answers come back in the input order.
     """
+    return greedy_answers_by_system(model, tok, [system], users, max_new_tokens, batch_size, on_batch)[0]
+
+
+def greedy_answers_by_system(
+    model: PreTrainedModel | TracedLM,
+    tok: PreTrainedTokenizerBase,
+    systems: Sequence[str | None],
+    users: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[str]]:
+    """Greedy answers to the same ``users`` under each of K system prompts: answers[k][i].
+
+    Every batch holds K row blocks (block k: up to ``batch_size`` users under ``systems[k]``),
+    the layout grouped LoRA adapters expect (:mod:`nnsight_inoc.train.grouped`, attached by the
+    caller), so the drift answers of K runs come from one batched decode. With K = 1 this is
+    :func:`greedy_answers`. ``on_batch`` gets the number of users per batch.
+    """
     if not users:
-        return []
+        return [[] for _ in systems]
     tlm = model if isinstance(model, TracedLM) else None
     order = sorted(range(len(users)), key=lambda i: len(users[i]))
-    out: list[str | None] = [None] * len(users)
+    out: list[list[str | None]] = [[None] * len(users) for _ in systems]
     eos = tok.eos_token_id
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        batch = encode_chats(tok, system, [users[i] for i in idx], padding_side="left")
+        rows_system = [sys_ for sys_ in systems for _ in idx]
+        batch = encode_chats(tok, rows_system, [users[i] for _ in systems for i in idx], padding_side="left")
         if tlm is not None:
             gen = generate_ids(tlm, batch.input_ids, batch.attention_mask, max_new_tokens, eos, tok.pad_token_id)
         else:
             gen = local_generate_ids(model, batch.input_ids, batch.attention_mask, max_new_tokens, eos,
                                      tok.pad_token_id)
         new = gen[:, batch.input_ids.shape[1] :]
-        for row, i in enumerate(idx):
-            ids = new[row].tolist()
-            if eos in ids:
-                ids = ids[: ids.index(eos)]
-            out[i] = tok.decode(ids, skip_special_tokens=True).strip()
+        for k in range(len(systems)):
+            for row, i in enumerate(idx):
+                ids = new[k * len(idx) + row].tolist()
+                if eos in ids:
+                    ids = ids[: ids.index(eos)]
+                out[k][i] = tok.decode(ids, skip_special_tokens=True).strip()
         if on_batch is not None:
             on_batch(len(idx))
-    return [o if o is not None else "" for o in out]
+    return [[o if o is not None else "" for o in answers] for answers in out]

@@ -9,6 +9,8 @@ that training descends are the same function.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from nnsight_inoc.trace.chat import Batch
@@ -23,19 +25,50 @@ def upcast(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def loss_targets(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Completion-only CE targets: mask of predicting positions, their rows, labels, count per row."""
-    labels = torch.roll(batch.input_ids, shifts=-1, dims=1)
+@dataclass
+class LossTargets:
+    """What the completion-only loss needs, for logits of the last ``window`` positions only.
+
+    Only positions that predict a completion token need logits. With left padding (how every
+    batch here is built) those are the last positions of each row, so the model is asked for
+    the logits of the last ``window`` positions (``logits_to_keep=window``, the Hugging Face
+    forward's own argument) instead of all T: the LM head's (rows x positions x vocabulary)
+    output, most of a step's activation memory at a 150k vocabulary, shrinks to what the loss
+    reads. The loss itself is unchanged (the same logits at the same positions).
+    """
+
+    window: int  # logits are computed for positions T - window .. T - 1
+    mask: torch.Tensor  # (B, window) bool: the logit at that position predicts a completion token
+    rows: torch.Tensor  # (n_targets,) row of each target
+    labels: torch.Tensor  # (n_targets,) the token each target logit must predict
+    n_targets: torch.Tensor  # (B,) float: completion tokens per row (incl. end of turn)
+
+
+def loss_targets(batch: Batch) -> LossTargets:
+    """Completion-only CE targets of a batch, on the smallest window of final positions that holds them all.
+
+    ValueError when a row has no completion (no loss is defined for it).
+    """
     tmask = batch.target_mask
-    return tmask, torch.nonzero(tmask, as_tuple=True)[0], labels[tmask], tmask.sum(-1).float()
+    if not bool(tmask.any(-1).all()):
+        raise ValueError("every example needs a completion to define a loss")
+    T = tmask.shape[1]
+    first = int(tmask.float().argmax(-1).min())  # the earliest predicting position over the rows
+    window = T - first
+    labels = torch.roll(batch.input_ids, shifts=-1, dims=1)
+    return LossTargets(window=window, mask=tmask[:, first:], rows=torch.nonzero(tmask, as_tuple=True)[0],
+                       labels=labels[tmask], n_targets=tmask.sum(-1).float())
 
 
-def per_example_loss(logits: torch.Tensor, tmask: torch.Tensor, tgt_rows: torch.Tensor, tgt_labels: torch.Tensor,
-                      n_tgt: torch.Tensor) -> torch.Tensor:
-    """Each example's mean CE over its completion tokens, (B,), from inside a trace.
+def per_example_loss(logits: torch.Tensor, targets: LossTargets) -> torch.Tensor:
+    """Each example's mean CE over its completion tokens, (B,), from logits of the last ``targets.window``
+    positions (B, window, V); also inside a trace.
 
     The targets are moved to the logits' device: a no-op locally; a remote server gets them as CPU tensors.
     """
+    if logits.shape[1] != targets.window:
+        raise ValueError(f"logits cover {logits.shape[1]} positions, the loss needs the last {targets.window}")
+    tmask, tgt_rows, tgt_labels, n_tgt = targets.mask, targets.rows, targets.labels, targets.n_targets
     dev = logits.device
     tok_loss = torch.nn.functional.cross_entropy(upcast(logits[tmask.to(dev)]), tgt_labels.to(dev), reduction="none")
     return torch.zeros(n_tgt.shape[0], device=dev, dtype=tok_loss.dtype).index_add(

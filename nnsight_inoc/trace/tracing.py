@@ -175,12 +175,16 @@ def _context(tlm: TracedLM, grad: bool) -> Iterator[None]:
             yield
 
 
-def _trace(tlm: TracedLM, batch: Batch) -> Any:
+def _trace(tlm: TracedLM, batch: Batch, logits_window: int | None = None) -> Any:
+    """One nnsight trace of the batch; ``logits_window`` asks the model for the last that many positions'
+    logits only (``logits_to_keep``), for traces whose loss needs no more (:class:`~.loss.LossTargets`)."""
+    extra = {} if logits_window is None else {"logits_to_keep": logits_window}
     return tlm.envoy.trace(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         remote=tlm.remote,
+        **extra,
     )
 
 
@@ -293,10 +297,10 @@ def capture_gradients(
         raise ValueError("gradient positions must all exist (got -1)")
     B = batch.size
     rows = torch.arange(B, device=tlm.device)[:, None]
-    tmask, tgt_rows, tgt_labels, n_tgt = loss_targets(batch)
+    targets = loss_targets(batch)
     head_path = _lm_head_path(tlm.hf_model)
     with _context(tlm, grad=True):
-        with _trace(tlm, batch):
+        with _trace(tlm, batch, targets.window):
             dec = _get(tlm.envoy, tlm.decoder_path)
             dec.embed_tokens.output.requires_grad_(True)
             got: dict[int, torch.Tensor] = {}
@@ -308,7 +312,7 @@ def capture_gradients(
             hs = [got[l] for l in layers]
             logits = _get(tlm.envoy, head_path).output
             dev = logits.device  # == tlm.device locally (no-op moves); a GPU server gets CPU inputs
-            per_ex = per_example_loss(logits, tmask, tgt_rows, tgt_labels, n_tgt)
+            per_ex = per_example_loss(logits, targets)
             total = per_ex.sum()
             with total.backward():
                 grads_rev = nnsight.save(
@@ -319,7 +323,7 @@ def capture_gradients(
     check_finite(loss_saved, grads_dev, layers)  # on the device, before the copy
     grads = grads_dev.float().cpu()
     loss = loss_saved.float().cpu()
-    return GradResult(loss=loss, grads=grads, n_targets=n_tgt.cpu().long())
+    return GradResult(loss=loss, grads=grads, n_targets=targets.n_targets.cpu().long())
 
 
 def sequence_losses(tlm: TracedLM, batch: Batch) -> torch.Tensor:
@@ -327,12 +331,12 @@ def sequence_losses(tlm: TracedLM, batch: Batch) -> torch.Tensor:
     if (batch.completion_len == 0).any():
         raise ValueError("every example needs a completion to define a loss")
     batch = batch.to(tlm.device)
-    tmask, tgt_rows, tgt_labels, n_tgt = loss_targets(batch)
+    targets = loss_targets(batch)
     head_path = _lm_head_path(tlm.hf_model)
     with _context(tlm, grad=False):
-        with _trace(tlm, batch):
+        with _trace(tlm, batch, targets.window):
             logits = _get(tlm.envoy, head_path).output
-            per_ex = per_example_loss(logits, tmask, tgt_rows, tgt_labels, n_tgt)
+            per_ex = per_example_loss(logits, targets)
             saved = nnsight.save(per_ex.detach())
     loss = saved.float().cpu()
     check_finite(loss, torch.zeros(1, 1, 1, 1), [0])
@@ -342,7 +346,7 @@ def sequence_losses(tlm: TracedLM, batch: Batch) -> torch.Tensor:
 def steered_loss(tlm: TracedLM, batch: Batch, steer: dict[int, torch.Tensor]) -> torch.Tensor:
     """Training loss with ``steer[l]`` added to decoder layer l's output on every token.
 
-    The loss is the one :func:`finetune.batch_loss` computes (mean over examples of each
+    The loss is the one :func:`nnsight_inoc.train.lora.batch_loss` computes (mean over examples of each
     example's mean CE over its completion tokens) and keeps its autograd graph, so the
     caller's ``loss.backward()`` reaches the trainable (LoRA) weights. Local only:
     training never runs on a remote server. The vectors are added through nnsight's
@@ -359,16 +363,16 @@ def steered_loss(tlm: TracedLM, batch: Batch, steer: dict[int, torch.Tensor]) ->
     if (batch.completion_len == 0).any():
         raise ValueError("every training example needs a completion")
     batch = batch.to(tlm.device)
-    tmask, tgt_rows, tgt_labels, n_tgt = loss_targets(batch)
+    targets = loss_targets(batch)
     head_path = _lm_head_path(tlm.hf_model)
     with _collect_trace_cycles():  # as in _context
         with torch.enable_grad():
-            with _trace(tlm, batch):
+            with _trace(tlm, batch, targets.window):
                 dec = _get(tlm.envoy, tlm.decoder_path)
                 for l, c in steer.items():
                     _add_to_output(dec.layers[l], c)
                 logits = _get(tlm.envoy, head_path).output
-                loss = nnsight.save(per_example_loss(logits, tmask, tgt_rows, tgt_labels, n_tgt).mean())
+                loss = nnsight.save(per_example_loss(logits, targets).mean())
     if loss.grad_fn is None:
         raise TracingError("the steered loss has no autograd graph: nothing trainable upstream of it")
     return loss

@@ -158,9 +158,10 @@ def batch_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     """
     if (batch.completion_len == 0).any():
         raise ValueError("every training example needs a completion")
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
-    tmask, rows, labels, n_tgt = loss_targets(batch)
-    return per_example_loss(out.logits, tmask, rows, labels, n_tgt).mean()
+    targets = loss_targets(batch)
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                logits_to_keep=targets.window)
+    return per_example_loss(out.logits, targets).mean()
 
 
 def check_grads(params: dict[str, nn.Parameter], step: int) -> None:
