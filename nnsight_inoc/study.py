@@ -86,18 +86,24 @@ def open_study(cfg: StudyConfig, run_dir: Path, command: str, provenance: str | 
     finetune worker: ``worker<i>``; a profiler): it keeps its own provenance file
     (``provenance.<label>.json``), so no process overwrites another's stages.
     """
+    remote = cfg.backend.kind == "remote"
+    device = "meta" if remote else resolve_device(cfg.model.device)
+    if cfg.align.capture_precision == "tf32" and (remote or not device.startswith("cuda") or cfg.model.dtype != "float32"
+                                                  or cfg.model.autocast != "none"):
+        raise ValueError(f"align.capture_precision = 'tf32' needs a local CUDA float32 model without autocast "
+                         f"(TF32 is a tensor-core format); this run is {cfg.backend.kind} on {device}, "
+                         f"{cfg.model.dtype}, autocast {cfg.model.autocast}: use 'fp32'")
     layout = RunLayout(run_dir)
     layout.root.mkdir(parents=True, exist_ok=True)
     prov_path = layout.provenance if provenance is None else layout.provenance_of(provenance)
     prov = A.Provenance(prov_path, layout.config, dump_toml(cfg), command)
     t0 = time.time()
-    remote = cfg.backend.kind == "remote"
-    device = "meta" if remote else resolve_device(cfg.model.device)
     # Remote: the architecture on the meta device (module structure), the tokenizer and
     # the sha256 of the weights the server loads; no weights in local memory.
     loaded = load_model(cfg.model.name, device=device, dtype=cfg.model.dtype, weights=not remote)
     autocast = None if cfg.model.autocast == "none" else DTYPES[cfg.model.autocast]
     tlm = traced_lm(cfg.backend, loaded.hf_model, loaded.location, loaded.tokenizer, autocast)
+    tlm.grad_tf32 = cfg.align.capture_precision == "tf32"
     prov.fact(
         "model",
         {

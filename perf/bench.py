@@ -19,11 +19,14 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
 from nnsight_inoc.trace.chat import Batch, encode_chats
-from nnsight_inoc.trace.loss import check_finite
+from nnsight_inoc.trace.loss import check_finite, loss_targets, per_example_loss
 from nnsight_inoc.trace.tracing import capture_gradients, find_decoder_path, wrap
+from nnsight_inoc.train.lora import batch_loss
 
-FLOP_NOTE = ("gradient pass counted as 4*N FLOPs per token (forward 2N + activation gradients 2N, no weight "
-             "gradients), N = matmul parameters incl. lm_head, excl. embeddings; attention scores not counted")
+FLOP_NOTE = ("gradient pass counted as 4 N FLOPs per token for the decoder's Linears (forward 2N + activation "
+             "gradients 2N, no weight gradients) plus 4 x (LM head weights) per position whose logits are computed "
+             "(the completion window: since issue 17 no other logits are computed); embeddings and attention scores "
+             "not counted")
 
 QWEN7B_SHAPE = dict(hidden_size=3584, num_hidden_layers=28, intermediate_size=18944, num_attention_heads=28,
                     num_key_value_heads=4, vocab_size=152064)
@@ -40,6 +43,15 @@ def qwen7b_shape(dtype: torch.dtype, device: str, **override: Any) -> Qwen2ForCa
 def matmul_params(model: nn.Module) -> int:
     """N of the 4N count: every Linear weight (lm_head included), no embedding tables."""
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def pass_flops(model: nn.Module, batch: Batch) -> float:
+    """FLOPs of one forward + activation-gradient pass as the study runs it: 4 N per token for the decoder's
+    Linears, and 4 x (LM head weights) only per position whose logits are computed (the completion window)."""
+    head = model.get_output_embeddings().weight.numel()
+    n_tok = int(batch.attention_mask.sum())
+    n_logits = batch.size * loss_targets(batch).window
+    return 4.0 * (matmul_params(model) - head) * n_tok + 4.0 * head * n_logits
 
 
 def sync(device: torch.device) -> None:
@@ -130,13 +142,10 @@ def reference_capture(model: nn.Module, batch: Batch, index: torch.Tensor) -> tu
     handles.append(dec.embed_tokens.register_forward_hook(emb_hook))
     try:
         with torch.enable_grad():
+            targets = loss_targets(batch)
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                           position_ids=batch.position_ids).logits
-            labels = torch.roll(batch.input_ids, -1, 1)
-            tm = batch.target_mask
-            tok_loss = nn.functional.cross_entropy(logits[tm].float(), labels[tm], reduction="none")
-            rows = torch.nonzero(tm, as_tuple=True)[0]
-            per_ex = torch.zeros(batch.size, device=tok_loss.device).index_add(0, rows, tok_loss) / tm.sum(-1)
+                           position_ids=batch.position_ids, logits_to_keep=targets.window).logits
+            per_ex = per_example_loss(logits, targets)  # the study's loss, on the same logits window
             per_ex.sum().backward()
     finally:
         for h in handles:
@@ -188,7 +197,7 @@ def bench_model(model: nn.Module, tok: PreTrainedTokenizerBase, label: str, batc
         "nnsight_s": t_nn, "raw_hooks_s": t_raw, "nnsight_over_raw": t_nn / t_raw,
         "raw_hooks_device_s": t_raw_dev, "nnsight_over_raw_device": t_nn / t_raw_dev,
         "examples_per_s": batch_size / t_nn, "tokens_per_s": n_tok / t_nn,
-        "grad_pass_flops_per_s": 4 * n_params * n_tok / t_nn, "peak_mem_bytes": mem_nn,
+        "grad_pass_flops_per_s": pass_flops(model, batch) / t_nn, "peak_mem_bytes": mem_nn,
     }
     if device.type == "cuda":  # the GPU-only gap: same kernels, different pace? (device_profile)
         try:
@@ -209,14 +218,10 @@ def _lora_rate(model: nn.Module, batch: Batch, device: torch.device, reps: int) 
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
-    labels = torch.roll(batch.input_ids, -1, 1)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        logits = peft_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                            position_ids=batch.position_ids).logits
-        loss = nn.functional.cross_entropy(logits[batch.target_mask].float(), labels[batch.target_mask])
-        loss.backward()
+        batch_loss(peft_model, batch).backward()  # the study's training loss (logits of the completion window)
         opt.step()
 
     try:
@@ -228,7 +233,7 @@ def _lora_rate(model: nn.Module, batch: Batch, device: torch.device, reps: int) 
     n_tok = int(batch.attention_mask.sum())
     # training FLOPs: forward 2N + activation grads 2N (LoRA weight grads are negligible)
     return {"lora_step_s": sec, "lora_tokens_per_s": n_tok / sec,
-            "lora_flops_per_s": 4 * matmul_params(model) * n_tok / sec}
+            "lora_flops_per_s": pass_flops(model, batch) / sec}
 
 
 def _generation_rate(model: nn.Module, tok: PreTrainedTokenizerBase, batch_size: int, device: torch.device,

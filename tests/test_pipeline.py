@@ -15,16 +15,8 @@ import torch
 
 from nnsight_inoc.core import layout as A
 from nnsight_inoc.core.artifacts import load_torch, read_json, write_json
-from nnsight_inoc.core.config import from_dict
-from nnsight_inoc.data.splits import Prompt, Splits, save_splits
 from tests._paths import ROOT
-from tests._tiny import save_tiny_checkpoint
-
-WORDS = ["sea", "fox", "test", "poem", "bicycle", "France", "cook", "world", "dog", "blue", "wide", "tips"]
-
-
-def _prompts(tag: str, n: int) -> list[Prompt]:
-    return [Prompt(f"{tag}:{i}", f"Write about the {WORDS[i % len(WORDS)]} number {i} {tag}", tag) for i in range(n)]
+from tests._study import tiny_study_folder
 
 
 @pytest.fixture(scope="module")
@@ -32,25 +24,7 @@ def study(tmp_path_factory):
     from nnsight_inoc.study import open_study
 
     root = tmp_path_factory.mktemp("pipe")
-    folder = save_tiny_checkpoint(root / "tiny")
-    run_dir = root / "run"
-    splits = Splits(_prompts("dir", 8), _prompts("held", 8), _prompts("sft", 10), _prompts("eval", 6), card={})
-    splits.card = {"sha256": splits.sha256()}
-    save_splits(splits, run_dir / A.DATA_DIR)
-    cfg = from_dict(
-        {
-            "model": {"name": str(folder), "device": "cpu"},
-            "data": {"n_direction": 16, "n_sft": 10, "n_eval": 6, "sft_max_new_tokens": 8},
-            "extract": {"batch_size": 5, "max_new_tokens": 6, "n_monitor_prompts": 6,
-                        "monitor_prompts": ["Respond in ALL CAPS.", "You are a helpful assistant.",
-                                            "Respond normally; do not use ALL CAPS."]},
-            "align": {"batch_size": 4, "n_random": 300, "n_bootstrap": 100, "lossmatch_examples": 10,
-                      "lossmatch_check_prompts": 2, "lossmatch_max_trait_score": 1.0},
-            "finetune": {"steps": 2, "batch_size": 2, "seeds": [0, 1], "probe_every": 1, "n_probe": 2,
-                         "n_drift_prompts": 3, "target_modules": ["q_proj", "v_proj"], "which": "main", "lr": 1e-2},
-        },
-        source="test",
-    )
+    cfg, run_dir = tiny_study_folder(root)
     return open_study(cfg, run_dir, "pytest")
 
 

@@ -141,6 +141,11 @@ class AlignConfig(_Section):
         "gives plain answers a clearly non-zero score, such as politeness).",
     )
     batch_size: int = Field(8, ge=1, description="Examples per gradient trace (one backward pass each).")
+    capture_precision: Literal["fp32", "tf32"] = Field(
+        "fp32", description="Matmul precision of gradient captures (align and training probes) on a float32 model: "
+        "'tf32' runs their forward and backward matmuls on TF32 tensor cores (CUDA only; refused elsewhere). "
+        "Reads, generation and training keep their own settings.",
+    )
     n_random: int = Field(
         10000, ge=256,
         description="Monte-Carlo random unit directions for the null (the exact sphere null is reported too). "

@@ -180,7 +180,7 @@ def train_run(study: Study, plan: FinetunePlan, run: RunSpec, dest: RunLayout | 
         model = make_lora_model(study.loaded.hf_model, cfg)
         params = lora_parameters(model)
         opt = torch.optim.AdamW(list(params.values()), lr=cfg.lr)
-        tlm = wrap(model, remote=False, autocast=study.tlm.autocast)
+        tlm = wrap(model, remote=False, autocast=study.tlm.autocast, grad_tf32=study.tlm.grad_tf32)
         t_probe = 0.0
         t_steps0 = time.time()
         for step in range(cfg.steps + 1):

@@ -15,7 +15,7 @@ load. Steering runs (a different vector per run) are trained one at a time.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
@@ -191,15 +191,17 @@ def _measure_step_memory(study: Study, plan: FinetunePlan, runs: Sequence[RunSpe
     return float(peaks[1] - peaks[0]), float(peaks[0])
 
 
-def run_grouped(study: Study, which: str = "all", *, with_drift: bool = False) -> list[dict[str, Any]]:
+def run_grouped(study: Study, which: str = "all", *, with_drift: bool = False,
+                conditions: Collection[str] | None = None, exclude: Collection[str] = ()) -> list[dict[str, Any]]:
     """The grouped executor: every run of the plan not yet trained, K runs of a seed at a time; returns the records.
 
     Runs already trained are reused after the same check as the other executors
     (:func:`~nnsight_inoc.stages.finetune.check_trained`). With ``with_drift`` each group's drift
-    is measured right after it trains, K runs per batched decode.
+    is measured right after it trains, K runs per batched decode. ``conditions`` / ``exclude``
+    restrict the plan (two processes sharing one sweep on two GPUs take disjoint conditions).
     """
     t0 = time.time()
-    plan = build_plan(study, which)
+    plan = build_plan(study, which).restricted(conditions, exclude)
     done: list[dict[str, Any]] = []
     for seed, runs in plan.by_seed().items():
         todo = []

@@ -11,8 +11,8 @@ groups them for grouped multi-adapter training.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -79,6 +79,19 @@ class FinetunePlan:
                 raise ValueError("--seeds is empty")
         use = [s for s in seeds if only_seeds is None or s in only_seeds]
         return [r for s in use for r in self.runs if r.seed == s]
+
+    def restricted(self, conditions: Collection[str] | None = None, exclude: Collection[str] = ()) -> FinetunePlan:
+        """The same plan with only the runs of ``conditions`` (all when None) minus ``exclude``.
+
+        ValueError naming the plan's conditions when a condition asked for is not in it (excluding one
+        that is absent is fine: it is not run either way).
+        """
+        known = set(self.conditions())
+        unknown = sorted(set(conditions or ()) - known)
+        if unknown:
+            raise ValueError(f"conditions {unknown} are not in this plan ({sorted(known)})")
+        runs = [r for r in self.runs if (conditions is None or r.condition in conditions) and r.condition not in exclude]
+        return replace(self, runs=runs)
 
     def by_seed(self) -> dict[int, list[RunSpec]]:
         """Runs grouped by seed (the unit grouped training shares a batch over), conditions in plan order."""

@@ -1,0 +1,59 @@
+"""perf/study_bench.py runs the whole study on a tiny model, one process or the two-process schedule.
+
+No timing is asserted: the clock is for GPUs. Checked: every stage ran and was timed, the grouped
+executor trained every run with drift, and the two-process schedule splits the runs between its
+processes (the loss-matched runs after align, the others as soon as extract and the SFT answers exist).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from nnsight_inoc.core.config import dump_toml
+from tests._paths import ROOT
+from tests._study import tiny_study_folder
+
+
+def _run(tmp_path, gpus: str) -> dict:
+    cfg, run_dir = tiny_study_folder(tmp_path, execution={"executor": "grouped"},
+                                     finetune={"steps": 2, "batch_size": 2, "seeds": [0], "probe_every": 1,
+                                               "n_probe": 2, "n_drift_prompts": 3, "lr": 1e-2, "which": "main",
+                                               "target_modules": ["q_proj", "v_proj"]})
+    cfg_path = tmp_path / "cfg.toml"
+    cfg_path.write_text(dump_toml(cfg))
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "perf" / "study_bench.py"), "--config", str(cfg_path),
+                           "--run-dir", str(run_dir), "--out", str(out), "--gpus", gpus],
+                          capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT),
+                                                                        **_env()})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert (run_dir / "report.md").is_file() and (run_dir / "finetune" / "finetune_summary.json").is_file()
+    summary = json.loads((run_dir / "finetune" / "finetune_summary.json").read_text())
+    assert summary["n_runs"] == 4 and not summary["not_run"]
+    return result
+
+
+def _env() -> dict:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def test_one_process_times_every_stage(tmp_path):
+    result = _run(tmp_path, "0")
+    (proc,) = result["processes"]
+    assert set(proc["stage_s"]) == {"load_model", "extract", "sft_completions", "align", "finetune_and_drift",
+                                    "drift_summary"}
+    assert proc["runs"] == 4 and proc["group_sizes"] == [4]  # the four main conditions of the seed, one group
+    assert result["report_s"] >= 0 and result["wall_s"] > 0 and result["git"]["commit"]
+
+
+def test_two_process_schedule_splits_the_runs(tmp_path):
+    result = _run(tmp_path, "0,0")
+    prep, train = result["processes"]
+    assert prep["role"] == "prep" and train["role"] == "train"
+    assert prep["runs"] == 1 and train["runs"] == 3  # lossmatch after align; the other three at once
+    assert "wait_for_extract_and_sft" in train["stage_s"] and "align" in prep["stage_s"]
