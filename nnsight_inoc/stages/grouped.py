@@ -158,7 +158,7 @@ def group_size(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec]) -> int
     device = study.tlm.device
     if device.type != "cuda" or n <= 1:
         return n
-    per_run, base = _measure_step_memory(study, plan, runs[:2])
+    per_run, base = _measure_step_memory(study, plan, runs)
     total = torch.cuda.get_device_properties(device).total_memory
     k = int((MEMORY_SHARE * total - base) // per_run) if per_run > 0 else n
     k = max(1, min(n, k))
@@ -174,8 +174,11 @@ def _measure_step_memory(study: Study, plan: FinetunePlan, runs: Sequence[RunSpe
     """
     assert plan.sft is not None
     sft, cfg, device, base = plan.sft, study.cfg.finetune, study.tlm.device, study.loaded.hf_model
-    order = step_order(len(sft.prompts), runs[0].seed, cfg.steps, cfg.batch_size)
+    # Rows per run: a training step's, or a probe batch's when larger (probes are gradient traces of K blocks too).
+    rows = max(cfg.batch_size, study.cfg.align.batch_size)
+    order = step_order(len(sft.prompts), runs[0].seed, cfg.steps, rows)
     longest = max(order, key=lambda idx: max(len(sft.prompts[i]) + len(sft.completions[i]) for i in idx))
+    runs = [max(runs, key=lambda r: len(r.system_prompt))]  # the longest prompt pads the most
     peaks = []
     for k in (1, 2):
         with torch.random.fork_rng(devices=[device]):
@@ -183,7 +186,7 @@ def _measure_step_memory(study: Study, plan: FinetunePlan, runs: Sequence[RunSpe
         opt = torch.optim.AdamW(g.parameters(), lr=cfg.lr)
         free_memory()
         torch.cuda.reset_peak_memory_stats(device)
-        G.train_step(g, base, opt, step_batch(study, sft, list(runs[:1]) * k, longest), 0, precision(study))
+        G.train_step(g, base, opt, step_batch(study, sft, runs * k, longest), 0, precision(study))
         peaks.append(torch.cuda.max_memory_allocated(device))
         del g, opt
     base.eval()

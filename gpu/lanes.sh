@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine (device tool), from the checkout root, after `gpu/device.sh assemble`.
+#   bash gpu/lanes.sh start PHASE     copy the code to /root/lanes/code and start PHASE's lanes detached (setsid)
+#   bash gpu/lanes.sh watch SECONDS   wait for the running phase (at most SECONDS), then bundle everything to $OUT
+# Why detached: one device call lasts at most 10 minutes, a phase longer; its processes outlive the call and the
+# next `watch` picks them up (gpu/README.md). Phases (issue 17 and 19, 2 x H200):
+#   clock: GPU 0 times the whole ALL-CAPS study (perf/study_bench.py, grouped executor); GPU 1 meanwhile runs
+#          the 7B bench, then, once GPU 0's align is done, the TF32 capture A/B and the cuDNN bf16 NaN check on a
+#          copy of that run folder.
+#   clock2: the same study on both GPUs (the overlapping two-GPU schedule).
+#   ray:   the ALL-CAPS main conditions through a local Ray cluster of this host (one worker per GPU); needs the
+#          Ray wheels in .whl and the study's prep (extract/align) from the clock phase.
+set -uo pipefail
+ROOT=/root/lanes
+CODE=$ROOT/code
+RUNS=$ROOT/runs
+OUTD=$ROOT/out
+export PYTHONUNBUFFERED=1 NNSIGHT_INOC_HOME=/root/m/home PYTHONPATH=/root/site:$CODE
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+
+lane() {  # lane NAME GPU CMD...: one command of a lane, logged, never stopping the lane on failure
+  local name=$1 gpu=$2; shift 2
+  echo "=== $(date +%T) [$name gpu $gpu] $*" >> "$ROOT/$name.log"
+  (cd "$CODE" && CUDA_VISIBLE_DEVICES=$gpu "$@") >> "$ROOT/$name.log" 2>&1
+  echo "=== $(date +%T) [$name] exit $?" >> "$ROOT/$name.log"
+}
+
+wait_for() { local f=$1; for _ in $(seq 1 1800); do [ -e "$f" ] && return 0; sleep 2; done; return 1; }
+
+phase_clock() {
+  mkdir -p "$RUNS/clock1" && cp -r "$CODE/artifacts/gpu_allcaps/data" "$RUNS/clock1/"
+  ( lane clock 0 python3 perf/study_bench.py --config gpu/allcaps_clock_gpu.toml --run-dir "$RUNS/clock1" \
+      --out "$OUTD/study_bench_1gpu.json" --gpus 0 ) &
+  (
+    lane side 1 python3 cli.py bench --config gpu/allcaps_gpu.toml --scale 7b --dtype bfloat16 --batch-size 32 \
+      --out-dir "$OUTD/bench_7b_b32"
+    lane side 1 python3 cli.py bench --config gpu/allcaps_gpu.toml --scale real --dtype float32 \
+      --out-dir "$OUTD/bench_real_fp32"
+    wait_for "$RUNS/clock1/align/align_summary.json"
+    mkdir -p "$RUNS/exp" && (cd "$RUNS/clock1" && tar -cf - --exclude=finetune --exclude='provenance*' . ) | (cd "$RUNS/exp" && tar -xf -)
+    lane side 1 python3 experiments/precision_check.py --config gpu/allcaps_clock_gpu.toml --run-dir "$RUNS/exp" \
+      --variant tf32 --n 64
+    lane side 1 python3 perf/bf16_nan_check.py --config gpu/allcaps_clock_gpu.toml --run-dir "$RUNS/exp" \
+      --condition inoc --steps 12 --out "$OUTD/bf16_nan_check.json"
+  ) &
+  wait
+}
+
+phase_clock2() {
+  mkdir -p "$RUNS/clock2" && cp -r "$CODE/artifacts/gpu_allcaps/data" "$RUNS/clock2/"
+  lane clock2 0,1 python3 perf/study_bench.py --config gpu/allcaps_clock_gpu.toml --run-dir "$RUNS/clock2" \
+    --out "$OUTD/study_bench_2gpu.json" --gpus 0,1
+}
+
+phase_ray() {
+  mkdir -p "$RUNS/ray"
+  (cd "$RUNS/clock1" && tar -cf - --exclude=finetune --exclude='provenance*' --exclude=stages --exclude='report.*' .) \
+    | (cd "$RUNS/ray" && tar -xf -)
+  lane ray 0,1 bash gpu/ray_run.sh "$RUNS/ray" "$OUTD"
+}
+
+case "${1:-}" in
+  start)
+    phase=${2:?phase: clock, clock2 or ray}
+    mkdir -p "$ROOT" "$OUTD" "$RUNS"
+    rm -f "$ROOT/done.$phase"
+    rm -rf "$CODE.new" && mkdir -p "$CODE.new" && tar -cf - --exclude='./.gpu*' --exclude=./.whl --exclude=./results . \
+      | (cd "$CODE.new" && tar -xf -) && rm -rf "$CODE" && mv "$CODE.new" "$CODE"
+    echo "$phase" > "$ROOT/phase"
+    setsid nohup bash -c "bash '$CODE/gpu/lanes.sh' run $phase; touch '$ROOT/done.$phase'" \
+      > "$ROOT/supervisor.$phase.log" 2>&1 < /dev/null &
+    echo "phase $phase started, pid $!" ;;
+  run)
+    "phase_$2" ;;
+  watch)
+    phase=$(cat "$ROOT/phase")
+    for _ in $(seq 1 "${2:-500}"); do [ -e "$ROOT/done.$phase" ] && break; sleep 1; done
+    [ -e "$ROOT/done.$phase" ] && echo "phase $phase done" || echo "phase $phase still running"
+    nvidia-smi --query-gpu=index,memory.used,utilization.gpu --format=csv,noheader
+    tail -n 3 "$ROOT"/*.log
+    for r in "$RUNS"/*/; do
+      n=$(basename "$r")
+      tar -czf "$OUT/run_$n.tar.gz" -C "$RUNS" --exclude='adapter' --exclude='.adapter*' --exclude='cond_*.pt' \
+        --exclude='claims' --exclude='*.safetensors' --exclude='directions.pt' --exclude='rows.csv.gz' "$n" 2>/dev/null
+    done
+    tar -czf "$OUT/out.tar.gz" -C "$ROOT" out $(cd "$ROOT" && ls *.log) 2>/dev/null
+    ls -la "$OUT" ;;
+  *) echo "usage: lanes.sh start PHASE | watch SECONDS" >&2; exit 2 ;;
+esac
