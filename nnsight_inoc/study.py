@@ -29,7 +29,7 @@ from nnsight_inoc.models.cache import home
 from nnsight_inoc.models.load import LoadedModel, load_model, resolve_device
 from nnsight_inoc.probes.gradients import GradientMetrics, gradient_metrics
 from nnsight_inoc.trace.backend import backend_fact, require_local, traced_lm
-from nnsight_inoc.trace.generation import greedy_answers
+from nnsight_inoc.trace.generation import greedy_answers, model_stops
 from nnsight_inoc.trace.tracing import TracedLM
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -149,6 +149,8 @@ def sft_key(study: Study) -> str:
             "max_new_tokens": study.cfg.data.sft_max_new_tokens,
             "neutral": study.trait.neutral,
             "sft_system": study.trait.sft_system,
+            # The stop set decides where each answer ends (issue 18 C): answers cached under another set are stale.
+            "stops": list(model_stops(study.tlm, study.loaded.tokenizer)),
         },
         sort_keys=True,
     )

@@ -8,7 +8,7 @@ Issue 7: ``capture_gradients`` was ~4x slower than raw hooks on an H200 with a f
 * medians of raw hooks (``bench.reference_capture_host``, the same outputs as ``capture_gradients``;
   ``raw_hooks_device``: leaving them on the device) and ``capture_gradients`` under
   three post-trace collection policies: ``full`` (the old per-trace ``gc.collect()``),
-  ``freeze`` (the 2026-11-27 version), ``young`` (what ``tracing._collect_trace_cycles`` does now)
+  ``freeze`` (the 2026-11-27 version), ``young`` (what ``trace_ctx.collect_trace_cycles`` does now)
   and ``none``; the
   variants run round-robin so a shared machine's drift hits all of them alike;
 * a cProfile of one ``capture_gradients`` call without collection, grouped by package,
@@ -44,6 +44,7 @@ import torch
 
 from nnsight_inoc.models.load import load_model
 from nnsight_inoc.models.tiny import tiny_qwen2, tiny_tokenizer
+from nnsight_inoc.trace import context as trace_ctx
 from nnsight_inoc.trace import tracing
 from perf.bench import (
     bench_model,
@@ -55,7 +56,7 @@ from perf.bench import (
     timed_call,
 )
 
-CURRENT = tracing._collect_trace_cycles
+CURRENT = trace_ctx.collect_trace_cycles
 
 
 @contextlib.contextmanager
@@ -90,7 +91,7 @@ def _no_collect() -> Iterator[None]:
     yield
 
 
-# "young" is what tracing._collect_trace_cycles does now (collector paused in the trace, then gen 0).
+# "young" is what trace_ctx.collect_trace_cycles does now (collector paused in the trace, then gen 0).
 POLICIES: dict[str, Callable[[], Any]] = {
     "full": _full_collect, "freeze": _freeze_collect, "young": CURRENT, "none": _no_collect,
 }
@@ -236,15 +237,15 @@ def main(model: str, device: str, dtype: str, batch: int, words: int, reps: int,
     b = synthetic_batch(tok, batch, words, dev)
     index = torch.cat([b.final_prompt_idx[:, None], b.assistant_idx], 1)
     tlm = tracing.wrap(hf)
-    original = tracing._collect_trace_cycles
+    original = trace_ctx.collect_trace_cycles
 
     def nnsight_with(policy: str) -> Callable[[], Any]:
         def run() -> Any:
-            tracing._collect_trace_cycles = POLICIES[policy]
+            trace_ctx.collect_trace_cycles = POLICIES[policy]
             try:
                 return tracing.capture_gradients(tlm, b, index)
             finally:
-                tracing._collect_trace_cycles = original
+                trace_ctx.collect_trace_cycles = original
         return run
 
     got = nnsight_with("young")()
@@ -274,11 +275,11 @@ def main(model: str, device: str, dtype: str, batch: int, words: int, reps: int,
     if bench:
         result["bench_model"] = {}
         for p in ("full", "freeze", "young"):
-            tracing._collect_trace_cycles = POLICIES[p]
+            trace_ctx.collect_trace_cycles = POLICIES[p]
             try:
                 r = bench_model(hf, tok, model, batch, words, reps=reps, generate_tokens=4)
             finally:
-                tracing._collect_trace_cycles = original
+                trace_ctx.collect_trace_cycles = original
             result["bench_model"][p] = {k: r[k] for k in ("nnsight_s", "raw_hooks_s", "nnsight_over_raw",
                                                           "raw_hooks_device_s", "nnsight_over_raw_device")}
     limit = mem_limit_gb * 1e9

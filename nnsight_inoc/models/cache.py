@@ -28,7 +28,7 @@ from nnsight_inoc.models.gguf import convert_gguf
 
 MANIFEST = "cache.json"
 SOURCE_GGUF = "source.gguf"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: the generation config holds every stop id of the GGUF (issue 18 C); 1-caches are rebuilt
 _CHUNK = 8 * 1024 * 1024
 Downloader = Callable[[list[str], Path], None]
 Progress = Callable[[str], None]

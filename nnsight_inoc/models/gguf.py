@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nnsight_inoc.models.errors import ModelError
+from nnsight_inoc.models.stops import stop_ids_for_cache
 
 
 def gguf_chat_template(gguf_path: Path) -> str | None:
@@ -86,8 +87,10 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
         raise ModelError(f"could not convert {gguf_path} to a float model: {e}") from e
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = getattr(model, "generation_config", None)
-    if gen is not None:  # keep generate()'s stopping token consistent with the tokenizer
-        gen.eos_token_id = tokenizer.eos_token_id
+    if gen is not None:
+        # Every id that ends a turn, from the GGUF metadata (a GGUF stores one eos id; Qwen2.5 instruct models stop
+        # on <|im_end|> and <|endoftext|>): generation and decoding read the union from here (trace/stops.py).
+        gen.eos_token_id = stop_ids_for_cache(gguf_path)
         gen.pad_token_id = tokenizer.pad_token_id
         gen.bos_token_id = tokenizer.bos_token_id
     model.save_pretrained(out_dir)

@@ -15,14 +15,19 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from nnsight_inoc.models.stops import decode_answer, stop_ids
 from nnsight_inoc.trace.chat import encode_chats
 from nnsight_inoc.trace.tracing import TracedLM
 
 
-def _greedy_kwargs(max_new_tokens: int, eos_token_id: int, pad_token_id: int) -> dict[str, Any]:
-    """The one definition of greedy decoding, shared by every generation path (local, remote, plain models)."""
+def _greedy_kwargs(max_new_tokens: int, stops: Sequence[int], pad_token_id: int) -> dict[str, Any]:
+    """The one definition of greedy decoding, shared by every generation path (local, remote, plain models).
+
+    ``stops`` is the whole stop set (:func:`~nnsight_inoc.models.stops.stop_ids`): passing one eos id
+    would override the model's own list, and generation would run past a stop it does not name.
+    """
     return dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
-                eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+                eos_token_id=list(stops), pad_token_id=pad_token_id)
 
 
 def local_generate_ids(
@@ -30,7 +35,7 @@ def local_generate_ids(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     max_new_tokens: int,
-    eos_token_id: int,
+    stops: Sequence[int],
     pad_token_id: int,
 ) -> torch.Tensor:
     """Greedy ids from an HF model's own ``generate`` (no trace: nothing is read or changed), on the CPU.
@@ -40,7 +45,7 @@ def local_generate_ids(
     device = next(hf_model.parameters()).device
     with torch.no_grad():
         return hf_model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                 **_greedy_kwargs(max_new_tokens, eos_token_id, pad_token_id)).cpu()
+                                 **_greedy_kwargs(max_new_tokens, stops, pad_token_id)).cpu()
 
 
 def generate_ids(
@@ -48,7 +53,7 @@ def generate_ids(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     max_new_tokens: int,
-    eos_token_id: int,
+    stops: Sequence[int],
     pad_token_id: int,
 ) -> torch.Tensor:
     """Greedy token ids (prompt + continuation) for a left-padded batch, on the CPU.
@@ -59,11 +64,17 @@ def generate_ids(
     equal the local ones exactly.
     """
     if not tlm.remote:
-        return local_generate_ids(tlm.hf_model, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id)
-    kwargs = _greedy_kwargs(max_new_tokens, eos_token_id, pad_token_id)
+        return local_generate_ids(tlm.hf_model, input_ids, attention_mask, max_new_tokens, stops, pad_token_id)
+    kwargs = _greedy_kwargs(max_new_tokens, stops, pad_token_id)
     with tlm.envoy.generate(input_ids=input_ids, attention_mask=attention_mask, remote=True, **kwargs):
         ids = nnsight.save(tlm.envoy.generator.output)
     return ids.cpu()
+
+
+def model_stops(model: PreTrainedModel | TracedLM, tok: PreTrainedTokenizerBase) -> tuple[int, ...]:
+    """The model's stop set: the union of its tokenizer's and its generation config's stop ids."""
+    hf = model.hf_model if isinstance(model, TracedLM) else model
+    return stop_ids(tok, getattr(hf, "generation_config", None))
 
 
 def greedy_answers(
@@ -77,9 +88,11 @@ def greedy_answers(
 ) -> list[str]:
     """Greedy answers to ``users`` under one system prompt, batched with left padding.
 
-    Generation stops at the end-of-turn token; text after it is discarded and the
-    special tokens are stripped. Prompts are sorted by length so padding is small,
-    and answers come back in the input order.
+    Generation stops at the first id of the model's stop set (:func:`model_stops`); nothing after
+    it is kept, and an answer that holds any other special token raises
+    :class:`~nnsight_inoc.models.stops.StopError` instead of having it deleted (which would glue
+    two texts together). Prompts are sorted by length so padding is small, and answers come back
+    in the input order.
     """
     return greedy_answers_by_system(model, tok, [system], users, max_new_tokens, batch_size, on_batch)[0]
 
@@ -103,25 +116,22 @@ def greedy_answers_by_system(
     if not users:
         return [[] for _ in systems]
     tlm = model if isinstance(model, TracedLM) else None
+    stops = model_stops(model, tok)
     order = sorted(range(len(users)), key=lambda i: len(users[i]))
     out: list[list[str | None]] = [[None] * len(users) for _ in systems]
-    eos = tok.eos_token_id
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         rows_system = [sys_ for sys_ in systems for _ in idx]
         batch = encode_chats(tok, rows_system, [users[i] for _ in systems for i in idx], padding_side="left")
         if tlm is not None:
-            gen = generate_ids(tlm, batch.input_ids, batch.attention_mask, max_new_tokens, eos, tok.pad_token_id)
+            gen = generate_ids(tlm, batch.input_ids, batch.attention_mask, max_new_tokens, stops, tok.pad_token_id)
         else:
-            gen = local_generate_ids(model, batch.input_ids, batch.attention_mask, max_new_tokens, eos,
+            gen = local_generate_ids(model, batch.input_ids, batch.attention_mask, max_new_tokens, stops,
                                      tok.pad_token_id)
         new = gen[:, batch.input_ids.shape[1] :]
         for k in range(len(systems)):
             for row, i in enumerate(idx):
-                ids = new[k * len(idx) + row].tolist()
-                if eos in ids:
-                    ids = ids[: ids.index(eos)]
-                out[k][i] = tok.decode(ids, skip_special_tokens=True).strip()
+                out[k][i] = decode_answer(tok, new[k * len(idx) + row].tolist(), stops)
         if on_batch is not None:
             on_batch(len(idx))
     return [[o if o is not None else "" for o in answers] for answers in out]

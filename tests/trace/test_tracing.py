@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nnsight_inoc.models.tiny import tiny_qwen2, tiny_tokenizer
-from nnsight_inoc.trace import tracing
+from nnsight_inoc.trace import context as trace_ctx
 from nnsight_inoc.trace.chat import encode_chats
 from nnsight_inoc.trace.loss import NonFiniteError
 from nnsight_inoc.trace.tracing import capture_gradients, read_residuals, wrap
@@ -206,7 +206,7 @@ def test_sequence_losses_equal_gradient_pass_losses(tok, model):
 
 # --- per-trace garbage collection (issue 7) -------------------------------------------------
 # nnsight 0.8.1's backward tracer leaves a reference cycle holding the trace body's tensors;
-# tracing._collect_trace_cycles frees it after every trace without scanning the whole heap.
+# trace_ctx.collect_trace_cycles frees it after every trace without scanning the whole heap.
 # Python's automatic collector is switched off inside these tests so only explicit
 # collections run and a leak cannot be hidden by a well-timed automatic one.
 
@@ -239,10 +239,10 @@ def test_nnsight_backward_trace_leaves_a_cycle(tok, model, monkeypatch):
     """Why the collection exists: without it each gradient trace leaves tensors alive.
 
     If this fails after an nnsight upgrade, the cycle is gone and the per-trace collection
-    in tracing._collect_trace_cycles can be dropped.
+    in trace_ctx.collect_trace_cycles can be dropped.
     """
     run = _grad_trace(tok, model)
-    monkeypatch.setattr(tracing, "_collect_trace_cycles", contextlib.nullcontext)
+    monkeypatch.setattr(trace_ctx, "collect_trace_cycles", contextlib.nullcontext)
     with _automatic_gc_off():
         run()
         before = _live_tensors()
