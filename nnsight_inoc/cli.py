@@ -163,8 +163,8 @@ def data() -> None:
 def data_build(**opts: Any) -> None:
     """Build the three disjoint prompt splits and the data card into <run-dir>/data."""
     from nnsight_inoc.core import artifacts as A
-    from nnsight_inoc.core.config import dump_toml
     from nnsight_inoc.core.layout import RunLayout
+    from nnsight_inoc.core.toml_out import dump_toml
     from nnsight_inoc.study import ensure_splits
 
     cfg, run_dir = resolve(**opts)
@@ -198,6 +198,18 @@ def align(condition: str, **opts: Any) -> None:
     from nnsight_inoc.stages.align import run_align
 
     run_align(_open(opts), condition)
+
+
+@main.command()
+@study_options
+@handle_errors
+def transfer(**opts: Any) -> None:
+    """Cross-context transfer: <-grad L_P, grad J> of every training prompt P with the trait's log-odds J under
+    the neutral test prompt and the drift panel, over LoRA weights at init (issue 16; local only)."""
+    from nnsight_inoc.stages.transfer import run_transfer
+
+    out = run_transfer(_open(opts))
+    click.echo(f"transfer of {len(out['conditions'])} training prompts written")
 
 
 WHICH = click.option("--which", type=click.Choice(["main", "variants", "all", "steering"]),
@@ -318,7 +330,7 @@ def bench(scale: str, batch_size: int, words: int, reps: int, out_dir: str, **op
     import torch
 
     from nnsight_inoc.core import artifacts as A
-    from nnsight_inoc.core.config import dump_toml
+    from nnsight_inoc.core.toml_out import dump_toml
     from nnsight_inoc.models.load import load_model, resolve_device
 
     try:

@@ -25,6 +25,7 @@ from nnsight_inoc.stages.align import run_align
 from nnsight_inoc.stages.drift import run_drift
 from nnsight_inoc.stages.executors import run_finetune
 from nnsight_inoc.stages.extract import run_extract
+from nnsight_inoc.stages.transfer import run_transfer
 from nnsight_inoc.study import Study
 
 
@@ -43,12 +44,20 @@ def fingerprints(study: Study) -> dict[str, str]:
     }
     fp: dict[str, str] = {}
     fp["extract"] = _hash({**base, "extract": c.extract.model_dump()})
-    fp["align"] = _hash({"up": fp["extract"], "align": c.align.model_dump(), "sft": c.data.sft_max_new_tokens})
+    al: dict[str, Any] = {"up": fp["extract"], "align": c.align.model_dump(), "sft": c.data.sft_max_new_tokens}
+    if c.leak.targets:  # sections added by issue 16 enter only when used: older run folders keep their markers
+        al["leak"] = c.leak.model_dump()
+    fp["align"] = _hash(al)
     ft: dict[str, Any] = {"up": fp["align"], "finetune": c.finetune.model_dump()}
     if c.finetune.which == "steering":  # only then does the sweep shape the runs (other fingerprints unchanged)
         ft["steering"] = c.steering.model_dump()
+    fp["transfer"] = _hash({**ft, "transfer": c.transfer.model_dump(), "panel": c.drift.panel,
+                            "gen": c.extract.max_new_tokens})
     fp["finetune"] = _hash(ft)
-    fp["drift"] = _hash({"up": fp["finetune"], "gen": c.extract.max_new_tokens})
+    dr: dict[str, Any] = {"up": fp["finetune"], "gen": c.extract.max_new_tokens}
+    if c.drift.panel:
+        dr["drift"] = c.drift.model_dump()
+    fp["drift"] = _hash(dr)
     return fp
 
 
@@ -64,6 +73,7 @@ def mark_done(run_dir: Path, name: str, fingerprint: str, seconds: float) -> Non
 
 
 RESUMED_PER_RUN = ("finetune", "drift")
+LOCAL_ONLY = ("transfer", "finetune", "drift")  # LoRA weights live on this machine
 
 
 def _check_resumable(run_dir: Path, name: str, fingerprint: str) -> None:
@@ -80,19 +90,21 @@ def _check_resumable(run_dir: Path, name: str, fingerprint: str) -> None:
 
 
 def run_all(study: Study) -> Path:
-    """data, extract, align (all conditions), finetune, drift, report; returns the report path."""
+    """data, extract, align (all conditions), transfer (when enabled), finetune, drift, report; returns the
+    report path."""
     study.splits  # builds (or checks) the splits first: every fingerprint needs their hash
     fp = fingerprints(study)
     which = study.cfg.finetune.which
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("extract", lambda: run_extract(study)),
         ("align", lambda: run_align(study, "all")),
+        *([("transfer", lambda: run_transfer(study))] if study.cfg.transfer.enabled else []),
         ("finetune", lambda: run_finetune(study, which)),
         ("drift", lambda: run_drift(study, which)),
     ]
     if study.tlm.remote:  # said loudly and recorded; the report then shows drift as not run
-        skipped = [n for n, _ in steps if n in RESUMED_PER_RUN]
-        steps = [(n, f) for n, f in steps if n not in RESUMED_PER_RUN]
+        skipped = [n for n, _ in steps if n in LOCAL_ONLY]
+        steps = [(n, f) for n, f in steps if n not in LOCAL_ONLY]
         log(f"remote backend: skipping {', '.join(skipped)} (LoRA training needs local weights); "
             "run `cli.py finetune` and `cli.py drift` with --backend local")
         study.prov.fact("skipped_stages", {"stages": skipped, "reason": "remote backend: LoRA training is local only"})

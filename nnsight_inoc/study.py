@@ -19,9 +19,10 @@ from typing import Any, Sequence
 import torch
 
 from nnsight_inoc.core import artifacts as A
-from nnsight_inoc.core.config import StudyConfig, dump_toml
+from nnsight_inoc.core.config import StudyConfig
 from nnsight_inoc.core.layout import RunLayout
 from nnsight_inoc.core.progress import log, task
+from nnsight_inoc.core.toml_out import dump_toml
 from nnsight_inoc.data.splits import Splits, build_splits, load_splits, save_splits
 from nnsight_inoc.data.traits import Trait, get_trait
 from nnsight_inoc.measures.directions import POSITIONS
@@ -29,6 +30,7 @@ from nnsight_inoc.models.cache import home
 from nnsight_inoc.models.load import LoadedModel, load_model, resolve_device
 from nnsight_inoc.probes.gradients import GradientMetrics, gradient_metrics
 from nnsight_inoc.trace.backend import backend_fact, require_local, traced_lm
+from nnsight_inoc.trace.chat import Systems
 from nnsight_inoc.trace.generation import greedy_answers, model_stops
 from nnsight_inoc.trace.tracing import TracedLM
 
@@ -131,10 +133,14 @@ class SFTSet:
     source_answers: list[str]  # the model's own answers the completions come from (neutral prompt, or sft_system)
     completions: list[str]  # trait-transformed
     excluded: dict[str, int]
+    # The model's own UNTRAITED answer to each prompt (the content without the trait): the neutral answer for a
+    # transform trait (= source_answers), the answer under the neutral prompt for an sft_system trait. The loss
+    # split and the content-leak control read it (issue 16).
+    untraited: list[str] | None = None
 
 
-def answers(study: Study, system: str, users: Sequence[str], max_new_tokens: int, label: str) -> list[str]:
-    """The study model's greedy answers under one system prompt, batched, with a progress bar."""
+def answers(study: Study, system: Systems, users: Sequence[str], max_new_tokens: int, label: str) -> list[str]:
+    """The study model's greedy answers under one system prompt (or one per user), batched, with a progress bar."""
     with task(label, len(users)) as adv:
         return greedy_answers(study.tlm, study.loaded.tokenizer, system, users, max_new_tokens,
                               study.cfg.data.generation_batch_size, on_batch=adv)
@@ -183,8 +189,16 @@ def ensure_sft(study: Study) -> SFTSet:
         data = {"key": key, "ids": [p.id for p in sft], "prompts": users, "source_answers": generated}
         A.write_json(cache, data)
         study.prov.stage("sft_completions", time.time() - t0, n=len(users))
+    if study.trait.sft_system is not None and "neutral_answers" not in data:
+        # Added to the same cache entry (same key): the SFT answers themselves are unchanged.
+        t0 = time.time()
+        data["neutral_answers"] = answers(study, study.trait.neutral, data["prompts"],
+                                          study.cfg.data.sft_max_new_tokens,
+                                          f"untraited answers (greedy, system: {study.trait.neutral!r})")
+        A.write_json(cache, data)
+        study.prov.stage("sft_untraited", time.time() - t0, n=len(data["prompts"]))
     # The run folder's copy must be the data actually used: replace one left by an older key format.
-    if run_copy.resolve() != cache.resolve() and (not run_copy.is_file() or A.read_json(run_copy).get("key") != key):
+    if run_copy.resolve() != cache.resolve() and (not run_copy.is_file() or A.read_json(run_copy) != data):
         A.write_json(run_copy, data)
     return _filter_sft(study, data)
 
@@ -193,10 +207,11 @@ def _filter_sft(study: Study, data: dict[str, Any]) -> SFTSet:
     """Drop (and count) answers that cannot carry the trait or fill the measured positions."""
     tok = study.loaded.tokenizer
     need = study.cfg.align.n_assistant_tokens
-    keep_ids, keep_p, keep_a, keep_c = [], [], [], []
+    keep_ids, keep_p, keep_a, keep_c, keep_u = [], [], [], [], []
     trait = study.trait
+    untraited = data["source_answers"] if trait.sft_system is None else data.get("neutral_answers")
     excluded = {"empty_or_unscorable": 0, "too_short": 0, "not_trait": 0}
-    for i, p, a in zip(data["ids"], data["prompts"], data["source_answers"]):
+    for j, (i, p, a) in enumerate(zip(data["ids"], data["prompts"], data["source_answers"])):
         c = a if trait.sft_system is not None else trait.transform(a)
         score = trait.score(c)
         if score is None:
@@ -212,9 +227,10 @@ def _filter_sft(study: Study, data: dict[str, Any]) -> SFTSet:
         keep_p.append(p)
         keep_a.append(a)
         keep_c.append(c)
+        keep_u.append(untraited[j] if untraited is not None else None)
     if any(excluded.values()):
         log(f"SFT examples excluded: {excluded} (kept {len(keep_ids)})")
-    return SFTSet(keep_ids, keep_p, keep_a, keep_c, excluded)
+    return SFTSet(keep_ids, keep_p, keep_a, keep_c, excluded, None if untraited is None else keep_u)
 
 
 def load_directions(study: Study) -> tuple[torch.Tensor, dict[str, Any]]:

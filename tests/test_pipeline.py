@@ -80,7 +80,7 @@ def test_example_experiments_run(study, tmp_path):
 
     from click.testing import CliRunner
 
-    from nnsight_inoc.core.config import dump_toml
+    from nnsight_inoc.core.toml_out import dump_toml
 
     cfg_path = tmp_path / "cfg.toml"
     cfg_path.write_text(dump_toml(study.cfg))
@@ -173,7 +173,7 @@ def test_parallel_workers_match_sequential_runs(study, tmp_path):
     import subprocess
     import sys
 
-    from nnsight_inoc.core.config import dump_toml
+    from nnsight_inoc.core.toml_out import dump_toml
 
     copy = tmp_path / "run"
     shutil.copytree(study.run_dir, copy, ignore=shutil.ignore_patterns("finetune", "stages", "report.*"))

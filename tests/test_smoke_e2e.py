@@ -31,7 +31,13 @@ def test_cli_run_smoke_preset(tmp_path: Path) -> None:
     assert prov["facts"]["model"]["sha256"].startswith("b179c952")
     assert {"extract", "align_all", "align_summary"} <= set(prov["stages"])
     summary = json.loads((run_dir / "align" / "align_summary.json").read_text())
-    assert set(summary["conditions"]) == {"neutral", "inoc", "explicit", "lossmatch"}
+    leak = json.loads((run_dir / "align" / "leak.json").read_text())
+    assert set(summary["conditions"]) == {"neutral", "inoc", "explicit", "lossmatch", *leak["conditions"]}
+    assert leak["conditions"]  # the smoke preset turns issue 16's controls on
+    transfer = json.loads((run_dir / "transfer" / "transfer.json").read_text())
+    assert set(transfer["conditions"]) == set(summary["conditions"])
+    drift = json.loads((run_dir / "finetune" / "inoc_seed0" / "drift.json").read_text())
+    assert len(drift["panel"]) == 5
     card = json.loads((run_dir / "data" / "data_card.json").read_text())
     assert card["sha256"]
     assert (run_dir / "config.toml").read_text().count("smollm2-135m-instruct") == 1

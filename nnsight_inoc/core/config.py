@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from nnsight_inoc.core.config_controls import DriftConfig, LeakConfig, TransferConfig
+from nnsight_inoc.core.section import _Section
 
 PRESETS = ("allcaps", "spanish", "politeness", "smoke")
 NEUTRAL_CONDITION = "neutral"  # the baseline of every comparison; required in align.conditions
@@ -30,10 +31,6 @@ LOSSMATCH_CONDITION = "lossmatch"  # added by the loss-matched control (align/lo
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the offending key."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ModelConfig(_Section):
@@ -270,6 +267,9 @@ class StudyConfig(_Section):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     steering: SteeringConfig = Field(default_factory=SteeringConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    leak: LeakConfig = Field(default_factory=LeakConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
 
     @model_validator(mode="after")
     def _check_conditions(self) -> "StudyConfig":
@@ -341,44 +341,3 @@ def apply_overrides(cfg: StudyConfig, overrides: dict[str, Any]) -> StudyConfig:
             raise ConfigError(f"unknown key '{dotted}'")
         node[parts[-1]] = value
     return from_dict(data, source="overrides")
-
-
-def dump_toml(cfg: StudyConfig) -> str:
-    """Serialise a resolved config as TOML (written into every run folder)."""
-    return _to_toml(cfg.model_dump())
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def _to_toml(data: dict[str, Any], prefix: str = "") -> str:
-    scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
-    tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
-    out = []
-    if prefix and scalars:
-        out.append(f"[{prefix}]")
-    for k, v in scalars:
-        out.append(f"{_quote_key(k)} = {_toml_value(v)}")
-    for k, v in tables:
-        sub = f"{prefix}.{_quote_key(k)}" if prefix else _quote_key(k)
-        if v and all(not isinstance(x, dict) for x in v.values()):
-            out.append("")
-            out.append(f"[{sub}]")
-            out.extend(f"{_quote_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items())
-        else:
-            out.append("")
-            out.append(_to_toml(v, sub))
-    return "\n".join(out).strip() + "\n"
-
-
-def _quote_key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)

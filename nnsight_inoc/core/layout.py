@@ -11,7 +11,8 @@ Layout of ``<run>/`` (``artifacts/<trait>_<model>/`` by default)::
     precision_check.json  sft_completions.json
     data/splits.json  data/data_card.json
     extract/directions.pt  extract/extract_summary.json  extract/monitoring.csv  extract/*.png
-    align/cond_<condition>.pt  align/lossmatch.json  align/align_summary.json  align/rows.csv.gz  align/*.png
+    align/cond_<condition>.pt  align/lossmatch.json  align/leak.json  align/align_summary.json  align/rows.csv.gz  align/*.png
+    transfer/transfer.json   (cross-context transfer, issue 16)
     finetune/<condition>_seed<seed>/{train.json, drift.json, adapter/}
     finetune/pre/<hash>.json  finetune/claims/<run>/owner.json  finetune/logs/worker<i>.log
     finetune/finetune_summary.json  finetune/steering_summary.json  finetune/*.png
@@ -42,10 +43,14 @@ EXTRACT_SUMMARY = "extract_summary.json"
 MONITOR_TABLE = "monitoring.csv"
 EXTRACT_PLOTS = ("projection_hist.png", "monitor_scatter.png", "separation_vs_layer.png")
 
+TRANSFER_DIR = "transfer"
+TRANSFER = "transfer.json"
+
 ALIGN_DIR = "align"
 ALIGN_ROWS = "rows.csv.gz"
 ALIGN_SUMMARY = "align_summary.json"
 LOSSMATCH = "lossmatch.json"
+LEAK = "leak.json"  # the content-leak control's dial search and conditions (issue 16)
 ALIGN_CONDITION_GLOB = "cond_*.pt"
 LOSS_PLOT = "loss_by_condition.png"
 
@@ -213,6 +218,15 @@ class RunLayout:
     @property
     def lossmatch(self) -> Path:
         return self.align_dir / LOSSMATCH
+
+    @property
+    def leak(self) -> Path:
+        return self.align_dir / LEAK
+
+    # transfer
+    @property
+    def transfer(self) -> Path:
+        return self.root / TRANSFER_DIR / TRANSFER
 
     # finetune and drift
     @property

@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from nnsight_inoc.data.traits import Trait, score_texts
 from nnsight_inoc.probes.residuals import final_prompt_projections
+from nnsight_inoc.trace.chat import Systems
 from nnsight_inoc.trace.generation import greedy_answers_by_system
 from nnsight_inoc.trace.tracing import TracedLM
 
@@ -23,7 +24,7 @@ def measure_behaviour(
     tlm: TracedLM,
     tok: PreTrainedTokenizerBase,
     trait: Trait,
-    system_prompt: str,
+    system_prompt: Systems,
     prompts: Sequence[str],
     v: torch.Tensor,
     *,
@@ -46,7 +47,7 @@ def measure_behaviours(
     tlm: TracedLM,
     tok: PreTrainedTokenizerBase,
     trait: Trait,
-    systems: Sequence[str],
+    systems: Sequence[Systems],
     prompts: Sequence[str],
     v: torch.Tensor,
     *,

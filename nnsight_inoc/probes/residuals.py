@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from nnsight_inoc.trace.chat import encode_chats
+from nnsight_inoc.trace.chat import Systems, encode_chats, per_row
 from nnsight_inoc.trace.tracing import TracedLM, read_residuals
 
 
@@ -44,7 +44,7 @@ def read_final(
 
 
 def final_prompt_projection(
-    tlm: TracedLM, tok: PreTrainedTokenizerBase, system: str | None, prompts: Sequence[str], v: torch.Tensor,
+    tlm: TracedLM, tok: PreTrainedTokenizerBase, system: Systems, prompts: Sequence[str], v: torch.Tensor,
     batch_size: int,
 ) -> torch.Tensor:
     """Mean over prompts of <h_l(final prompt token), v_l>, per layer: (L,) float64.
@@ -55,10 +55,11 @@ def final_prompt_projection(
 
 
 def final_prompt_projections(
-    tlm: TracedLM, tok: PreTrainedTokenizerBase, systems: Sequence[str | None], prompts: Sequence[str],
+    tlm: TracedLM, tok: PreTrainedTokenizerBase, systems: Sequence[Systems], prompts: Sequence[str],
     v: torch.Tensor, batch_size: int,
 ) -> torch.Tensor:
-    """:func:`final_prompt_projection` under each of K system prompts, (K, L) float64.
+    """:func:`final_prompt_projection` under each of K system prompts (each one for all prompts, or one per
+    prompt), (K, L) float64.
 
     Every trace holds K row blocks (block k: up to ``batch_size`` prompts under ``systems[k]``),
     the layout grouped LoRA adapters expect, so K runs are read in one pass.
@@ -67,10 +68,11 @@ def final_prompt_projections(
         raise ValueError(f"v must be (n_layers, d_model) = {(tlm.n_layers, tlm.d_model)}, got {tuple(v.shape)}")
     vv = v.detach().double().cpu()
     K = len(systems)
+    per_prompt = [per_row(sys_, len(prompts)) for sys_ in systems]
     total = torch.zeros(K, tlm.n_layers, dtype=torch.float64)
     for s in range(0, len(prompts), batch_size):
         chunk = list(prompts[s : s + batch_size])
-        batch = encode_chats(tok, [sys_ for sys_ in systems for _ in chunk], chunk * K)
+        batch = encode_chats(tok, [rows[i] for rows in per_prompt for i in range(s, s + len(chunk))], chunk * K)
         h = read_residuals(tlm, batch, batch.final_prompt_idx[:, None])[:, :, 0].double()  # (K * b, L, d)
         for k in range(K):  # block by block: K = 1 sums exactly as the single-prompt loop always has
             total[k] += torch.einsum("bld,ld->l", h[k * len(chunk) : (k + 1) * len(chunk)], vv)

@@ -15,56 +15,80 @@ import torch
 from nnsight_inoc.core import artifacts as A
 from nnsight_inoc.core.config import LOSSMATCH_CONDITION
 from nnsight_inoc.core.progress import log, task
+from nnsight_inoc.measures.leak import Prompting
 from nnsight_inoc.probes.gradients import gradient_metrics
+from nnsight_inoc.probes.losses import example_losses
 from nnsight_inoc.stages.align_summary import summarise
+from nnsight_inoc.stages.leak import leak_conditions, select_leak
 from nnsight_inoc.stages.lossmatch import select_lossmatch
 from nnsight_inoc.study import SFTSet, Study, ensure_sft, load_directions
 
 
-def condition_prompts(study: Study, sft: SFTSet, wanted: list[str]) -> dict[str, str]:
-    """Condition -> training system prompt for the wanted conditions (the loss-matched one chosen on demand)."""
-    conds = dict(study.cfg.align.conditions)
+def condition_prompts(study: Study, sft: SFTSet, wanted: list[str]) -> dict[str, Prompting]:
+    """Condition -> training prompt for the wanted conditions; the loss-matched and the content-leak controls
+    are chosen on demand (``align/lossmatch.json``, ``align/leak.json``)."""
+    conds = {n: Prompting(p) for n, p in study.cfg.align.conditions.items()}
     if LOSSMATCH_CONDITION in wanted:
-        conds[LOSSMATCH_CONDITION] = select_lossmatch(study, sft)["chosen_prompt"]
+        conds[LOSSMATCH_CONDITION] = Prompting(select_lossmatch(study, sft)["chosen_prompt"])
+    if study.cfg.leak.targets and any(w not in conds for w in wanted):
+        select_leak(study, sft)
+        conds.update(leak_conditions(study))
     unknown = [c for c in wanted if c not in conds]
     if unknown:
         raise ValueError(f"unknown condition(s) {unknown}; configured: {sorted(conds)} (+ {LOSSMATCH_CONDITION})")
     return {c: conds[c] for c in wanted}
 
 
-def measure_condition(study: Study, name: str, system: str, sft: SFTSet, v: torch.Tensor) -> dict[str, Any]:
-    """Gradient metrics for every SFT example under one training-time system prompt (what cond_<name>.pt holds)."""
+def measure_condition(study: Study, name: str, prompting: Prompting | str, sft: SFTSet, v: torch.Tensor
+                      ) -> dict[str, Any]:
+    """Gradient metrics for every SFT example under one training-time prompt (what cond_<name>.pt holds).
+
+    Also the loss split (issue 16): ``content_loss`` is each example's loss of its UNTRAITED answer
+    under the same prompt (the content part); ``loss - content_loss`` is the trait part.
+    """
+    prompting = Prompting(prompting) if isinstance(prompting, str) else prompting
     cfg = study.cfg.align
     n = len(sft.prompts)
+    systems = prompting.systems(sft.untraited)
     with task(f"align: {name}", n) as adv:
-        m = gradient_metrics(study.tlm, study.loaded.tokenizer, system, sft.prompts, sft.completions, v,
+        m = gradient_metrics(study.tlm, study.loaded.tokenizer, systems, sft.prompts, sft.completions, v,
                              n_assistant=cfg.n_assistant_tokens, batch_size=cfg.batch_size, ids=sft.ids,
                              label=f"condition {name}", on_batch=adv)
+    content = None
+    if sft.untraited is not None:
+        content = torch.from_numpy(example_losses(study.tlm, study.loaded.tokenizer, systems, sft.prompts,
+                                                  sft.untraited, cfg.batch_size))
     return {
         "condition": name,
-        "system_prompt": system,
+        "system_prompt": prompting.base,
+        "leak": prompting.record(),
         "ids": list(sft.ids),
         "positions": m.positions,
         "cos": m.cos,
         "proj": m.proj,
         "norm": m.norm,
         "loss": m.loss,
+        "content_loss": content,  # (n,) CE of the untraited answer under the same prompt; None without one
         "mean_unit_neg_grad": (m.unit_neg_grad_sum / n).float(),  # (L, P, d): all the random-direction null needs
         "direction_position": cfg.direction_position,
     }
 
 
 def run_align(study: Study, condition: str) -> dict[str, Any]:
-    """Measure one condition, or all of them (``'all'``) followed by the summary with controls."""
+    """Measure one condition, or all of them (``'all'``: the configured ones, the loss-matched control and the
+    content-leak factorial when ``[leak]`` names targets) followed by the summary with controls."""
     t0 = time.time()
     v_all, meta = load_directions(study)
     v = v_all[:, list(meta["positions"]).index(study.cfg.align.direction_position)]
     sft = ensure_sft(study)
     study.prov.fact("sft_excluded", sft.excluded)
     wanted = [*study.cfg.align.conditions, LOSSMATCH_CONDITION] if condition == "all" else [condition]
+    if condition == "all" and study.cfg.leak.targets:
+        select_leak(study, sft)
+        wanted += list(leak_conditions(study))
     prompts = condition_prompts(study, sft, wanted)
-    for name, system in prompts.items():
-        res = measure_condition(study, name, system, sft, v)
+    for name, prompting in prompts.items():
+        res = measure_condition(study, name, prompting, sft, v)
         res["layer"] = meta["layer"]
         A.save_torch(study.layout.align_condition(name), res)
         log(f"align {name}: mean loss {float(res['loss'].mean()):.4f}, n={len(res['ids'])}")

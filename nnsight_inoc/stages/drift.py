@@ -1,9 +1,13 @@
 """Stage `drift`: behaviour and projection before vs after training, for every run of the plan.
 
-Drift is measured under the neutral test prompt (does the trait leak out?) and under the
-run's own training prompt (did the trait become conditional on that prompt?). The base
-model's measurements are cached per system prompt (``finetune/pre/<hash>.json``); a run
-with ``drift.json`` is skipped.
+Drift is measured under the neutral test prompt (does the trait leak out?), under the run's
+own training prompt (did the trait become conditional on that prompt?) and, when
+``[drift] panel`` lists them, under a panel of trait-free test prompts never used in training
+(issue 16: the neutral test prompt is also the neutral training prompt, so every other training
+prompt doubles as a change of context; the panel mean is the main drift measure). A content-leak
+run's training prompt quotes each drift prompt's own untraited answer: the base model's answer
+under the neutral prompt. The base model's measurements are cached per system prompt
+(``finetune/pre/<hash>.json``); a run with ``drift.json`` is skipped.
 """
 
 from __future__ import annotations
@@ -22,37 +26,80 @@ from nnsight_inoc.measures.drift import drift as drift_of
 from nnsight_inoc.probes.behaviour import measure_behaviours
 from nnsight_inoc.stages.drift_summary import summarise_drift
 from nnsight_inoc.stages.finetune import free_memory
+from nnsight_inoc.stages.lossmatch import passes_trait_check
 from nnsight_inoc.stages.plan import FinetunePlan, RunSpec, build_plan
 from nnsight_inoc.study import Study
+from nnsight_inoc.trace.chat import Systems
 from nnsight_inoc.train.grouped_io import load_peft
 
 ANSWERS_KEPT = 5  # answers per measurement kept in drift.json (the pre cache keeps all of them)
 
 
-def behaviours(study: Study, systems: Sequence[str], prompts: list[str], v: torch.Tensor) -> list[dict[str, Any]]:
+def behaviours(study: Study, systems: Sequence[Systems], prompts: list[str], v: torch.Tensor,
+               max_new_tokens: int | None = None) -> list[dict[str, Any]]:
     """:func:`~nnsight_inoc.probes.behaviour.measure_behaviours` on the study's traced model with its settings:
-    one measurement per system prompt (K row blocks; attach K adapters to measure K runs)."""
+    one measurement per system prompt (K row blocks; attach K adapters to measure K runs). ``max_new_tokens``
+    defaults to ``extract.max_new_tokens``."""
+    tokens = study.cfg.extract.max_new_tokens if max_new_tokens is None else max_new_tokens
     return measure_behaviours(study.tlm, study.loaded.tokenizer, study.trait, systems, prompts, v,
-                              max_new_tokens=study.cfg.extract.max_new_tokens,
+                              max_new_tokens=tokens,
                               generation_batch_size=study.cfg.data.generation_batch_size,
                               read_batch_size=study.cfg.extract.batch_size)
 
 
-def pre_behaviour(study: Study, system: str, prompts: list[str], v: torch.Tensor) -> dict[str, Any]:
-    """Base-model behaviour under one system prompt, cached in finetune/pre/<hash>.json.
+def pre_behaviour(study: Study, system: Systems, prompts: list[str], v: torch.Tensor,
+                  max_new_tokens: int | None = None) -> dict[str, Any]:
+    """Base-model behaviour under one system prompt (or one per prompt), cached in finetune/pre/<hash>.json.
 
     One file per prompt (not one shared file) so parallel workers never overwrite each
     other's entries; two workers computing the same entry write the same content atomically.
+    The key of the default answer length is the published one (old run folders keep their cache).
     """
-    key = hashlib.sha256(json.dumps([system, prompts]).encode()).hexdigest()[:16]
+    tokens = study.cfg.extract.max_new_tokens if max_new_tokens is None else max_new_tokens
+    ident: list[Any] = [system, prompts] + ([] if tokens == study.cfg.extract.max_new_tokens else [tokens])
+    key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
     path = study.layout.pre_behaviour(key)
     if path.is_file():
         rec = A.read_json(path)
-        if rec["system"] == system and rec["prompts"] == prompts:
+        if rec["system"] == system and rec["prompts"] == prompts and rec.get("max_new_tokens", tokens) == tokens:
             return rec["behaviour"]
-    result = behaviours(study, [system], prompts, v)[0]
-    A.write_json(path, {"system": system, "prompts": prompts, "behaviour": result})
+    result = behaviours(study, [system], prompts, v, tokens)[0]
+    A.write_json(path, {"system": system, "prompts": prompts, "max_new_tokens": tokens, "behaviour": result})
     return result
+
+
+def training_prompt_at_test(study: Study, plan: FinetunePlan, run: RunSpec) -> Systems:
+    """The run's training prompt on the drift prompts: fixed, or (a content leak) quoting each drift prompt's
+    untraited answer, the base model's own greedy answer under the neutral prompt."""
+    if not run.prompting.is_leak:
+        return run.system_prompt
+    neutral = pre_behaviour(study, plan.neutral_prompt, plan.drift_prompts, plan.v)
+    return run.prompting.systems(neutral["answers"])
+
+
+def panel_prompts(study: Study) -> list[str]:
+    """The held-out eval prompts answered under each panel prompt (``drift.panel_prompts`` of them)."""
+    return [p.text for p in study.splits.eval[: study.cfg.drift.panel_prompts]]
+
+
+def panel_pre(study: Study, plan: FinetunePlan) -> dict[str, dict[str, Any]]:
+    """Base-model behaviour under every panel prompt, refusing a panel prompt that elicits the trait.
+
+    The check is the loss-matched pool's (``align.lossmatch_max_trait_score`` above the reference,
+    ``align.lossmatch_trait_reference``), against the neutral prompt's answers to the same prompts.
+    ValueError naming the prompt otherwise: drift under a trait-eliciting test prompt is not drift.
+    """
+    cfg, acfg = study.cfg.drift, study.cfg.align
+    users = panel_prompts(study)
+    out = {p: pre_behaviour(study, p, users, plan.v, cfg.panel_max_new_tokens) for p in cfg.panel}
+    if out:
+        neutral = pre_behaviour(study, plan.neutral_prompt, users, plan.v, cfg.panel_max_new_tokens)
+        reference = neutral["mean_score"] if acfg.lossmatch_trait_reference == "neutral" else 0.0
+        for p, rec in out.items():
+            if not passes_trait_check(rec["mean_score"], reference, acfg.lossmatch_max_trait_score):
+                raise ValueError(f"drift panel prompt {p!r} elicits the trait before training (answers score "
+                                 f"{rec['mean_score']} against {reference:.3f}); remove it from drift.panel")
+    return out
 
 
 def drift_run(study: Study, plan: FinetunePlan, run: RunSpec) -> dict[str, Any]:
@@ -80,6 +127,9 @@ def drift_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec]) -> li
             rec = A.read_json(files.drift_json)
             if rec["n_prompts"] != len(prompts):
                 raise ValueError(f"{files.drift_json} used another number of prompts; use a new --run-dir")
+            if sorted(rec.get("panel", {})) != sorted(study.cfg.drift.panel):
+                raise ValueError(f"{files.drift_json} was measured under another drift panel; use a new --run-dir "
+                                 "(or set [drift] panel as it was)")
             out[run.name] = rec
         else:
             todo.append(run)
@@ -88,16 +138,28 @@ def drift_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec]) -> li
         base = study.loaded.hf_model
         adapters = load_peft([study.layout.run(r.condition, r.seed).adapter for r in todo], base)
         base.eval()
+        train_systems = [training_prompt_at_test(study, plan, r) for r in todo]  # before attaching: pre is the base model
+        pre_panel = panel_pre(study, plan)
+        users = panel_prompts(study)
         with adapters.attached(base, None):
             post_neutral = behaviours(study, [plan.neutral_prompt] * len(todo), prompts, plan.v)
-            post_train = behaviours(study, [r.system_prompt for r in todo], prompts, plan.v)
+            post_train = behaviours(study, train_systems, prompts, plan.v)
+            post_panel = {p: behaviours(study, [p] * len(todo), users, plan.v, study.cfg.drift.panel_max_new_tokens)
+                          for p in pre_panel}
         wall = (time.time() - t0) / len(todo)  # pre measurements come from the cache after the first run
         for k, run in enumerate(todo):
             rec: dict[str, Any] = {"condition": run.condition, "seed": run.seed, "n_prompts": len(prompts)}
             for label, sys_prompt, post in (("neutral_prompt", plan.neutral_prompt, post_neutral[k]),
-                                            ("training_prompt", run.system_prompt, post_train[k])):
+                                            ("training_prompt", train_systems[k], post_train[k])):
                 pre = pre_behaviour(study, sys_prompt, prompts, plan.v)
                 rec[label] = {"pre": _brief(pre), "post": _brief(post), "drift": drift_of(pre, post)}
+            if run.prompting.is_leak:
+                rec["training_prompt"]["leak"] = run.prompting.record()
+            if pre_panel:
+                rec["panel"] = {p: {"pre": _brief(pre_panel[p]), "post": _brief(post_panel[p][k]),
+                                    "drift": drift_of(pre_panel[p], post_panel[p][k])} for p in pre_panel}
+                rec["panel_design"] = {"n_prompts": len(users),
+                                       "max_new_tokens": study.cfg.drift.panel_max_new_tokens}
             rec["wall_s"] = wall
             if len(todo) > 1:
                 rec["measured_with"] = [r.name for r in todo]  # one batched decode for these runs

@@ -34,7 +34,7 @@ def execute_run(study: Study, plan: FinetunePlan, run: RunSpec, *, with_drift: b
     """
     files = study.layout.run(run.condition, run.seed)
     if not needs_training(files):
-        rec = check_trained(study, files.train_json, run.system_prompt, run.steer)
+        rec = check_trained(study, files.train_json, run.system_prompt, run.steer, run.prompting.record())
         log(f"finetune {run.name}: already trained, reusing")
     else:
         if files.train_json.is_file():

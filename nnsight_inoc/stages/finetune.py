@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,11 @@ from nnsight_inoc.core.progress import log
 from nnsight_inoc.measures.alignment import position_names
 from nnsight_inoc.measures.steering import SteerSpec, same_steering, steering_vectors
 from nnsight_inoc.probes.gradients import gradient_metrics
+from nnsight_inoc.probes.losses import example_losses
 from nnsight_inoc.probes.residuals import residual_scale
 from nnsight_inoc.stages.plan import FinetunePlan, RunSpec
 from nnsight_inoc.study import SFTSet, Study
-from nnsight_inoc.trace.chat import encode_chats
+from nnsight_inoc.trace.chat import Systems, encode_chats
 from nnsight_inoc.trace.tracing import TracedLM, wrap
 from nnsight_inoc.train.lora import (
     Precision,
@@ -55,10 +57,12 @@ def precision(study: Study) -> Precision:
     return Precision(study.cfg.finetune.train_autocast, study.loaded.dtype, study.tlm.autocast)
 
 
-def check_trained(study: Study, train_json: Path, system: str, steer: SteerSpec | None = None) -> dict[str, Any]:
-    """A finished run's record, refusing one trained with another config, prompt or steering."""
+def check_trained(study: Study, train_json: Path, system: str, steer: SteerSpec | None = None,
+                  leak: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A finished run's record, refusing one trained with another config, prompt, content leak or steering."""
     rec = A.read_json(train_json)
-    if rec["finetune_config"] != study.cfg.finetune.model_dump() or rec["system_prompt"] != system:
+    if (rec["finetune_config"] != study.cfg.finetune.model_dump() or rec["system_prompt"] != system
+            or rec.get("leak") != leak):
         raise ValueError(f"{train_json} was trained with another config or prompt; use a new --run-dir")
     if not same_steering(rec.get("steering"), steer):
         raise ValueError(f"{train_json} was trained with other steering; use a new --run-dir")
@@ -77,8 +81,25 @@ def needs_training(files: RunFiles) -> bool:
     return not files.drift_json.is_file() and not files.adapter.is_dir()
 
 
+def rows_of(systems: Systems, idx: Sequence[int]) -> Systems:
+    """The system prompts of the examples ``idx``: the shared one, or each example's own."""
+    return systems if systems is None or isinstance(systems, str) else [systems[i] for i in idx]
+
+
+def content_loss_pre(study: Study, plan: FinetunePlan, run: RunSpec) -> float | None:
+    """Mean loss of the probe examples' UNTRAITED answers under the run's prompt, before training (the content
+    part of the step-0 probe loss, issue 16); None without untraited answers or for a steering run."""
+    sft = plan.sft
+    if sft is None or sft.untraited is None or run.steer is not None:
+        return None
+    n = study.cfg.finetune.n_probe
+    systems = rows_of(plan.sft_systems(run), range(n))
+    return float(example_losses(study.tlm, study.loaded.tokenizer, systems, sft.prompts[:n], sft.untraited[:n],
+                                study.cfg.align.batch_size).astype("float64").mean())
+
+
 def probe(
-    study: Study, tlm: TracedLM, system_prompt: str, sft: SFTSet, v: torch.Tensor, step: int,
+    study: Study, tlm: TracedLM, system_prompt: Systems, sft: SFTSet, v: torch.Tensor, step: int,
     steer: dict[int, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Mean cos(-g, v) per layer and position ((L, P) float32), and mean loss, on the first n_probe SFT examples.
@@ -92,7 +113,8 @@ def probe(
     bs = study.cfg.align.batch_size
     tlm.hf_model.eval()
     try:
-        m = gradient_metrics(tlm, study.loaded.tokenizer, system_prompt, sft.prompts[:n], sft.completions[:n], v,
+        m = gradient_metrics(tlm, study.loaded.tokenizer, rows_of(system_prompt, range(n)), sft.prompts[:n],
+                             sft.completions[:n], v,
                              n_assistant=study.cfg.align.n_assistant_tokens, batch_size=bs, ids=sft.ids[:n],
                              steer=steer, label=f"probe at step {step}")
     finally:
@@ -163,7 +185,7 @@ def train_run(study: Study, plan: FinetunePlan, run: RunSpec, dest: RunLayout | 
         raise ValueError("this finetune plan was built without the SFT set (for drift only); it cannot train")
     t0 = time.time()
     cfg = study.cfg.finetune
-    sft, v, seed, system_prompt = plan.sft, plan.v, run.seed, run.system_prompt
+    sft, v, seed, system_prompt = plan.sft, plan.v, run.seed, plan.sft_systems(run)
     check_inputs(study, sft, v)
     order = step_order(len(sft.prompts), seed, cfg.steps, cfg.batch_size)
     at = set(probe_steps(cfg.steps, cfg.probe_every))
@@ -174,6 +196,7 @@ def train_run(study: Study, plan: FinetunePlan, run: RunSpec, dest: RunLayout | 
     losses: list[float] = []
     probes: list[dict[str, Any]] = []
     vectors, steer_record = steering_setup(study, run.steer, sft, v)
+    content0 = content_loss_pre(study, plan, run)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with seeded(seed, device):
@@ -192,12 +215,12 @@ def train_run(study: Study, plan: FinetunePlan, run: RunSpec, dest: RunLayout | 
             if step == cfg.steps:
                 break
             idx = order[step]
-            batch = encode_chats(
-                tok, system_prompt, [sft.prompts[i] for i in idx], [sft.completions[i] for i in idx], n_assistant=k
-            )
+            batch = encode_chats(tok, rows_of(system_prompt, idx), [sft.prompts[i] for i in idx],
+                                 [sft.completions[i] for i in idx], n_assistant=k)
             losses.append(train_step(model, opt, params, batch, step, prec, steer=vectors, tlm=tlm))
         t_loop = time.time() - t_steps0
     save_adapter(model, files.folder)
+    probes[0]["content_loss"] = content0
     record = train_record(study, run, sft, order, losses, probes, steer_record, device,
                           wall_s=time.time() - t0,
                           timing_s={"train_steps": t_loop - t_probe, "probes": t_probe,
@@ -218,6 +241,7 @@ def train_record(
         "condition": run.condition,
         "seed": run.seed,
         "system_prompt": run.system_prompt,
+        "leak": run.prompting.record(),  # a content-leak run: each example's prompt quotes its untraited answer
         "finetune_config": cfg.model_dump(),
         "n_assistant_tokens": k,
         "model": {"name": study.loaded.name, "sha256": study.loaded.sha256, "dtype": study.loaded.dtype},
@@ -226,7 +250,8 @@ def train_record(
         "positions": position_names(k),
         "losses": losses,
         "step_ids": [[sft.ids[i] for i in idx] for idx in order],
-        "probes": [{"step": p["step"], "loss": p["loss"], "cos": p["cos"].tolist()} for p in probes],
+        "probes": [{"step": p["step"], "loss": p["loss"], "cos": p["cos"].tolist(),
+                    **({"content_loss": p["content_loss"]} if "content_loss" in p else {})} for p in probes],
         "sign_note": SIGN_NOTE_TRAIN,
         "steering": steer_record,
         "wall_s": wall_s,

@@ -28,15 +28,17 @@ from nnsight_inoc.stages.drift import drift_group
 from nnsight_inoc.stages.finetune import (
     check_inputs,
     check_trained,
+    content_loss_pre,
     free_memory,
     needs_training,
     precision,
+    rows_of,
     train_record,
     train_run,
 )
 from nnsight_inoc.stages.plan import FinetunePlan, RunSpec, build_plan
 from nnsight_inoc.study import SFTSet, Study
-from nnsight_inoc.trace.chat import encode_chats
+from nnsight_inoc.trace.chat import Batch, encode_chats, per_row
 from nnsight_inoc.train import grouped as G
 from nnsight_inoc.train.grouped_io import save_peft
 from nnsight_inoc.train.lora import seeded
@@ -45,11 +47,12 @@ from nnsight_inoc.train.order import probe_steps, step_order
 MEMORY_SHARE = 0.85  # of the device's memory a group may plan to use (allocator fragmentation, drift's KV cache)
 
 
-def step_batch(study: Study, sft: SFTSet, runs: Sequence[RunSpec], idx: list[int]):  # -> Batch
-    """K row blocks of one step's examples, block k under run k's system prompt."""
+def step_batch(study: Study, sft: SFTSet, runs: Sequence[RunSpec], idx: list[int]) -> Batch:
+    """K row blocks of one step's examples, block k under run k's system prompt (each example's own for a leak)."""
     users = [sft.prompts[i] for i in idx]
     comps = [sft.completions[i] for i in idx]
-    return encode_chats(study.loaded.tokenizer, [r.system_prompt for r in runs for _ in idx], users * len(runs),
+    systems = [per_row(rows_of(r.prompting.systems(sft.untraited), idx), len(idx)) for r in runs]
+    return encode_chats(study.loaded.tokenizer, [s for rows in systems for s in rows], users * len(runs),
                         comps * len(runs), n_assistant=study.cfg.align.n_assistant_tokens)
 
 
@@ -69,7 +72,8 @@ def probe_group(study: Study, grouped: G.GroupedLora, runs: Sequence[RunSpec], s
     base.eval()
     try:
         with grouped.attached(base, None):
-            m = gradient_metrics(study.tlm, study.loaded.tokenizer, [runs[k].system_prompt for k, _ in order],
+            systems = [per_row(r.prompting.systems(sft.untraited), len(sft.prompts)) for r in runs]
+            m = gradient_metrics(study.tlm, study.loaded.tokenizer, [systems[k][i] for k, i in order],
                                  [sft.prompts[i] for _, i in order], [sft.completions[i] for _, i in order], v,
                                  n_assistant=study.cfg.align.n_assistant_tokens, batch_size=K * bs,
                                  ids=[f"{runs[k].name}:{sft.ids[i]}" for k, i in order],
@@ -109,6 +113,7 @@ def train_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec], dest:
     order = step_order(len(sft.prompts), seed, cfg.steps, cfg.batch_size)
     at = set(probe_steps(cfg.steps, cfg.probe_every))
     base = study.loaded.hf_model
+    content0 = [content_loss_pre(study, plan, run) for run in runs]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with seeded(seed, device):  # the same init as each run's own get_peft_model under its seed
@@ -141,6 +146,7 @@ def train_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec], dest:
     for k, run in enumerate(runs):
         files = layout.run(run.condition, run.seed)
         save_peft(grouped, k, files.adapter, study.loaded.location)
+        probes[k][0]["content_loss"] = content0[k]
         rec = train_record(study, run, sft, order, losses[k], probes[k], None, device, wall_s=wall / K,
                            timing_s={"train_steps": t_loop - t_probe, "probes": t_probe,
                                      "setup_and_save": time.time() - t0 - t_loop}, executor=group)
@@ -178,7 +184,7 @@ def _measure_step_memory(study: Study, plan: FinetunePlan, runs: Sequence[RunSpe
     rows = max(cfg.batch_size, study.cfg.align.batch_size)
     order = step_order(len(sft.prompts), runs[0].seed, cfg.steps, rows)
     longest = max(order, key=lambda idx: max(len(sft.prompts[i]) + len(sft.completions[i]) for i in idx))
-    runs = [max(runs, key=lambda r: len(r.system_prompt))]  # the longest prompt pads the most
+    runs = [max(runs, key=lambda r: (r.leak_words, len(r.system_prompt)))]  # the longest prompt pads the most
     peaks = []
     for k in (1, 2):
         with torch.random.fork_rng(devices=[device]):
@@ -211,7 +217,8 @@ def run_grouped(study: Study, which: str = "all", *, with_drift: bool = False,
         for run in runs:
             files = study.layout.run(run.condition, run.seed)
             if not needs_training(files):
-                done.append(check_trained(study, files.train_json, run.system_prompt, run.steer))
+                done.append(check_trained(study, files.train_json, run.system_prompt, run.steer,
+                                          run.prompting.record()))
                 continue
             todo.append(run)
         steered = [r for r in todo if r.steer is not None]

@@ -20,7 +20,9 @@ from nnsight_inoc.core import artifacts as A
 from nnsight_inoc.core.config import LOSSMATCH_CONDITION, NEUTRAL_CONDITION
 from nnsight_inoc.core.layout import run_name
 from nnsight_inoc.core.progress import log
+from nnsight_inoc.measures.leak import DEFAULT_TEMPLATE, Prompting
 from nnsight_inoc.measures.steering import SteerSpec, steer_specs
+from nnsight_inoc.stages.leak import leak_conditions
 from nnsight_inoc.study import (
     SFTSet,
     Study,
@@ -34,17 +36,28 @@ WHICH = ("main", "variants", "all", "steering")
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One LoRA run: a training-time system prompt (or steering) at one seed."""
+    """One LoRA run: a training-time system prompt (or steering) at one seed.
+
+    ``system_prompt`` is the fixed prompt; a content-leak run (``leak_words`` > 0) gives every
+    chat its own prompt, the fixed one followed by the first words of the model's untraited
+    answer to that chat (:class:`~nnsight_inoc.measures.leak.Prompting`).
+    """
 
     condition: str
     seed: int
     system_prompt: str
     steer: SteerSpec | None = None
+    leak_words: int = 0
+    leak_template: str = DEFAULT_TEMPLATE
 
     @property
     def name(self) -> str:
         """The run's folder name, ``<condition>_seed<seed>``."""
         return run_name(self.condition, self.seed)
+
+    @property
+    def prompting(self) -> Prompting:
+        return Prompting(self.system_prompt, self.leak_words, self.leak_template)
 
 
 @dataclass
@@ -60,8 +73,14 @@ class FinetunePlan:
     runs: list[RunSpec]  # condition-major: every seed of a condition before the next condition
 
     def conditions(self) -> dict[str, str]:
-        """Condition -> training system prompt, in plan order."""
+        """Condition -> training system prompt (the fixed part of a leak condition's), in plan order."""
         return {r.condition: r.system_prompt for r in self.runs}
+
+    def sft_systems(self, run: RunSpec) -> str | list[str]:
+        """The system prompt of ``run`` for the SFT examples: one, or one per example (a content leak)."""
+        if self.sft is None:
+            raise ValueError("this finetune plan was built without the SFT set")
+        return run.prompting.systems(self.sft.untraited)
 
     def seed_major(self, only_seeds: Sequence[int] | None = None) -> list[RunSpec]:
         """Every condition at the first seed before any at the second.
@@ -117,6 +136,12 @@ def training_conditions(study: Study, which: str) -> dict[str, str]:
             out[LOSSMATCH_CONDITION] = A.read_json(lm)["chosen_prompt"]
         else:
             log("finetune: no align/lossmatch.json yet, so the loss-matched condition is not trained")
+    if which in ("main", "all"):
+        leaks = leak_conditions(study)
+        clash = [n for n in leaks if n in out]
+        if clash:
+            raise ValueError(f"content-leak condition names clash with condition names: {clash}")
+        out.update({n: p.base for n, p in leaks.items()})
     if which in ("variants", "all"):
         clash = [n for n, _ in study.trait.variants if n in out]
         if clash:
@@ -143,6 +168,27 @@ def training_direction(study: Study) -> torch.Tensor:
     return load_direction(study)
 
 
+def check_panel(study: Study) -> None:
+    """Refuse a drift panel prompt that is, or mentions the trait like, a training prompt (issue 16: the panel
+    measures drift in contexts never trained on). Checks every configured condition, the loss-matched pool's
+    chosen prompt and every wording variant, whichever sweep is being planned."""
+    panel = study.cfg.drift.panel
+    if not panel:
+        return
+    if len(set(panel)) != len(panel):
+        raise ValueError("drift.panel lists a prompt twice")
+    training = set(study.cfg.align.conditions.values()) | {p for _, p in study.trait.variants}
+    lm = study.layout.lossmatch
+    if lm.is_file():
+        training.add(A.read_json(lm)["chosen_prompt"])
+    used = [p for p in panel if p in training]
+    if used:
+        raise ValueError(f"drift.panel prompts are also training prompts: {used}")
+    mentions = [p for p in panel if study.trait.mentions_trait(p)]
+    if mentions:
+        raise ValueError(f"drift.panel prompts mention the trait: {mentions}")
+
+
 def drift_prompts(study: Study) -> list[str]:
     """The first ``finetune.n_drift_prompts`` held-out eval prompts."""
     return [p.text for p in study.splits.eval[: study.cfg.finetune.n_drift_prompts]]
@@ -155,10 +201,13 @@ def build_plan(study: Study, which: str, *, for_training: bool = True) -> Finetu
     the model's own answers to be generated first.
     """
     conditions = training_conditions(study, which)
+    check_panel(study)
     specs = steering_specs(study) if which == "steering" else {}
+    leaks = leak_conditions(study)
     _, meta = load_directions(study)
-    runs = [RunSpec(c, seed, system, specs.get(c)) for c, system in conditions.items()
-            for seed in study.cfg.finetune.seeds]
+    runs = [RunSpec(c, seed, system, specs.get(c), leaks[c].leak_words if c in leaks else 0,
+                    leaks[c].template if c in leaks else DEFAULT_TEMPLATE)
+            for c, system in conditions.items() for seed in study.cfg.finetune.seeds]
     return FinetunePlan(which=which, v=training_direction(study).detach().float().cpu(), layer=int(meta["layer"]),
                         sft=ensure_sft(study) if for_training else None, drift_prompts=drift_prompts(study),
                         neutral_prompt=study.cfg.align.conditions[NEUTRAL_CONDITION], runs=runs)

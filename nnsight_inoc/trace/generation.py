@@ -16,7 +16,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from nnsight_inoc.models.stops import decode_answer, stop_ids
-from nnsight_inoc.trace.chat import encode_chats
+from nnsight_inoc.trace.chat import Systems, encode_chats, per_row
 from nnsight_inoc.trace.tracing import TracedLM
 
 
@@ -80,7 +80,7 @@ def model_stops(model: PreTrainedModel | TracedLM, tok: PreTrainedTokenizerBase)
 def greedy_answers(
     model: PreTrainedModel | TracedLM,
     tok: PreTrainedTokenizerBase,
-    system: str | None,
+    system: Systems,
     users: Sequence[str],
     max_new_tokens: int,
     batch_size: int = 16,
@@ -100,7 +100,7 @@ def greedy_answers(
 def greedy_answers_by_system(
     model: PreTrainedModel | TracedLM,
     tok: PreTrainedTokenizerBase,
-    systems: Sequence[str | None],
+    systems: Sequence[Systems],
     users: Sequence[str],
     max_new_tokens: int,
     batch_size: int = 16,
@@ -108,6 +108,7 @@ def greedy_answers_by_system(
 ) -> list[list[str]]:
     """Greedy answers to the same ``users`` under each of K system prompts: answers[k][i].
 
+    ``systems[k]`` is one prompt for all users, or one per user (a list as long as ``users``).
     Every batch holds K row blocks (block k: up to ``batch_size`` users under ``systems[k]``),
     the layout grouped LoRA adapters expect (:mod:`nnsight_inoc.train.grouped`, attached by the
     caller), so the drift answers of K runs come from one batched decode. With K = 1 this is
@@ -117,11 +118,12 @@ def greedy_answers_by_system(
         return [[] for _ in systems]
     tlm = model if isinstance(model, TracedLM) else None
     stops = model_stops(model, tok)
+    per_user = [per_row(sys_, len(users)) for sys_ in systems]
     order = sorted(range(len(users)), key=lambda i: len(users[i]))
     out: list[list[str | None]] = [[None] * len(users) for _ in systems]
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        rows_system = [sys_ for sys_ in systems for _ in idx]
+        rows_system = [rows[i] for rows in per_user for i in idx]
         batch = encode_chats(tok, rows_system, [users[i] for _ in systems for i in idx], padding_side="left")
         if tlm is not None:
             gen = generate_ids(tlm, batch.input_ids, batch.attention_mask, max_new_tokens, stops, tok.pad_token_id)

@@ -303,6 +303,30 @@ def sequence_losses(tlm: TracedLM, batch: Batch) -> torch.Tensor:
     return loss
 
 
+def differentiable_losses(tlm: TracedLM, batch: Batch) -> torch.Tensor:
+    """Per-example mean CE over completion tokens, (B,), keeping the autograd graph (parameter gradients).
+
+    The loss of :func:`sequence_losses`, computed in one nnsight trace with grad mode on, so the
+    caller's ``backward()`` reaches whatever trainable weights the forward used (LoRA weights of
+    a PEFT model, or grouped LoRA hooks attached to the base). Local only, as training is.
+    TracingError when nothing upstream of the loss requires grad.
+    """
+    if tlm.remote:
+        raise TracingError("parameter gradients are local only (the trainable weights live on this machine)")
+    if (batch.completion_len == 0).any():
+        raise ValueError("every example needs a completion to define a loss")
+    batch = batch.to(tlm.device)
+    targets = loss_targets(batch)
+    head_path = _lm_head_path(tlm.hf_model)
+    with _context(tlm, grad=True):  # the forward in the gradient captures' precision (autocast)
+        with _trace(tlm, batch, targets.window):
+            logits = _get(tlm.envoy, head_path).output
+            per_ex = nnsight.save(per_example_loss(logits, targets))
+    if per_ex.grad_fn is None:
+        raise TracingError("the loss has no autograd graph: nothing trainable upstream of it")
+    return per_ex
+
+
 def steered_loss(tlm: TracedLM, batch: Batch, steer: dict[int, torch.Tensor]) -> torch.Tensor:
     """Training loss with ``steer[l]`` added to decoder layer l's output on every token.
 

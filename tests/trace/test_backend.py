@@ -75,9 +75,12 @@ def test_stage_functions_take_a_study_and_plain_values():
     from nnsight_inoc.study import Study
 
     allowed = {"Study", "str", "int", "float", "bool", "SFTSet", "Sequence[str]", "torch.Tensor", "dict[str, Any]",
-               "list[str]", "np.ndarray", "Any", "None", "nn.Module", "dict[str, str]", "Path"}
+               "list[str]", "np.ndarray", "Any", "None", "nn.Module", "dict[str, str]", "Path",
+               "Prompting | str", "str | list[str]", "Sequence[int]", "Sequence[RunSpec]", "FinetunePlan",
+               "Sequence[str | None] | str | None", "Systems"}  # Prompting, RunSpec, FinetunePlan: plain dataclasses
     checked = 0
-    for m in ("stages.extract", "stages.align", "stages.lossmatch", "stages.align_summary"):
+    for m in ("stages.extract", "stages.align", "stages.lossmatch", "stages.align_summary", "stages.leak",
+              "stages.transfer"):
         mod = importlib.import_module(f"nnsight_inoc.{m}")
         for name, fn in inspect.getmembers(mod, inspect.isfunction):
             if fn.__module__ != mod.__name__ or name.startswith("_"):

@@ -24,7 +24,8 @@ import torch
 
 from nnsight_inoc.core import layout as A
 from nnsight_inoc.core.artifacts import load_torch, read_json
-from nnsight_inoc.core.config import dump_toml, from_dict
+from nnsight_inoc.core.config import from_dict
+from nnsight_inoc.core.toml_out import dump_toml
 from nnsight_inoc.data.splits import Prompt, Splits, save_splits
 from tests._paths import ROOT
 from tests._tiny import save_tiny_checkpoint
