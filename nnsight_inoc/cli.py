@@ -84,11 +84,11 @@ def resolve(
     return cfg, Path(run_dir)
 
 
-def _open(opts: dict[str, Any], provenance: str | None = None):  # -> Study (import is slow: keep `--help` fast)
+def _open(opts: dict[str, Any], provenance: str | None = None, weights: bool = True):  # -> Study (slow import)
     from nnsight_inoc.study import open_study
 
     cfg, run_dir = resolve(**opts)
-    return open_study(cfg, run_dir, _command_line(), provenance=provenance)
+    return open_study(cfg, run_dir, _command_line(), provenance=provenance, weights=weights)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -107,8 +107,12 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except ImportError:  # pragma: no cover - nnsight layout changed
             RemoteError = ConnectionError  # noqa: N806
 
+        from nnsight_inoc.cluster.ray_tasks import TasksFailed
+
         try:
             return fn(*a, **k)
+        except TasksFailed as err:  # the message names every failed run; the finished ones are written
+            raise click.ClickException(str(err)) from None
         except (ConfigError, ModelError, DataError, ChatFormatError, TracingError, NonFiniteError,
                 FileNotFoundError, NotImplementedError, ValueError) as err:
             raise click.ClickException(f"{type(err).__name__}: {err}") from None
@@ -224,9 +228,22 @@ def _int_list(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
 @click.option("--seeds", "only_seeds", callback=_int_list,
               help="With --worker: only these of finetune.seeds (e.g. 0 or 1,2), so a campaign can order a sweep's "
                    "first seed before another study. Workers take runs seed-major either way.")
+@click.option("--executor", type=click.Choice(["sequential", "ray"]), default="sequential", show_default=True,
+              help="ray: one Ray task per run (train + drift, files returned to this process), then the summary "
+                   "(README 'Running on a cluster').")
+@click.option("--ray-address", envvar="RAY_ADDRESS", help="An existing Ray cluster [env RAY_ADDRESS].")
+@click.option("--ray-local-gpus", callback=_int_list, help="Start a Ray cluster on this host with these GPUs (0,1).")
+@click.option("--ray-local-cpus", type=int, help="Start a CPU-only Ray cluster on this host with N worker slots.")
+@click.option("--ray-gpus-per-task", type=float, help="GPUs per run (0.5: two runs per GPU) [1; 0 on the CPU].")
+@click.option("--ray-cpus-per-task", type=float, help="CPUs per run (its OMP_NUM_THREADS) [1; local: cores/runs].")
+@click.option("--ray-memory-gb", type=float, help="Host memory per run in GB [CPU runs: 3x the weights].")
+@click.option("--ray-retries", type=int, default=2, show_default=True, help="Retries of a failed run.")
+@click.option("--ray-group", type=click.Choice(["run", "seed"]), default="run", show_default=True,
+              help="One Ray task per run, or per seed (its runs one after another in one process).")
+@click.option("--ray-in-flight", type=int, help="Tasks submitted at once [what the cluster holds now].")
 @study_options
 @handle_errors
-def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds: list[int] | None,
+def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds: list[int] | None, executor: str,
              **opts: Any) -> None:
     """LoRA finetune per condition x seed, probing cos(-g, v) during training (resumable)."""
     import os
@@ -239,6 +256,19 @@ def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds
         raise click.UsageError("--gpus starts workers; a worker itself takes no --gpus")
     if only_seeds is not None and not worker:
         raise click.UsageError("--seeds applies to a --worker only (the other modes train every configured seed)")
+    ray_flags = {k: opts.pop(k) for k in list(opts) if k.startswith("ray_")}
+    source = {k: click.get_current_context().get_parameter_source(k).name for k in ray_flags}
+    if executor == "ray":
+        from nnsight_inoc.stages.ray_exec import RayOptions, run_finetune_ray
+
+        if gpus is not None or worker:
+            raise click.UsageError("--executor ray runs its own workers; it takes no --gpus or --worker")
+        ray = RayOptions.from_flags(ray_flags, address_from_env=source["ray_address"] == "ENVIRONMENT")
+        study = _open(opts, weights=False)  # the driver plans and writes; the tasks load the model
+        run_finetune_ray(study, which or study.cfg.finetune.which, ray)
+        return
+    if given := [k for k, v in source.items() if v == "COMMANDLINE"]:
+        raise click.UsageError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need --executor ray")
     if gpus is not None:
         cfg, run_dir = resolve(**opts)
         which = which or cfg.finetune.which
