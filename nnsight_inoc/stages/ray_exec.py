@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -51,6 +52,7 @@ GROUPINGS = ("run", "seed")
 # run's deep copy live at once (train.lora.make_lora_model, load_trained); the third copy is headroom
 # for activations, optimizer state and generation. GPU tasks reserve none: their GPU bounds them.
 CPU_TASK_MEMORY_FACTOR = 3
+SCRATCH_PREFIX = "nnsight_inoc_task_"  # + pid + "_": a task's scratch run folder under the worker's temp dir
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,8 @@ def run_group(cfg: StudyConfig, plan: FinetunePlan, group: RunGroup, device: str
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a CPU task on a GPU host must not take memory on a GPU
     cfg = apply_overrides(cfg, {"model.device": device})  # "cuda" = the one device Ray gave this task
-    with tempfile.TemporaryDirectory(prefix="nnsight_inoc_task_") as tmp:
+    _remove_orphans()
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}_") as tmp:
         layout = RunLayout(Path(tmp))
         for rel, data in group.given.items():
             A.write_bytes(layout.root / rel, data)
@@ -168,6 +171,18 @@ def run_group(cfg: StudyConfig, plan: FinetunePlan, group: RunGroup, device: str
             if p.is_file() and (data := p.read_bytes()) != group.given.get(rel):
                 out[rel] = data
         return out
+
+
+def _remove_orphans() -> None:
+    """Remove scratch folders left by task processes that no longer exist (killed by a cancel or a crash).
+
+    Why: a worker killed mid-task (``ray.cancel(force=True)`` on an interrupted sweep) never runs
+    its ``TemporaryDirectory`` cleanup, and a run's folder holds its adapter (37 MB for the study model).
+    """
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*_*"):
+        pid = folder.name.removeprefix(SCRATCH_PREFIX).split("_", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run_state(study: Study, run: RunSpec) -> str:

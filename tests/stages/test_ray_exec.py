@@ -7,6 +7,7 @@ The executor end to end (a local Ray cluster, numbers equal to the other executo
 from __future__ import annotations
 
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -114,3 +115,20 @@ def test_cli_refuses_ray_flags_without_the_ray_executor_and_env_address_yields_t
     assert opts.address is None and opts.local_gpus == (0, 1) and opts.grouping == "seed"
     with pytest.raises(ValueError, match="exactly one"):  # both given on the command line: refused, not chosen
         RayOptions.from_flags(flags, address_from_env=False)
+
+
+def test_scratch_folders_of_dead_task_processes_are_removed(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    from nnsight_inoc.stages import ray_exec
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f"nnsight_inoc_task_{dead.pid}_abc").mkdir()
+    (tmp_path / f"nnsight_inoc_task_{os.getpid()}_def").mkdir()  # a live process's: kept
+    (tmp_path / "nnsight_inoc_task_x").mkdir()  # not ours by name: kept
+    ray_exec._remove_orphans()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"nnsight_inoc_task_{os.getpid()}_def", "nnsight_inoc_task_x"]
