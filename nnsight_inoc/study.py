@@ -81,16 +81,20 @@ def ensure_splits(cfg: StudyConfig, run_dir: Path) -> Splits:
     return splits
 
 
-def open_study(cfg: StudyConfig, run_dir: Path, command: str, provenance: str | None = None) -> Study:
+def open_study(cfg: StudyConfig, run_dir: Path, command: str, provenance: str | None = None,
+               weights: bool = True) -> Study:
     """Load the model and trait, and start (or resume) the run folder's provenance.
 
     ``provenance`` labels a process that shares the run folder with others (a parallel
     finetune worker: ``worker<i>``; a profiler): it keeps its own provenance file
     (``provenance.<label>.json``), so no process overwrites another's stages.
+    ``weights=False`` builds the model on the meta device (structure, tokenizer and the
+    weights' sha256 only), for a process that plans and writes but never runs the model (the
+    Ray executor's driver); running it then fails loudly on meta tensors.
     """
     remote = cfg.backend.kind == "remote"
-    device = "meta" if remote else resolve_device(cfg.model.device)
-    if cfg.align.capture_precision == "tf32" and (remote or not device.startswith("cuda") or cfg.model.dtype != "float32"
+    device = "meta" if remote or not weights else resolve_device(cfg.model.device)
+    if weights and cfg.align.capture_precision == "tf32" and (remote or not device.startswith("cuda") or cfg.model.dtype != "float32"
                                                   or cfg.model.autocast != "none"):
         raise ValueError(f"align.capture_precision = 'tf32' needs a local CUDA float32 model without autocast "
                          f"(TF32 is a tensor-core format); this run is {cfg.backend.kind} on {device}, "
@@ -102,12 +106,12 @@ def open_study(cfg: StudyConfig, run_dir: Path, command: str, provenance: str | 
     t0 = time.time()
     # Remote: the architecture on the meta device (module structure), the tokenizer and
     # the sha256 of the weights the server loads; no weights in local memory.
-    loaded = load_model(cfg.model.name, device=device, dtype=cfg.model.dtype, weights=not remote)
+    loaded = load_model(cfg.model.name, device=device, dtype=cfg.model.dtype, weights=weights and not remote)
     autocast = None if cfg.model.autocast == "none" else DTYPES[cfg.model.autocast]
     tlm = traced_lm(cfg.backend, loaded.hf_model, loaded.location, loaded.tokenizer, autocast)
     tlm.grad_tf32 = cfg.align.capture_precision == "tf32"
     prov.fact(
-        "model",
+        "model" if weights else "model_structure_only",  # a weight-less driver must not overwrite the stages' fact
         {
             "name": loaded.name,
             "source": loaded.source,
@@ -161,6 +165,13 @@ def sft_key(study: Study) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def sft_available(study: Study) -> bool:
+    """True when :func:`ensure_sft` would find the answers (run folder or cache) instead of generating them."""
+    key = sft_key(study)
+    paths = (study.layout.sft_completions, home() / "completions" / f"{key}.json")
+    return any(p.is_file() and A.read_json(p).get("key") == key for p in paths)
 
 
 def ensure_sft(study: Study) -> SFTSet:

@@ -20,7 +20,7 @@ PKG = ROOT / "nnsight_inoc"
 # never from a higher floor or from another package of its own floor.
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("core", "configs"),
-    ("stats",),
+    ("stats", "cluster"),
     ("models", "data", "measures"),
     ("trace",),
     ("probes", "report"),

@@ -16,7 +16,9 @@ import torch
 from nnsight_inoc.core import layout as A
 from nnsight_inoc.core.artifacts import load_torch, read_json, write_json
 from tests._paths import ROOT
+from tests._ray import require_ray
 from tests._study import tiny_study_folder
+from tools.compare_runs import compare_runs
 
 
 @pytest.fixture(scope="module")
@@ -187,13 +189,8 @@ def test_parallel_workers_match_sequential_runs(study, tmp_path):
     assert sum(trained) == 8, logs  # 4 conditions x 2 seeds, none trained twice
     assert {json.loads((copy / "finetune" / "claims" / r / "owner.json").read_text())["pid"]
             for r in ("neutral_seed0", "inoc_seed1")}  # claims were made
-    for run in ("neutral_seed0", "inoc_seed1", "lossmatch_seed0"):
-        seq = read_json(study.run_dir / "finetune" / run / "train.json")
-        par = read_json(copy / "finetune" / run / "train.json")
-        assert par["losses"] == seq["losses"] and par["probes"] == seq["probes"]
-        d_seq = read_json(study.run_dir / "finetune" / run / "drift.json")
-        d_par = read_json(copy / "finetune" / run / "drift.json")
-        assert d_par["neutral_prompt"] == d_seq["neutral_prompt"]
+    same = compare_runs(study.run_dir, copy)  # every train.json and drift.json number and text but wall clock
+    assert same["same"] and same["n_runs"] == 8, same
     assert read_json(copy / "finetune" / "finetune_summary.json")["n_runs"] == 8
     assert len(list(copy.glob("provenance.worker*.json"))) == 2
 
@@ -242,6 +239,56 @@ def test_grouped_executor_matches_sequential_runs(study, tmp_path):
     base = grouped_study.loaded.hf_model
     peft = PeftModel.from_pretrained(__import__("copy").deepcopy(base), str(copy / "finetune" / "inoc_seed0" / "adapter"))
     assert any("lora_A" in n for n, _ in peft.named_parameters())
+
+
+@pytest.mark.ray
+def test_ray_executor_matches_sequential_and_resumes(study, tmp_path):
+    """`finetune --executor ray --ray-local-cpus 2`: a local Ray cluster of two worker processes trains and
+    measures the runs, the driver writes their files, and every number equals the sequential executor's (the
+    claim workers' are compared with the same reference above). A finished run is not run again; a run trained
+    but not measured is only measured; a second call with everything done starts no cluster."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from nnsight_inoc.core.config import dump_toml
+    from nnsight_inoc.stages.drift import run_drift
+    from nnsight_inoc.stages.executors import run_finetune
+
+    require_ray()
+    run_finetune(study, "main")  # the sequential reference: already there when the tests above ran
+    run_drift(study, "main")
+    ref, copy = study.run_dir / "finetune", tmp_path / "run"
+    shutil.copytree(study.run_dir, copy, ignore=shutil.ignore_patterns("finetune", "stages", "report.*"))
+    shutil.copytree(ref / "neutral_seed0", copy / "finetune" / "neutral_seed0")  # finished before
+    shutil.copytree(ref / "inoc_seed1", copy / "finetune" / "inoc_seed1", ignore=shutil.ignore_patterns("drift.json"))
+    kept = {p: p.stat().st_mtime_ns for p in (copy / "finetune" / "neutral_seed0").rglob("*")}
+    trained = (copy / "finetune" / "inoc_seed1" / "train.json").read_bytes()
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(dump_toml(study.cfg))
+    argv = [sys.executable, "-m", "nnsight_inoc.cli", "finetune", "--which", "main", "--executor", "ray",
+            "--ray-local-cpus", "2", "--config", str(cfg), "--run-dir", str(copy)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    wall = time.monotonic() - t0
+    same = compare_runs(study.run_dir, copy)
+    assert same["same"] and same["n_runs"] == 8, same
+    stage = read_json(copy / "provenance.json")["stages"]["finetune_ray_main"]
+    assert stage["runs_done_before"] == ["neutral_seed0"] and not stage["failed"]
+    assert sorted(stage["done"]) == sorted(f"{c}_seed{s}" for c in ("neutral", "inoc", "explicit", "lossmatch")
+                                           for s in (0, 1) if (c, s) != ("neutral", 0))
+    assert len({w["pid"] for w in stage["workers"].values()}) == 2  # two worker processes, each reused
+    assert all(kept[p] == p.stat().st_mtime_ns for p in kept)  # the finished run was left alone
+    assert (copy / "finetune" / "inoc_seed1" / "train.json").read_bytes() == trained  # only measured
+    assert not [p for p in stage["cluster"]["pids"] if Path(f"/proc/{p}").exists()]  # stopped by PID
+    assert read_json(copy / "finetune" / "finetune_summary.json")["n_runs"] == 8
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and "all 8 runs of 'main' are done" in again.stdout + again.stderr
+    print(f"ray executor: {wall:.0f} s for 7 runs on 2 worker processes (cluster start included)")
 
 
 def test_run_all_reuses_unchanged_stages(study, monkeypatch):

@@ -243,9 +243,14 @@ class RunLayout:
         """Every finished run's train.json (any condition, seed)."""
         return sorted(self.finetune_dir.glob(f"*/{TRAIN_JSON}"))
 
+    @property
+    def pre_dir(self) -> Path:
+        """The base-model behaviour cache (``finetune/pre/``)."""
+        return self.finetune_dir / PRE_DIR
+
     def pre_behaviour(self, key: str) -> Path:
         """Base-model behaviour under one system prompt, cached by a hash of prompt and prompts."""
-        return self.finetune_dir / PRE_DIR / f"{key}.json"
+        return self.pre_dir / f"{key}.json"
 
     @property
     def claims_dir(self) -> Path:

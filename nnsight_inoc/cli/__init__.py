@@ -6,118 +6,21 @@ flags), writes it into the run folder, and runs its stage.
 
 from __future__ import annotations
 
-import functools
-import shlex
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 from rich.table import Table
 
-from nnsight_inoc.core.config import (
-    PRESETS,
-    ConfigError,
-    StudyConfig,
-    apply_overrides,
-    load_config,
+from nnsight_inoc.cli.options import (
+    command_line,
+    handle_errors,
+    int_list,
+    open_study_from,
+    resolve,
+    study_options,
 )
-
-
-def _command_line() -> str:
-    return " ".join(shlex.quote(a) for a in ["python", "cli.py", *sys.argv[1:]])
-
-
-def study_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The shared options of every study command."""
-    opts = [
-        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Study config TOML file."),
-        click.option("--preset", type=click.Choice(PRESETS), help="A shipped config (allcaps = default study)."),
-        click.option("--model", help="Preset name, hub id, local HF folder or local .gguf file."),
-        click.option("--backend", type=click.Choice(["local", "remote"]),
-                     help="Where nnsight traces execute: local, or remote (an NDIF server; see README 'Remote backend')."),
-        click.option("--ndif-host", envvar="NNSIGHT_INOC_NDIF_HOST",
-                     help="NDIF host name, no scheme [env NNSIGHT_INOC_NDIF_HOST; default api.ndif.us]."),
-        click.option("--ndif-port", type=int, envvar="NNSIGHT_INOC_NDIF_PORT",
-                     help="NDIF port [env NNSIGHT_INOC_NDIF_PORT; default: the scheme's]."),
-        click.option("--ndif-tls/--ndif-no-tls", default=None, envvar="NNSIGHT_INOC_NDIF_TLS",
-                     help="TLS to the NDIF server [env NNSIGHT_INOC_NDIF_TLS; default on]."),
-        click.option("--ndif-api-key-env", envvar="NNSIGHT_INOC_NDIF_API_KEY_ENV",
-                     help="Name of the env var holding the NDIF API key [default NDIF_API_KEY]."),
-        click.option("--device", help="auto, cpu, cuda, cuda:N."),
-        click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), help="Model weight dtype."),
-        click.option("--seed", type=int, help="Global seed."),
-        click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder (default artifacts/<trait>_<model>)."),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
-
-
-def resolve(
-    config_path: str | None,
-    preset: str | None,
-    model: str | None,
-    backend: str | None,
-    ndif_host: str | None,
-    ndif_port: int | None,
-    ndif_tls: bool | None,
-    ndif_api_key_env: str | None,
-    device: str | None,
-    dtype: str | None,
-    seed: int | None,
-    run_dir: str | None,
-) -> tuple[StudyConfig, Path]:
-    try:
-        cfg = load_config(config_path, preset)
-        cfg = apply_overrides(
-            cfg,
-            {"model.name": model, "backend.kind": backend, "backend.host": ndif_host, "backend.port": ndif_port,
-             "backend.tls": ndif_tls, "backend.api_key_env": ndif_api_key_env,
-             "model.device": device, "model.dtype": dtype, "seed": seed},
-        )
-    except ConfigError as err:
-        raise click.ClickException(str(err)) from None
-    if run_dir is None:
-        run_dir = str(Path("artifacts") / f"{cfg.trait.name}_{Path(cfg.model.name).name.replace('.gguf', '')}")
-    return cfg, Path(run_dir)
-
-
-def _open(opts: dict[str, Any], provenance: str | None = None):  # -> Study (import is slow: keep `--help` fast)
-    from nnsight_inoc.study import open_study
-
-    cfg, run_dir = resolve(**opts)
-    return open_study(cfg, run_dir, _command_line(), provenance=provenance)
-
-
-def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Known failure types become one clear line and exit 1, not a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*a: Any, **k: Any) -> Any:
-        from nnsight_inoc.data.splits import DataError
-        from nnsight_inoc.models.errors import ModelError
-        from nnsight_inoc.trace.chat import ChatFormatError
-        from nnsight_inoc.trace.loss import NonFiniteError
-        from nnsight_inoc.trace.tracing import TracingError
-
-        try:
-            from nnsight.intervention.backends.remote import RemoteError
-        except ImportError:  # pragma: no cover - nnsight layout changed
-            RemoteError = ConnectionError  # noqa: N806
-
-        try:
-            return fn(*a, **k)
-        except (ConfigError, ModelError, DataError, ChatFormatError, TracingError, NonFiniteError,
-                FileNotFoundError, NotImplementedError, ValueError) as err:
-            raise click.ClickException(f"{type(err).__name__}: {err}") from None
-        except (RemoteError, ConnectionError) as err:
-            from nnsight import CONFIG
-
-            raise click.ClickException(f"{type(err).__name__} from the NDIF server {CONFIG.API.HOST}: {err}") from None
-
-    return wrapper
 
 
 @click.group()
@@ -185,7 +88,7 @@ def extract(**opts: Any) -> None:
     """Build v(l) (promote minus suppress means) and run the held-out and monitoring checks."""
     from nnsight_inoc.stages.extract import run_extract
 
-    run_extract(_open(opts))
+    run_extract(open_study_from(opts))
 
 
 @main.command()
@@ -197,7 +100,7 @@ def align(condition: str, **opts: Any) -> None:
     """Per-example gradient alignment cos(-g, v) under training-time system prompts, with controls."""
     from nnsight_inoc.stages.align import run_align
 
-    run_align(_open(opts), condition)
+    run_align(open_study_from(opts), condition)
 
 
 @main.command()
@@ -208,7 +111,7 @@ def transfer(**opts: Any) -> None:
     the neutral test prompt and the drift panel, over LoRA weights at init (issue 16; local only)."""
     from nnsight_inoc.stages.transfer import run_transfer
 
-    out = run_transfer(_open(opts))
+    out = run_transfer(open_study_from(opts))
     click.echo(f"transfer of {len(out['conditions'])} training prompts written")
 
 
@@ -217,28 +120,32 @@ WHICH = click.option("--which", type=click.Choice(["main", "variants", "all", "s
                      "plus the preventative-steering sweep of [steering] (default: finetune.which).")
 
 
-def _int_list(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        return [int(x) for x in value.split(",") if x.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers like 0,1,1, got {value!r}") from None
-
-
 @main.command()
 @WHICH
-@click.option("--gpus", callback=_int_list,
+@click.option("--gpus", callback=int_list,
               help="Parallel: one worker per listed CUDA device (0,1,2,3; list a device twice for two workers "
                    "on it). Each worker trains a run and measures its drift; the summary follows.")
 @click.option("--worker", is_flag=True,
               help="Run as one parallel worker: claim runs not held by a live process, train each and measure its drift.")
-@click.option("--seeds", "only_seeds", callback=_int_list,
+@click.option("--seeds", "only_seeds", callback=int_list,
               help="With --worker: only these of finetune.seeds (e.g. 0 or 1,2), so a campaign can order a sweep's "
                    "first seed before another study. Workers take runs seed-major either way.")
+@click.option("--executor", type=click.Choice(["sequential", "ray"]), default="sequential", show_default=True,
+              help="ray: one Ray task per run (train + drift, files returned to this process), then the summary "
+                   "(README 'Running on a cluster').")
+@click.option("--ray-address", envvar="RAY_ADDRESS", help="An existing Ray cluster [env RAY_ADDRESS].")
+@click.option("--ray-local-gpus", callback=int_list, help="Start a Ray cluster on this host with these GPUs (0,1).")
+@click.option("--ray-local-cpus", type=int, help="Start a CPU-only Ray cluster on this host with N worker slots.")
+@click.option("--ray-gpus-per-task", type=float, help="GPUs per run (0.5: two runs per GPU) [1; 0 on the CPU].")
+@click.option("--ray-cpus-per-task", type=float, help="CPUs per run (its OMP_NUM_THREADS) [1; local: cores/runs].")
+@click.option("--ray-memory-gb", type=float, help="Host memory per run in GB [CPU runs: 3x the weights].")
+@click.option("--ray-retries", type=int, default=2, show_default=True, help="Retries of a failed run.")
+@click.option("--ray-group", type=click.Choice(["run", "seed"]), default="run", show_default=True,
+              help="One Ray task per run, or per seed (its runs one after another in one process).")
+@click.option("--ray-in-flight", type=int, help="Tasks submitted at once [what the cluster holds now].")
 @study_options
 @handle_errors
-def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds: list[int] | None,
+def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds: list[int] | None, executor: str,
              **opts: Any) -> None:
     """LoRA finetune per condition x seed, probing cos(-g, v) during training (resumable)."""
     import os
@@ -251,6 +158,19 @@ def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds
         raise click.UsageError("--gpus starts workers; a worker itself takes no --gpus")
     if only_seeds is not None and not worker:
         raise click.UsageError("--seeds applies to a --worker only (the other modes train every configured seed)")
+    ray_flags = {k: opts.pop(k) for k in list(opts) if k.startswith("ray_")}
+    source = {k: click.get_current_context().get_parameter_source(k).name for k in ray_flags}
+    if executor == "ray":
+        from nnsight_inoc.stages.ray_exec import RayOptions, run_finetune_ray
+
+        if gpus is not None or worker:
+            raise click.UsageError("--executor ray runs its own workers; it takes no --gpus or --worker")
+        ray = RayOptions.from_flags(ray_flags, address_from_env=source["ray_address"] == "ENVIRONMENT")
+        study = open_study_from(opts, weights=False)  # the driver plans and writes; the tasks load the model
+        run_finetune_ray(study, which or study.cfg.finetune.which, ray)
+        return
+    if given := [k for k, v in source.items() if v == "COMMANDLINE"]:
+        raise click.UsageError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need --executor ray")
     if gpus is not None:
         cfg, run_dir = resolve(**opts)
         which = which or cfg.finetune.which
@@ -262,13 +182,13 @@ def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds
         if not layout.sft_completions.is_file():  # else every worker would generate them at once
             raise click.UsageError(f"{layout.sft_completions} is missing: run `align` first (it makes them)")
         launch(cli_base(which, opts), gpus, layout.logs_dir)
-        run_drift(_open(opts), which)  # every run has drift.json by now: this writes the summary and plots
+        run_drift(open_study_from(opts), which)  # every run has drift.json by now: this writes the summary and plots
         return
     if worker:
-        study = _open(opts, provenance=f"worker{os.environ.get('NNSIGHT_INOC_WORKER', os.getpid())}")
+        study = open_study_from(opts, provenance=f"worker{os.environ.get('NNSIGHT_INOC_WORKER', os.getpid())}")
         run_worker(study, which or study.cfg.finetune.which, only_seeds)
         return
-    study = _open(opts)
+    study = open_study_from(opts)
     run_finetune(study, which or study.cfg.finetune.which)
 
 
@@ -284,7 +204,7 @@ def drift(which: str | None, summary_only: bool, **opts: Any) -> None:
     from nnsight_inoc.stages.drift import run_drift
     from nnsight_inoc.stages.drift_summary import summarise_drift
 
-    study = _open(opts)
+    study = open_study_from(opts)
     if summary_only:
         s = summarise_drift(study, which or study.cfg.finetune.which, partial=True)
         click.echo(f"summarised {s['n_runs']} finished runs; not run: {len(s['not_run'])} {s['not_run']}")
@@ -350,7 +270,7 @@ def bench(scale: str, batch_size: int, words: int, reps: int, out_dir: str, **op
             loaded = load_model(cfg.model.name, device="cpu", dtype="float32")  # only for its tokenizer
         models["qwen2.5-7b shape, random (bfloat16)"] = (qwen7b_shape(torch.bfloat16, device), loaded.tokenizer)
     result = run_bench(models, batch_size, words, reps)
-    result.update(command=_command_line(), config=dump_toml(cfg), versions=A.versions(), device=A.device_info(),
+    result.update(command=command_line(), config=dump_toml(cfg), versions=A.versions(), device=A.device_info(),
                   git=A.git_info(), date=time.strftime("%Y-%m-%d"))
     path = Path(out_dir) / "bench.json"
     A.write_json(path, result)
@@ -370,7 +290,7 @@ def run(**opts: Any) -> None:
     from nnsight_inoc.pipeline import run_all
 
     t0 = time.time()
-    study = _open(opts)
+    study = open_study_from(opts)
     md = run_all(study)
     log(f"done in {time.time() - t0:.0f} s; results in {study.run_dir}; report: {md}")
 
