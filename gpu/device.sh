@@ -20,7 +20,7 @@ case "$1" in
     echo "$GGUF_SHA  /root/m/model.gguf" | sha256sum -c -
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     python3 -c "import torch, transformers, peft, nnsight; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'nnsight', nnsight.__version__)"
-    time python3 -c "from nnsight_inoc.models import load_model; m = load_model('/root/m/model.gguf'); print(m.name, m.sha256)" ;;
+    time python3 -c "from nnsight_inoc.models.load import load_model; m = load_model('/root/m/model.gguf'); print(m.name, m.sha256)" ;;
   study)
     shift
     run=/root/run

@@ -5,11 +5,12 @@
 # Why detached: one device call lasts at most 10 minutes, a phase longer; its processes outlive the call and the
 # next `watch` picks them up (gpu/README.md). Phases (issue 17 and 19, 2 x H200):
 #   clock: GPU 0 times the whole ALL-CAPS study (perf/study_bench.py, grouped executor); GPU 1 meanwhile runs
-#          the 7B bench, then, once GPU 0's align is done, the TF32 capture A/B and the cuDNN bf16 NaN check on a
-#          copy of that run folder.
+#          the 7B bench, then, once GPU 0's align is done, the TF32 capture A/B, the cuDNN bf16 NaN check and
+#          issue 16's controls probe (experiments/controls_probe.py) on copies of that run folder.
 #   clock2: the same study on both GPUs (the overlapping two-GPU schedule).
-#   ray:   the ALL-CAPS main conditions through a local Ray cluster of this host (one worker per GPU); needs the
-#          Ray wheels in .whl and the study's prep (extract/align) from the clock phase.
+#   ray:   the ALL-CAPS main conditions at seed 0 through a local Ray cluster of this host (one worker per GPU),
+#          then the claim workers, then every number compared (gpu/ray_check.sh); needs Ray installed
+#          (ray_check.sh piece/install) and the clock phase's extract/align.
 set -uo pipefail
 ROOT=/root/lanes
 CODE=$ROOT/code
@@ -32,16 +33,21 @@ phase_clock() {
   ( lane clock 0 python3 perf/study_bench.py --config gpu/allcaps_clock_gpu.toml --run-dir "$RUNS/clock1" \
       --out "$OUTD/study_bench_1gpu.json" --gpus 0 ) &
   (
-    lane side 1 python3 cli.py bench --config gpu/allcaps_gpu.toml --scale 7b --dtype bfloat16 --batch-size 32 \
+    lane side 1 python3 cli.py bench --config gpu/allcaps_clock_gpu.toml --scale 7b --dtype bfloat16 --batch-size 32 \
       --out-dir "$OUTD/bench_7b_b32"
-    lane side 1 python3 cli.py bench --config gpu/allcaps_gpu.toml --scale real --dtype float32 \
-      --out-dir "$OUTD/bench_real_fp32"
     wait_for "$RUNS/clock1/align/align_summary.json"
     mkdir -p "$RUNS/exp" && (cd "$RUNS/clock1" && tar -cf - --exclude=finetune --exclude='provenance*' . ) | (cd "$RUNS/exp" && tar -xf -)
     lane side 1 python3 experiments/precision_check.py --config gpu/allcaps_clock_gpu.toml --run-dir "$RUNS/exp" \
       --variant tf32 --n 64
     lane side 1 python3 perf/bf16_nan_check.py --config gpu/allcaps_clock_gpu.toml --run-dir "$RUNS/exp" \
       --condition inoc --steps 12 --out "$OUTD/bf16_nan_check.json"
+    # issue 16 before any training: the content-leak dial, loss split, alignment vs loss reduction, transfer
+    mkdir -p "$RUNS/ctl" && (cd "$RUNS/exp" && tar -cf - --exclude='experiments' --exclude='stages' --exclude='provenance*' . ) \
+      | (cd "$RUNS/ctl" && tar -xf -)
+    lane side 1 python3 experiments/controls_probe.py --config gpu/allcaps_gpu.toml --run-dir "$RUNS/ctl" --n 200 \
+      --out "$OUTD/controls_probe_allcaps.json"
+    lane side 1 python3 cli.py bench --config gpu/allcaps_clock_gpu.toml --scale real --dtype float32 \
+      --out-dir "$OUTD/bench_real_fp32"
   ) &
   wait
 }
@@ -52,11 +58,16 @@ phase_clock2() {
     --out "$OUTD/study_bench_2gpu.json" --gpus 0,1
 }
 
-phase_ray() {
-  mkdir -p "$RUNS/ray"
-  (cd "$RUNS/clock1" && tar -cf - --exclude=finetune --exclude='provenance*' --exclude=stages --exclude='report.*' .) \
-    | (cd "$RUNS/ray" && tar -xf -)
-  lane ray 0,1 bash gpu/ray_run.sh "$RUNS/ray" "$OUTD"
+phase_ray() {  # issue 19: the ALL-CAPS main conditions at seed 0 through Ray (one worker per GPU) and the claim workers
+  python3 -c "from nnsight_inoc.core.config import load_config, apply_overrides; from nnsight_inoc.core.toml_out import dump_toml
+print(dump_toml(apply_overrides(load_config('$CODE/gpu/allcaps_clock_gpu.toml'),
+      {'finetune.seeds': [0], 'execution.executor': 'sequential'})), end='')" > "$RUNS/ray_cfg.toml"
+  mkdir -p "$RUNS/ray_src" && (cd "$RUNS/clock1" && tar -cf - --exclude=finetune --exclude='provenance*' \
+    --exclude=stages --exclude='report.*' --exclude=experiments .) | (cd "$RUNS/ray_src" && tar -xf -)
+  export RUN_SRC=$RUNS/ray_src CFG=$RUNS/ray_cfg.toml STUDY_TIMEOUT=1500 RAY_CHECK_DIR=$RUNS/raycheck OUT=$OUTD/ray
+  lane ray 0,1 bash gpu/ray_check.sh ray
+  lane ray 0,1 bash gpu/ray_check.sh claims
+  lane ray 0,1 bash gpu/ray_check.sh compare
 }
 
 case "${1:-}" in
