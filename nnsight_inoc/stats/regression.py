@@ -231,6 +231,46 @@ def _cluster_bootstrap(
 
 
 # ------------------------------------------------- control C, per example
+def _cell_sums(y: np.ndarray, Z: np.ndarray, cluster: np.ndarray, codes: np.ndarray, n_clusters: int,
+               n_levels: int) -> np.ndarray:
+    """Sufficient statistics per (example, condition) cell: [1, z_j, y, z_j z_k, z_j y] summed over its rows,
+    shape (n_clusters, C, q). A bootstrap draw's weighted sums are then one contraction with the counts."""
+    p = Z.shape[1]
+    iu = np.triu_indices(p)
+    feats = np.hstack([np.ones((y.size, 1)), Z, y[:, None], (Z[:, :, None] * Z[:, None, :])[:, iu[0], iu[1]],
+                       Z * y[:, None]])
+    out = np.zeros((n_clusters, n_levels, feats.shape[1]))
+    np.add.at(out, (cluster, codes), feats)
+    return out
+
+
+def _within_fit(S: np.ndarray) -> np.ndarray:
+    """(k, C + p) OLS coefficients [a_1..a_C, slopes] of y ~ 0 + condition + Z from weighted sums S (k, C, q)
+    laid out as in :func:`_cell_sums`: the slopes from the within-condition (centred) moments pooled over
+    conditions (Frisch-Waugh-Lovell), then a_c = mean_c(y) - mean_c(Z) . slopes. NaN rows where degenerate."""
+    C, q = S.shape[1], S.shape[2]
+    p = next(pp for pp in range(1, 8) if 2 + pp + pp * (pp + 1) // 2 + pp == q)
+    n, sz, sy = S[..., 0], S[..., 1:1 + p], S[..., 1 + p]
+    zz_flat = S[..., 2 + p:2 + p + p * (p + 1) // 2]
+    zy = S[..., 2 + p + p * (p + 1) // 2:]
+    iu = np.triu_indices(p)
+    zz = np.zeros(S.shape[:2] + (p, p))
+    zz[..., iu[0], iu[1]] = zz_flat
+    zz[..., iu[1], iu[0]] = zz_flat
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inv_n = np.where(n > 0, 1.0 / n, 0.0)
+        czz = (zz - sz[..., :, None] * sz[..., None, :] * inv_n[..., None, None]).sum(axis=1)  # (k, p, p)
+        czy = (zy - sz * (sy * inv_n)[..., None]).sum(axis=1)  # (k, p)
+        out = np.full((S.shape[0], C + p), np.nan)
+        ok = (np.linalg.cond(czz) < _MAX_COND) & (n > 0).all(axis=1)
+        if ok.any():
+            slopes = np.linalg.solve(czz[ok], czy[ok][..., None])[..., 0]
+            means_z = sz[ok] * inv_n[ok][..., None]
+            out[ok, :C] = sy[ok] * inv_n[ok] - np.einsum("kcp,kp->kc", means_z, slopes)
+            out[ok, C:] = slopes
+    return out
+
+
 def example_level_effect(
     dcos: np.ndarray,
     dloss: np.ndarray,
@@ -283,17 +323,19 @@ def example_level_effect(
         if med.std() == 0:
             raise ValueError("the mediator is constant; it cannot be a covariate")
         cols.append((med / med.std())[:, None])
-    X = np.hstack(cols)
-    beta = np.linalg.lstsq(X, y, rcond=None)[0]
+    Z = np.hstack(cols[1:])  # the slopes' columns: dloss (and the mediator)
     _, cluster = np.unique(ids, return_inverse=True)
     n_clusters = int(cluster.max()) + 1
     if n_clusters < 2:
         raise ValueError("the example-level bootstrap needs at least 2 distinct example ids")
-    boots = np.empty((n_boot, X.shape[1]))
+    codes = D.argmax(axis=1)
+    stats = _cell_sums(y, Z, cluster, codes, n_clusters, len(levels))  # (n_clusters, C, q)
+    beta = _within_fit(stats.sum(axis=0)[None])[0]
+    boots = np.empty((n_boot, beta.size))
     i = 0
     for counts in resample_count_chunks(n_clusters, n_boot, rng):
         k = counts.shape[0]
-        boots[i:i + k] = weighted_ols_batch(X, y, counts[:, cluster])
+        boots[i:i + k] = _within_fit(np.einsum("be,ecq->bcq", counts, stats))
         i += k
     ok = np.isfinite(boots).all(axis=1)
     if ok.sum() < 2:

@@ -22,7 +22,7 @@ neutral prompt's drift from those that did not (:data:`HIGH_DRIFT_SHARE`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -83,13 +83,16 @@ def _corr(rows: Sequence[dict[str, Any]], x: str, y: str, n_boot: int, rng: RngL
     return out
 
 
-def relation_summary(rows: Sequence[dict[str, Any]], n_boot: int, rng: RngLike) -> dict[str, Any]:
+def relation_summary(rows: Sequence[dict[str, Any]], n_boot: int, rng: RngLike,
+                     skip: Collection[str] = ()) -> dict[str, Any]:
     """Cluster-bootstrap correlations of each predictor with drift, and alignment's partial r given loss.
 
     Keys ``"pred~target"``, ``"pred~target|control"`` and ``"rank:..."`` are {r, lo, hi, n_runs,
     n_groups, ...} or {error}. The entries of the published runs are computed exactly as before;
     the loss split, transfer, panel drift, ``auroc:``, ``collinearity`` and ``transfer_ranking``
     entries are added when the rows carry their keys (:data:`NEW_PREDICTORS`, :data:`PANEL_TARGET`).
+    Entries named in ``skip`` are not computed (a reader completing an older summary skips what it has;
+    with an int ``rng`` every entry seeds its own generator, so skipping one does not change the others).
     """
     out: dict[str, Any] = {"unit": "bootstrap over conditions (all seeds of a drawn condition)",
                            "min_groups_for_verdict": MIN_GROUPS}
@@ -100,26 +103,30 @@ def relation_summary(rows: Sequence[dict[str, Any]], n_boot: int, rng: RngLike) 
     main = main_target(usable)
     out["main_target"] = main
     preds = list(OLD_PREDICTORS) + [p for p in NEW_PREDICTORS if any(r.get(p) is not None for r in usable)]
+    def put(key: str, make: Callable[[], dict[str, Any]]) -> None:
+        if key not in skip:
+            out[key] = make()
+
     for pred in preds:
         for target in targets:
-            out[f"{pred}~{target}"] = _corr(usable, pred, target, n_boot, rng)
+            put(f"{pred}~{target}", lambda: _corr(usable, pred, target, n_boot, rng))
     split = all(_has(usable, k) for k in LOSS_SPLIT)
     for pred in ("align_pre", "align_during"):
-        out[f"{pred}~loss_reduction"] = _corr(usable, pred, "loss_reduction", n_boot, rng)
+        put(f"{pred}~loss_reduction", lambda: _corr(usable, pred, "loss_reduction", n_boot, rng))
         for target in targets:
             for prefix, rank in (("", False), ("rank:", True)):
-                out[f"{prefix}{pred}~{target}|loss_reduction"] = _corr(
-                    usable, pred, target, n_boot, rng, control=("loss_reduction",), rank=rank)
+                put(f"{prefix}{pred}~{target}|loss_reduction", lambda: _corr(
+                    usable, pred, target, n_boot, rng, control=("loss_reduction",), rank=rank))
                 if split:
-                    out[f"{prefix}{pred}~{target}|loss_split"] = _corr(
-                        usable, pred, target, n_boot, rng, control=LOSS_SPLIT, rank=rank)
+                    put(f"{prefix}{pred}~{target}|loss_split", lambda: _corr(
+                        usable, pred, target, n_boot, rng, control=LOSS_SPLIT, rank=rank))
     for pred in preds:
         for target in dict.fromkeys(("drift_score", main)):
-            out[f"rank:{pred}~{target}"] = _corr(usable, pred, target, n_boot, rng, rank=True)
-            out[f"auroc:{pred}~{target}"] = high_drift_auroc(usable, pred, target, n_boot, rng)
-    out["collinearity"] = collinearity(usable)
+            put(f"rank:{pred}~{target}", lambda: _corr(usable, pred, target, n_boot, rng, rank=True))
+            put(f"auroc:{pred}~{target}", lambda: high_drift_auroc(usable, pred, target, n_boot, rng))
+    put("collinearity", lambda: collinearity(usable))
     if any(r.get("transfer") is not None for r in usable):
-        out["transfer_ranking"] = transfer_ranking(usable, main, n_boot, rng)
+        put("transfer_ranking", lambda: transfer_ranking(usable, main, n_boot, rng))
     return out
 
 

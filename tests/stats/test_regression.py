@@ -181,3 +181,21 @@ def test_example_level_errors() -> None:
         example_level_effect(np.arange(4.0), np.ones(4), np.array(["a"] * 4), np.arange(4), n_boot=10)
     with pytest.raises(ValueError, match="equal length"):
         example_level_effect(np.arange(4.0), np.arange(3.0), np.array(["a"] * 4), np.arange(4), n_boot=10)
+
+
+def test_example_level_draws_equal_least_squares_on_duplicated_examples() -> None:
+    """The bootstrap's sufficient-statistics fit equals a plain fit on the drawn examples' rows, duplicated."""
+    from nnsight_inoc.stats.regression import _cell_sums, _within_fit
+
+    dcos, dloss, cond, ex = _deltas({"inoc": -0.01, "lossmatch": 0.0, "explicit": 0.02}, b=0.05, n_ex=30, seed=4)
+    med = np.random.default_rng(5).normal(size=dcos.size)
+    levels = ["inoc", "lossmatch", "explicit"]
+    codes = np.array([levels.index(c) for c in cond])
+    Z = np.column_stack([dloss, med])
+    stats = _cell_sums(dcos, Z, ex, codes, 30, 3)
+    counts = np.random.default_rng(6).integers(0, 3, size=(4, 30)).astype(float)
+    fits = _within_fit(np.einsum("be,ecq->bcq", counts, stats))
+    X = np.column_stack([(codes == j).astype(float) for j in range(3)] + [dloss, med])
+    for k in range(4):
+        rows = np.concatenate([np.flatnonzero(ex == e).repeat(int(counts[k, e])) for e in range(30)])
+        np.testing.assert_allclose(fits[k], np.linalg.lstsq(X[rows], dcos[rows], rcond=None)[0], atol=1e-10)
