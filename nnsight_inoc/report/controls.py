@@ -74,5 +74,6 @@ def prompt_label(cond: Mapping[str, Any]) -> str:
     per = cond.get("per_example_prompts")
     if per is None:
         return describe_prompt(cond["system_prompt"])
-    shown = f'template "{per["template"]}"' if per.get("template") else f'first "{cond["system_prompt"]}"'
+    template = per.get("template")  # JSON null reads back as NaN in the report: only a string is a template
+    shown = f'template "{template}"' if isinstance(template, str) and template else f'first "{cond["system_prompt"]}"'
     return f"per-example ({per['n']} prompts, {per['n_distinct']} distinct; {shown})"

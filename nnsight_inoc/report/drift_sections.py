@@ -19,6 +19,8 @@ from nnsight_inoc.stats.intervals import CI_LEVEL, mean_ci
 from nnsight_inoc.stats.relation import DESIGN_MAX_COLLINEARITY, HIGH_DRIFT_SHARE
 
 TITLE = "4. Drift and the alignment-drift relation"
+FORMATS = {"drift_panel_score": "+.3f", "loss_reduction_trait": "+.4f", "loss_reduction_content": "+.4f",
+           "transfer": "+.4g"}
 
 
 def _fmt(x: float, spec: str) -> str:
@@ -63,7 +65,7 @@ def section_drift(run: Run) -> list[Block]:
     rows = [[c, str(len(rs)), f"{_mean(rs, 'pre_score'):.3f}", f"{_mean(rs, 'post_score'):.3f}",
              f"{_mean(rs, 'drift_score'):+.3f}", f"{_mean(rs, 'drift_proj'):+.2f}", f"{_mean(rs, 'align_pre'):+.4f}",
              f"{_mean(rs, 'align_during'):+.4f}", _fmt(_mean(rs, 'loss_reduction'), "+.4f"),
-             *[_fmt(_mean(rs, k), "+.4g") for k in extra], f"{_mean(rs, 'train_prompt_post_score'):.3f}"]
+             *[_fmt(_mean(rs, k), FORMATS[k]) for k in extra], f"{_mean(rs, 'train_prompt_post_score'):.3f}"]
             for c, rs in conds.items()]
     blocks: list[Block] = [
         ("h2", TITLE), ("ul", lines),

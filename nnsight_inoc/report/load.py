@@ -8,12 +8,13 @@ A drift summary written before issue 16 lacks the relation's rank, AUROC and col
 entries: :func:`drift_summary` adds them from the summary's own per-run rows with the run's
 bootstrap settings (the entries it already has are reproduced exactly by the same code, so they
 are kept), and lists what it added under ``relation["added_by_report"]``. Loaded summaries are
-cached per file and modification time, because every drift rule reads the summary.
+cached per file and content hash, because every drift rule reads the summary.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +34,7 @@ from nnsight_inoc.report.control_c import example_regression
 from nnsight_inoc.report.monitoring import monitoring_within
 from nnsight_inoc.stats.relation import relation_summary
 
-_CACHE: dict[tuple[str, int], dict[str, Any]] = {}
+_CACHE: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def drift_summary(run_dir: Path) -> dict[str, Any] | None:
     path = layout.summary(steering=False)
     if not path.is_file():
         return None
-    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    key = (str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest())  # mtimes can tie within a tick
     if key not in _CACHE:
         summ = read_checked(path, DriftSummary)
         if "collinearity" not in summ["relation"]:

@@ -33,7 +33,10 @@ def within_prompt_summary(proj: np.ndarray, scores: np.ndarray, prompt_index: Se
     """Within-prompt r of projection (n, L) and trait score (n,) at every layer, with a CI over prompts at
     ``layer``. Keys: by_layer (L,) (None where undefined), chosen ({r, lo, hi, n, n_groups, r_by_group,
     ...} or {error}), threshold, passes (r >= threshold; None when undefined), note."""
-    by_layer = within_group_r_by_col(proj, scores, prompt_index)
+    try:
+        by_layer = within_group_r_by_col(proj, scores, prompt_index)
+    except ValueError:  # e.g. one monitoring prompt only: the chosen layer's entry below says why
+        by_layer = np.full(proj.shape[1], np.nan)
     try:
         chosen: dict[str, Any] = within_group_corr(proj[:, layer], scores, prompt_index, n_boot=n_boot, rng=rng)
         passes: bool | None = bool(chosen["r"] >= R_MIN)
