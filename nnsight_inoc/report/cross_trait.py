@@ -90,7 +90,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     head = ["", *[r["trait"] if r["trait"] == r["study"] else f"{r['trait']} ({r['study']})" for r in rows]]
     lines = [
         ("model", [r["model"] for r in rows]),
-        ("inoculation prompt", [f"\"{r['inoc_prompt']}\"" for r in rows]),
+        ("inoculation prompt", [r["inoc_prompt"] for r in rows]),
         ("direction: layer, held-out AUROC, monitoring r (within prompts)",
          [f"{r['layer']}, {r['auroc']:.3f}, {r['monitor_r']:.2f} ("
           + ("n/a" if r.get("monitor_r_within") is None else f"{r['monitor_r_within']:.2f}") + ")" for r in rows]),

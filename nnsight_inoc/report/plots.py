@@ -137,13 +137,15 @@ def curves_with_ci(
 
 
 def loss_by_condition(path: Path, losses: Mapping[str, tuple[float, float, float]]) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.6))
     names = list(losses)
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(names)), 3.6))
     est = np.array([losses[n][0] for n in names])
     err = np.array([[losses[n][0] - losses[n][1], losses[n][2] - losses[n][0]] for n in names]).T
-    ax.bar(names, est, yerr=err, capsize=4)
-    ax.set_ylabel("mean SFT loss (completion tokens), 95% CI")
-    ax.set_title("loss per training condition")
+    ax.bar(np.arange(len(names)), est, yerr=err, capsize=4, color=[style(i)["color"] for i in range(len(names))])
+    ax.set_xticks(np.arange(len(names)), names, rotation=45 if len(names) > 5 else 0, ha="right" if len(names) > 5
+                  else "center")
+    ax.set_ylabel("mean SFT loss (completion tokens)")
+    ax.set_title("loss per training condition (95% bootstrap CI over examples)")
     _save(fig, path)
 
 
@@ -175,7 +177,8 @@ def pre_post_bars(path: Path, by_cond: Mapping[str, tuple[Sequence[float], Seque
         ax.bar(x + off, m, width=0.4, yerr=err, capsize=3, label=label)
     ax.set_xticks(x, list(by_cond), rotation=45, ha="right")
     ax.set_ylabel("mean trait score, neutral test prompt")
-    ax.set_title("trait expression before and after LoRA training")
+    ax.set_title("trait expression before and after LoRA training (whiskers: min-max over seeds, descriptive)",
+                 fontsize=9)
     ax.legend()
     _save(fig, path)
 

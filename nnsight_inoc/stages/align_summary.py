@@ -291,10 +291,11 @@ def _plots(out_dir: Path, conds: dict[str, Any], per_cond: dict[str, Any], contr
     for p in ("final_prompt", "a_sum"):
         curves = {n: tuple(np.array(per_cond[n]["cos"][p][k]) for k in ("mean", "lo", "hi")) for n in conds}
         plots.curves_with_ci(out_dir / cos_plot(p), curves, "mean cos(-g, v)",
-                             f"gradient alignment with v at {p} (95% bootstrap CI)\n{SIGN_NOTE}")
+                             f"gradient alignment with v at {p} (95% bootstrap CI over examples, the CI C1 uses)"
+                             f"\n{SIGN_NOTE}")
         norms = {n: tuple(np.array(per_cond[n]["norm"][p][k]) for k in ("mean", "lo", "hi")) for n in conds}
         plots.curves_with_ci(out_dir / norm_plot(p), norms, "mean |g|",
-                             f"gradient norm at {p} (95% CI)", hline=None, logy=True)
+                             f"gradient norm at {p} (95% bootstrap CI over examples)", hline=None, logy=True)
     plots.loss_by_condition(out_dir / LOSS_PLOT,
                             {n: (per_cond[n]["loss"]["mean"][0], per_cond[n]["loss"]["lo"][0],
                                  per_cond[n]["loss"]["hi"][0]) for n in conds})
