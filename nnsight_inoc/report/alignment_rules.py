@@ -240,11 +240,12 @@ def c4_regression(align: Mapping[str, Any], example: Mapping[str, Any] | None) -
         return Verdict(INCONCLUSIVE, "no inoc condition in the example-level model", ("control C: no inoc condition",))
     a = prim["intercept"]["inoc"]
     slope = prim["slope"]
+    r_in = prim["r_dcos_dloss"].get("inoc")
     nums = (f"layer {layer}, {REPORT_POSITION}: {_intercept_words(prim, 'inoc')}; shared slope "
             f"{slope['est']:+.4f} cos/nat [{slope['lo']:+.4f}, {slope['hi']:+.4f}]; r(dcos, dloss) within inoc "
-            f"{prim['r_dcos_dloss'].get('inoc') or float('nan'):+.2f}")
-    med = pair.get("mediator", {})
-    if "intercept" in med:
+            + ("n/a" if r_in is None or r_in != r_in else f"{r_in:+.2f}"))
+    med = pair.get("mediator")
+    if isinstance(med, Mapping) and "intercept" in med:
         nums += f"; mediator model (+ change in log |g|, description): {_intercept_words(med, 'inoc')}"
     fp = at_layer(example, "final_prompt", layer)
     if fp and "intercept" in fp.get("primary", {}) and "inoc" in fp["primary"]["intercept"]:

@@ -16,6 +16,11 @@ from nnsight_inoc.report.render import Block
 from nnsight_inoc.report.verdicts import fmt_p
 
 
+def _num(x: Any, spec: str) -> str:
+    """A number, or n/a for None and NaN (the report reads JSON null back as NaN)."""
+    return "n/a" if x is None or x != x else format(x, spec)
+
+
 def _ci(b: Mapping[str, float], d: int = 4) -> str:
     return f"{b['mean']:+.{d}f} [{b['lo']:+.{d}f}, {b['hi']:+.{d}f}]"
 
@@ -48,7 +53,7 @@ def section_leak_match(run: Run) -> list[Block]:
     rows = []
     for name, m in leaks.items():
         cond = run.align["conditions"].get(name, {})
-        dial = m.get("dial") or {}
+        dial = m["dial"] if isinstance(m.get("dial"), Mapping) else {}  # JSON null reads back as NaN
         rows.append([name, m["target"], ", ".join(f"{k} {v}" for k, v in dial.items()) or "not recorded",
                      _ci(m["reduction"]), _ci(m["target_reduction"]),
                      f"{m['gap_share']['mean']:+.1%} [{m['gap_share']['lo']:+.1%}, {m['gap_share']['hi']:+.1%}]",
@@ -82,11 +87,10 @@ def section_control_c(run: Run) -> list[Block]:
             for c, a in b["intercept"].items():
                 r = b["r_dcos_dloss"].get(c) if model == "primary" else None
                 rows.append([model, c, f"{a['est']:+.4f} [{a['lo']:+.4f}, {a['hi']:+.4f}]", fmt_p(a["p_boot"]),
-                             f"{b['mean_dcos'][c]:+.4f} / {b['mean_dloss'][c]:+.4f}",
-                             "n/a" if r is None else f"{r:+.2f}"])
+                             f"{b['mean_dcos'][c]:+.4f} / {b['mean_dloss'][c]:+.4f}", _num(r, "+.2f")])
             s = b["slope"]
             rows.append([model, "slope (cos per nat)", f"{s['est']:+.4f} [{s['lo']:+.4f}, {s['hi']:+.4f}]", "", "", ""])
-            if b.get("mediator"):
+            if isinstance(b.get("mediator"), Mapping):  # the primary model's is JSON null (NaN once loaded)
                 m = b["mediator"]
                 rows.append([model, "change in log |g| (per SD)", f"{m['est']:+.4f} [{m['lo']:+.4f}, {m['hi']:+.4f}]",
                              "", "", ""])

@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 
 from nnsight_inoc.core.layout import RunLayout
+from nnsight_inoc.report.alignment_rules import R_MIN
 from nnsight_inoc.stats.bootstrap import RngLike
 from nnsight_inoc.stats.correlation import within_group_corr, within_group_r_by_col
-
-R_MIN = 0.6  # issue 3: monitoring Pearson r at the chosen layer (the same constant as alignment_rules.R_MIN)
 
 
 def within_prompt_summary(proj: np.ndarray, scores: np.ndarray, prompt_index: Sequence[int], layer: int,

@@ -106,7 +106,7 @@ def section_direction(run: Run) -> list[Block]:
                      "pass" if w["r"] >= R.R_MIN else "below"])
     within_line = (f"Monitoring r within system prompts (each prompt's mean removed): {w['r']:.3f} "
                    f"[{w['lo']:.3f}, {w['hi']:.3f}] (bootstrap over {w['n_groups']} prompts); per prompt "
-                   + ", ".join("n/a" if x is None else f"{x:+.2f}" for x in w["r_by_group"])
+                   + ", ".join("n/a" if x is None or x != x else f"{x:+.2f}" for x in w["r_by_group"])
                    + f". The pooled r mostly compares the prompts. Source: {within.get('source', 'extract summary')}."
                    if "r" in w else f"Monitoring r within system prompts: not computable ({w.get('error')}).")
     beh = e["behaviour"]

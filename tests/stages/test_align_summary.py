@@ -127,3 +127,21 @@ def test_legacy_regression_keeps_its_four_conditions_and_rows_gain_content_loss(
         header = next(csv.reader(fh))
     assert header[-1] == "content_loss"
     assert (layout.align_dir / "null_inoc_minus_leak_inoc_a_sum.png").is_file()
+
+
+def test_the_report_reads_the_new_blocks_as_loaded(summary):
+    """The report reads summaries with JSON null as NaN: the new sections and C4 must take that."""
+    from types import SimpleNamespace
+
+    from nnsight_inoc.report import alignment_rules as R
+    from nnsight_inoc.report.load import _nulls_to_nan
+    from nnsight_inoc.report.loss_sections import section_control_c, section_leak_match, section_loss_split
+
+    s, _, layout = summary
+    align = _nulls_to_nan(A.read_json(layout.align_summary))
+    run = SimpleNamespace(align=align, example=align["example_regression"])
+    blocks = section_loss_split(run) + section_leak_match(run) + section_control_c(run)
+    text = repr(blocks)
+    assert "leak_inoc" in text and "change in log |g| (per SD)" in text and "nan" not in text.replace("n/a", "")
+    v = R.c4_regression(align, run.example)
+    assert v.label in ("supported", "not supported") and f"layer {L - 1}, a_sum" in v.reason
