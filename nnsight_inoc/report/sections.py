@@ -132,7 +132,8 @@ def _contrast_rows(align: dict[str, Any], contrast: str) -> list[list[str]]:
         passes = R.passing_layers(b)
         big = max(range(len(b["diff_cos"])), key=lambda i: abs(b["diff_cos"][i]))
         for tag, i in ((f"chosen {layer}", layer), (f"largest |diff| {big}", big)):
-            rows.append([pos, tag, _ci(b["diff_cos"][i], b["lo"][i], b["hi"][i]), fmt_p(b["p_boot_holm"][i]),
+            rows.append([pos, tag, _ci(b["diff_cos"][i], b["lo"][i], b["hi"][i]),
+                         f"{fmt_p(b['p_boot'][i])} / {fmt_p(b['null_p_exact'][i])}", fmt_p(b["p_boot_holm"][i]),
                          fmt_p(b["null_p_exact_holm"][i]), f"{b['null_z'][i]:+.1f}",
                          f"{len(passes.away)} away ({layer_ranges(passes.away)}), "
                          f"{len(passes.toward)} toward ({layer_ranges(passes.toward)})"])
@@ -144,9 +145,11 @@ def section_alignment(run: Run) -> list[Block]:
     a, layer = run.align, int(run.align["layer"])
     out: list[Block] = [("h2", "3. Gradient alignment and controls"),
                         ("p", f"Paired contrasts in mean cos(-g, v) over the same examples ({a['n_bootstrap']} "
-                              f"bootstrap draws; {a['null_note']}). A layer passes when both Holm-adjusted p < "
-                              f"{ALPHA}. Negative = away from the trait.")]
-    head = ["position", "layer", "diff [95% CI]", "p boot (Holm)", "p null exact (Holm)", "null z", "layers passing both"]
+                              f"bootstrap draws; {a['null_note']}). The verdicts read one pre-specified test: the "
+                              f"chosen layer {layer} at {R.REPORT_POSITION}, unadjusted. Across layers (description) "
+                              f"a layer passes when both Holm-adjusted p < {ALPHA}. Negative = away from the trait.")]
+    head = ["position", "layer", "diff [95% CI]", "p boot / null, unadjusted (the verdict's, at the chosen layer)",
+            "p boot (Holm)", "p null exact (Holm)", "null z", "layers passing both (Holm; description)"]
     for c in a["contrasts"]:
         out += [("h3", c), ("table", head, _contrast_rows(a, c))]
     conds = a["conditions"]
@@ -228,8 +231,12 @@ def section_limitations(run: Run) -> list[Block]:
         lines.append("provenance.json records no sft_excluded counts.")
     else:
         lines.append("SFT examples excluded: " + ", ".join(f"{k} {v}" for k, v in excl.items()))
-    lines.append("Drift (the outcome) not measured in this run." if drift_summary(run.dir) is None
+    summ = drift_summary(run.dir)
+    lines.append("Drift (the outcome) not measured in this run." if summ is None
                  else "Drift rests on few seeds per condition and greedy answers to a fixed prompt set.")
+    if summ is not None and "panel" not in summ:
+        lines.append("Drift measured under the neutral test prompt only, which is also the neutral training prompt: "
+                     "for every other training prompt it is also a change of context between training and test.")
     return [("h2", "6. Limitations"), ("ul", lines)]
 
 
