@@ -16,6 +16,7 @@ Layout of ``<run>/`` (``artifacts/<trait>_<model>/`` by default)::
     finetune/<condition>_seed<seed>/{train.json, drift.json, adapter/}
     finetune/pre/<hash>.json  finetune/claims/<run>/owner.json  finetune/logs/worker<i>.log
     finetune/finetune_summary.json  finetune/steering_summary.json  finetune/*.png
+    transfer/transfer.json
     stages/<stage>.json  stages/<stage>.started.json
     experiments/<name>.json   (written by the scripts in the repository's experiments/)
 """
@@ -85,6 +86,11 @@ SUMMARY_JSON = "finetune_summary.json"
 STEERING_SUMMARY_JSON = "steering_summary.json"
 DRIFT_PLOTS = ("projection_shift_vs_layer.png", "trait_pre_post.png", "alignment_vs_drift.png")
 STEERING_PREFIX = "steering_"  # steering summaries' plots: steering_<DRIFT_PLOTS name>
+# Added by issue 16, kept out of DRIFT_PLOTS so the published studies (which lack it) still hold every DRIFT_PLOTS file.
+PROJECTION_VS_SCORE_PLOT = "projection_vs_score_drift.png"
+
+TRANSFER_DIR = "transfer"
+TRANSFER_JSON = "transfer.json"
 
 STAGES_DIR = "stages"
 EXPERIMENTS_DIR = "experiments"  # what experiments/ scripts write into a run folder
@@ -268,6 +274,19 @@ class RunLayout:
     def drift_plots(self, steering: bool) -> tuple[Path, ...]:
         prefix = STEERING_PREFIX if steering else ""
         return tuple(self.finetune_dir / f"{prefix}{n}" for n in DRIFT_PLOTS)
+
+    def projection_vs_score_plot(self, steering: bool) -> Path:
+        """Per run: projection drift against trait-score drift (issue 16)."""
+        return self.finetune_dir / f"{STEERING_PREFIX if steering else ''}{PROJECTION_VS_SCORE_PLOT}"
+
+    # cross-context transfer (issue 16 item 8)
+    @property
+    def transfer_dir(self) -> Path:
+        return self.root / TRANSFER_DIR
+
+    @property
+    def transfer_json(self) -> Path:
+        return self.transfer_dir / TRANSFER_JSON
 
     def experiment_output(self, name: str) -> Path:
         """Where an experiment script writes its result (``experiments/<name>.json``)."""

@@ -58,7 +58,9 @@ class ExtractSummary(TypedDict):
     behaviour: dict[str, dict[str, float]]  # "train/promote" ... -> mean_score, share_above_half, n, n_unscored
     heldout_auroc: dict[str, list[float]]  # position -> (L,)
     heldout_cohens_d: dict[str, list[float]]
-    monitoring: dict[str, Any]  # system_prompts, n_generations, n_unscored, mean_score_by_prompt, by_layer: [CorrStats]
+    # system_prompts, n_generations, n_unscored, mean_score_by_prompt, by_layer: [CorrStats]; since issue 16
+    # also within_prompt (report.monitoring.within_prompt_summary)
+    monitoring: dict[str, Any]
     chosen: Chosen
 
 
@@ -69,12 +71,15 @@ class MeanCI(TypedDict):
 
 
 class ConditionSummary(TypedDict):
-    system_prompt: str
+    system_prompt: str  # for per-example prompts: the first one (the full list stays in align/cond_<name>.pt)
     n: int
     loss: MeanCI  # one entry
     cos: dict[str, MeanCI]  # position -> (L,) curves
     norm: dict[str, MeanCI]
     proj: dict[str, MeanCI]
+    per_example_prompts: NotRequired[dict[str, Any]]  # {n, n_distinct, template} (issue 16 content-leak controls)
+    content_loss: NotRequired[MeanCI]  # loss of the untraited answer under this prompt (issue 16)
+    leak: NotRequired[dict[str, Any]]  # the content-leak control's own record (its dial), as measured
 
 
 class LossContrast(TypedDict):
@@ -90,6 +95,12 @@ class AlignSummary(TypedDict):
     ``contrasts["a-b"]`` holds ``loss`` (a :class:`LossContrast`) and, per position, per-layer lists
     diff_cos, lo, hi, p_boot(_holm/_bh), null_p_exact(_holm), null_p_mc(_holm), null_sd, null_z,
     null_mc_sd, diff_norm. ``regression["<position>/inoc_vs_<baseline>"]`` is one dict per layer.
+
+    Issue 16 (absent from older runs): ``example_regression`` = control C per example,
+    ``{note, by_position: {position: {"<layer>": {primary, mediator}}}}`` with each model as returned by
+    ``stats.regression.example_level_effect``; ``loss_split`` = ``{parts, conditions: {c: {total, content,
+    trait: {mean, lo, hi, p}}}, without_content_loss}``; ``leak_match`` = ``{leak_<t>: {target, dial,
+    reduction, target_reduction, gap_share: {mean, lo, hi}, tolerance, matched}}``.
     """
 
     sign_convention: str
@@ -103,6 +114,10 @@ class AlignSummary(TypedDict):
     contrasts: dict[str, dict[str, Any]]
     regression: dict[str, list[dict[str, float]]]
     lossmatch: NotRequired[dict[str, Any]]
+    regression_conditions: NotRequired[list[str]]
+    example_regression: NotRequired[dict[str, Any]]
+    loss_split: NotRequired[dict[str, Any]]
+    leak_match: NotRequired[dict[str, Any]]
 
 
 class LossMatch(TypedDict):
@@ -140,10 +155,27 @@ class DriftRow(TypedDict):
     post_score: float
     steering: dict[str, Any] | None
     loss_reduction: float | None
+    # issue 16 (absent from older runs; None where a run lacks the input)
+    probe_content_loss_pre: NotRequired[float | None]
+    loss_reduction_content: NotRequired[float | None]
+    loss_reduction_trait: NotRequired[float | None]
+    drift_panel_score: NotRequired[float]
+    drift_panel_proj: NotRequired[float]
+    drift_panel_by_prompt: NotRequired[dict[str, float]]
+    transfer: NotRequired[float | None]
+    transfer_cos: NotRequired[float | None]
+    transfer_residual: NotRequired[float | None]
+    transfer_rest: NotRequired[float | None]
+    transfer_panel: NotRequired[float]
 
 
 class DriftSummary(TypedDict):
-    """``finetune/finetune_summary.json`` (and ``steering_summary.json``)."""
+    """``finetune/finetune_summary.json`` (and ``steering_summary.json``).
+
+    Issue 16 (absent from older runs): ``main_drift`` (the drift the verdicts use), ``panel`` (from
+    ``stats.intervals.panel_intervals``), and relation entries for the loss split, transfer, rank, AUROC,
+    ``collinearity`` and ``transfer_ranking`` (see ``stats.relation``).
+    """
 
     layer: int
     position: str
@@ -155,14 +187,17 @@ class DriftSummary(TypedDict):
     correlations: dict[str, Any]
     relation: dict[str, Any]  # "pred~target[|control]" -> {r, lo, hi, n_runs, n_groups, ...} or {error}
     condition_means: dict[str, dict[str, float]]
+    main_drift: NotRequired[str]
+    panel: NotRequired[dict[str, Any]]
 
 
 class TrainRecord(TypedDict):
-    """``finetune/<run>/train.json``, written last by training: its presence marks a trained run."""
+    """``finetune/<run>/train.json``, written last by training: its presence marks a trained run.
+    ``probes[0]`` may carry ``content_loss`` (issue 16); ``system_prompt`` is a list for per-example prompts."""
 
     condition: str
     seed: int
-    system_prompt: str
+    system_prompt: str | list[str]
     finetune_config: dict[str, Any]
     n_assistant_tokens: int
     model: dict[str, Any]
@@ -188,6 +223,7 @@ class DriftRecord(TypedDict):
     neutral_prompt: dict[str, Any]  # {pre, post, drift}
     training_prompt: dict[str, Any]
     wall_s: NotRequired[float]
+    panel: NotRequired[dict[str, dict[str, Any]]]  # test prompt -> {pre, post, drift} (issue 16)
 
 
 class ProvenanceRecord(TypedDict):

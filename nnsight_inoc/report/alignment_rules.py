@@ -1,10 +1,17 @@
 """Verdict rules C1-C4 (gradient alignment): each conclusion decided from the align summary by an explicit rule.
 
 Why a separate module: the report's conclusions must come from code a reader can check,
-not from prose written after looking at the numbers. Every rule returns
-``(verdict, reason)`` where ``verdict`` is one of :data:`LABELS` and ``reason`` quotes the
-numbers that decided it. The thresholds are module constants so a change is visible in
-one place and in the report itself (the report prints them).
+not from prose written after looking at the numbers. Every rule returns a
+:class:`~.verdicts.Verdict` (label, the numbers that decided it, and what fell short when it is
+inconclusive). The thresholds are module constants so a change is visible in one place and in
+the report itself (the report prints them).
+
+Where the test is (issue 16): C1-C4 are judged at one layer and one position fixed by rule before
+any contrast is seen: the reporting layer the extract stage chose from the direction's own checks
+(held-out AUROC, then monitoring r) and the summed assistant tokens ``a_sum`` (where the SFT loss
+acts). Searching 2 positions x 28 layers for significant signs made a small effect inconclusive
+almost by construction. Every layer and the final prompt token are still shown, as description
+(:func:`layer_description`, the old layer-count rule :func:`contrast_verdict`).
 
 Sign convention throughout: cos(-g, v); a negative contrast (e.g. inoc - neutral < 0)
 means the gradient step under the first prompt moves activations *less* toward the trait,
@@ -17,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from nnsight_inoc.report.control_c import at_layer
 from nnsight_inoc.report.verdicts import (
     ALPHA,
     INCONCLUSIVE,
@@ -25,15 +33,18 @@ from nnsight_inoc.report.verdicts import (
     SUPPORTED,
     Verdict,
     cap,
+    control_of,
     fmt_p,
     layer_ranges,
     loss_gap_share,
+    loss_match_shortfall,
 )
 
 MIN_LAYER_FRACTION = 0.25  # share of layers that must pass when the chosen layer does not
 AUROC_MIN = 0.95  # held-out AUROC promote vs suppress at the chosen layer (issue 3)
 R_MIN = 0.6  # monitoring Pearson r at the chosen layer (issue 3)
 POSITIONS = ("a_sum", "final_prompt")  # a_sum first: the assistant tokens carry the SFT loss
+REPORT_POSITION = "a_sum"  # the one position C1-C4 are judged at (fixed by rule, see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,7 @@ def passing_layers(block: Mapping[str, Sequence[float]], *, use_boot: bool = Tru
     return LayerPasses(away, toward, len(diff))
 
 
-def position_verdict(passes: LayerPasses, chosen_layer: int) -> Verdict:
+def position_verdict(passes: LayerPasses, chosen_layer: int) -> tuple[str, str]:
     """One position: supported if the chosen layer or >= MIN_LAYER_FRACTION of layers pass *away*
     and none pass toward; not supported if no layer passes away (none pass, or all go toward);
     inconclusive otherwise (too few layers, or significant layers of both signs)."""
@@ -83,7 +94,7 @@ def position_verdict(passes: LayerPasses, chosen_layer: int) -> Verdict:
     return INCONCLUSIVE, f"too few layers: {counts}; needed the chosen layer {chosen_layer} or >= {min_layers(n)}"
 
 
-def combine_positions(per_position: Mapping[str, tuple[Verdict, LayerPasses]]) -> Verdict:
+def combine_positions(per_position: Mapping[str, tuple[tuple[str, str], LayerPasses]]) -> Verdict:
     """Across positions: significant effects of opposite sign anywhere = mixed = inconclusive;
     else supported if any position is supported, not supported if all are, inconclusive otherwise."""
     parts = "; ".join(f"{pos}: {v} ({why})" for pos, ((v, why), _) in per_position.items())
@@ -91,17 +102,18 @@ def combine_positions(per_position: Mapping[str, tuple[Verdict, LayerPasses]]) -
     any_toward = any(p.toward for _, p in per_position.values())
     verdicts = [v for (v, _), _ in per_position.values()]
     if any_away and any_toward:
-        return INCONCLUSIVE, f"mixed signs across/within positions — {parts}"
+        return Verdict(INCONCLUSIVE, f"mixed signs across/within positions — {parts}")
     if SUPPORTED in verdicts:
-        return SUPPORTED, parts
+        return Verdict(SUPPORTED, parts)
     if all(v == NOT_SUPPORTED for v in verdicts):
-        return NOT_SUPPORTED, parts
-    return INCONCLUSIVE, parts
+        return Verdict(NOT_SUPPORTED, parts)
+    return Verdict(INCONCLUSIVE, parts)
 
 
 def contrast_verdict(align: Mapping[str, Any], contrast: str, *, use_boot: bool = True,
                      use_null: bool = True) -> Verdict:
-    """Position rule on each of :data:`POSITIONS` for one contrast, then :func:`combine_positions`."""
+    """The pre-issue-16 rule, now description only: the position rule (chosen layer or >= 25% of layers,
+    Holm) on each of :data:`POSITIONS` for one contrast, then :func:`combine_positions`."""
     layer = int(align["layer"])
     per = {}
     for pos in POSITIONS:
@@ -124,29 +136,72 @@ def direction_cap_reason(extract: Mapping[str, Any]) -> str | None:
     return f"direction fails its sanity checks ({', '.join(failed)})" if failed else None
 
 
+def direction_shortfall(extract: Mapping[str, Any]) -> str | None:
+    """The direction checks that failed, each with how far it fell short of its threshold."""
+    failed = [f"{k} {v:.3f}, needed >= {t} ({t - v:.3f} short)" for k, (v, t, ok) in direction_checks(extract).items()
+              if not ok and v == v]
+    failed += [f"{k} not computable" for k, (v, _, ok) in direction_checks(extract).items() if not ok and v != v]
+    return f"direction checks: {'; '.join(failed)}" if failed else None
+
+
+def layer_description(align: Mapping[str, Any], contrast: str, *, use_boot: bool = True, use_null: bool = True) -> str:
+    """Every layer at both positions, as description (never the verdict): Holm-passing layers by sign."""
+    parts = []
+    for pos in POSITIONS:
+        p = passing_layers(align["contrasts"][contrast][pos], use_boot=use_boot, use_null=use_null)
+        parts.append(f"{pos}: {len(p.away)}/{p.n_layers} layers away ({layer_ranges(p.away)}), {len(p.toward)} toward "
+                     f"({layer_ranges(p.toward)})")
+    return "all layers, Holm, description only: " + "; ".join(parts)
+
+
+def fixed_contrast(align: Mapping[str, Any], contrast: str, *, use_boot: bool = True, use_null: bool = True) -> Verdict:
+    """One contrast at the reporting layer and :data:`REPORT_POSITION`: supported when the difference is
+    below 0 with its bootstrap CI below 0 (``use_boot``) and the exact random-direction null p < ALPHA
+    (``use_null``); not supported otherwise (no effect, one toward the trait, or one any direction shows).
+    One pre-specified test, so neither p is adjusted for layers."""
+    layer = int(align["layer"])
+    b = align["contrasts"][contrast][REPORT_POSITION]
+    d, lo, hi, pb, pn = (b[k][layer] for k in ("diff_cos", "lo", "hi", "p_boot", "null_p_exact"))
+    nums = (f"layer {layer}, {REPORT_POSITION}: {contrast} cos {d:+.4f} [{lo:+.4f}, {hi:+.4f}], bootstrap p "
+            f"{fmt_p(pb)}, exact random-direction null p {fmt_p(pn)}")
+    ci_ok = hi < 0 if use_boot else True
+    null_ok = pn < ALPHA if use_null else True
+    desc = layer_description(align, contrast, use_boot=use_boot, use_null=use_null)
+    if d < 0 and ci_ok and null_ok:
+        return Verdict(SUPPORTED, f"{nums}; {desc}")
+    why = ("toward the trait" if (lo > 0 if use_boot else d > 0) else
+           "CI includes 0" if use_boot and not ci_ok else
+           f"not specific to v (null p >= {ALPHA})" if not null_ok else "no effect")
+    return Verdict(NOT_SUPPORTED, f"{why}: {nums}; {desc}")
+
+
 def c1_rotation(align: Mapping[str, Any]) -> Verdict:
-    """C1: inoc - neutral < 0, both bootstrap-Holm and exact-null-Holm p < ALPHA, position rule."""
-    return contrast_verdict(align, "inoc-neutral")
+    """C1: inoc - neutral < 0 at the reporting layer and a_sum (bootstrap CI below 0, exact null p < ALPHA)."""
+    return fixed_contrast(align, "inoc-neutral")
 
 
 def c2_beyond_lossmatch(align: Mapping[str, Any]) -> Verdict:
-    """C2: the C1 rule on inoc - lossmatch; at most inconclusive when the loss match is incomplete,
-    because then a remaining difference may still be a loss effect."""
-    share = loss_gap_share(align)
-    gap = align["contrasts"]["inoc-lossmatch"]["loss"]
-    why = (f"loss match incomplete: inoc - lossmatch loss {gap['diff']:+.4f} [{gap['lo']:+.4f}, {gap['hi']:+.4f}] "
+    """C2: the C1 rule on inoc - control (the content leak when measured, else the pool prompt); at most
+    inconclusive when the loss match is incomplete, because then a remaining difference may still be a
+    loss effect."""
+    control = control_of(align)
+    share = loss_gap_share(align, control)
+    gap = align["contrasts"][f"inoc-{control}"]["loss"]
+    why = (f"loss match incomplete: inoc - {control} loss {gap['diff']:+.4f} [{gap['lo']:+.4f}, {gap['hi']:+.4f}] "
            f"is {share:.0%} of inoc - neutral (limit {MAX_LOSS_GAP_SHARE:.0%})")
-    return cap(contrast_verdict(align, "inoc-lossmatch"), share > MAX_LOSS_GAP_SHARE, why)
+    return cap(fixed_contrast(align, f"inoc-{control}"), share > MAX_LOSS_GAP_SHARE, why,
+               loss_match_shortfall(share, control))
 
 
 def c3_beyond_random(align: Mapping[str, Any]) -> Verdict:
-    """C3: inoc - neutral judged by the exact random-direction null alone (Holm), position rule:
+    """C3: inoc - neutral judged by the exact random-direction null alone at the reporting layer and a_sum:
     is the change specific to v, or one every direction on the sphere would show?"""
-    return contrast_verdict(align, "inoc-neutral", use_boot=False)
+    return fixed_contrast(align, "inoc-neutral", use_boot=False)
 
 
-def regression_position(row: Mapping[str, Any]) -> tuple[Verdict, LayerPasses]:
-    """One position at the chosen layer: adjusted coef CI excludes 0 and Holm p < ALPHA; negative = away."""
+def regression_position(row: Mapping[str, Any]) -> tuple[tuple[str, str], LayerPasses]:
+    """Today's regression at one position (description since issue 16): adjusted coef CI excludes 0 and Holm
+    p < ALPHA; negative = away."""
     coef, lo, hi, p = row["coef_adjusted"], row["coef_adjusted_lo"], row["coef_adjusted_hi"], row["coef_adjusted_p_holm"]
     nums = f"adjusted coef {coef:+.4f} [{lo:+.4f}, {hi:+.4f}], Holm p {fmt_p(p)}, partial r {row['partial_r']:+.3f}"
     sig = (hi < 0 or lo > 0) and p < ALPHA
@@ -157,17 +212,52 @@ def regression_position(row: Mapping[str, Any]) -> tuple[Verdict, LayerPasses]:
     return (NOT_SUPPORTED, f"not significant: {nums}"), LayerPasses((), (), 1)
 
 
-def c4_regression(align: Mapping[str, Any]) -> Verdict:
-    """C4: inoc vs neutral after controlling for loss and log gradient norm, at the chosen layer."""
+def c4_legacy_regression(align: Mapping[str, Any]) -> Verdict:
+    """Today's C4 (kept for reading old reports; no longer the verdict): inoc vs neutral after controlling for
+    z(loss) and z(log gradient norm) across examples, at the chosen layer, both positions."""
     layer = int(align["layer"])
     per = {pos: regression_position(align["regression"][f"{pos}/inoc_vs_neutral"][layer]) for pos in POSITIONS}
     v, why = combine_positions(per)
-    return v, f"layer {layer}: {why}"
+    return Verdict(v, f"layer {layer}: {why}")
+
+
+def _intercept_words(block: Mapping[str, Any], cond: str) -> str:
+    a = block["intercept"][cond]
+    return f"{cond} at dloss = 0: {a['est']:+.4f} [{a['lo']:+.4f}, {a['hi']:+.4f}] (p {fmt_p(a['p_boot'])})"
+
+
+def c4_regression(align: Mapping[str, Any], example: Mapping[str, Any] | None) -> Verdict:
+    """C4: inoc's change in alignment at zero change in loss, per example (control C, issue 16), at the
+    reporting layer and a_sum: supported when its CI lies below 0; not supported when it does not. The
+    mediator model (+ change in log |g|) and the final prompt token are reported, never decide."""
+    layer = int(align["layer"])
+    pair = None if example is None else at_layer(example, REPORT_POSITION, layer)
+    if pair is None or "error" in pair.get("primary", {}):
+        why = "not computable" + ("" if pair is None else f": {pair['primary']['error']}")
+        return Verdict(INCONCLUSIVE, f"example-level control C {why}", (f"control C {why}",))
+    prim = pair["primary"]
+    if "inoc" not in prim["intercept"]:
+        return Verdict(INCONCLUSIVE, "no inoc condition in the example-level model", ("control C: no inoc condition",))
+    a = prim["intercept"]["inoc"]
+    slope = prim["slope"]
+    r_in = prim["r_dcos_dloss"].get("inoc")
+    nums = (f"layer {layer}, {REPORT_POSITION}: {_intercept_words(prim, 'inoc')}; shared slope "
+            f"{slope['est']:+.4f} cos/nat [{slope['lo']:+.4f}, {slope['hi']:+.4f}]; r(dcos, dloss) within inoc "
+            + ("n/a" if r_in is None or r_in != r_in else f"{r_in:+.2f}"))
+    med = pair.get("mediator")
+    if isinstance(med, Mapping) and "intercept" in med:
+        nums += f"; mediator model (+ change in log |g|, description): {_intercept_words(med, 'inoc')}"
+    fp = at_layer(example, "final_prompt", layer)
+    if fp and "intercept" in fp.get("primary", {}) and "inoc" in fp["primary"]["intercept"]:
+        nums += f"; final prompt (description): {_intercept_words(fp['primary'], 'inoc')}"
+    if a["hi"] < 0:
+        return Verdict(SUPPORTED, nums)
+    return Verdict(NOT_SUPPORTED, ("toward the trait: " if a["lo"] > 0 else "CI includes 0: ") + nums)
 
 
 CLAIMS = (
     ("C1", "Inoculation rotates gradients away from v relative to neutral"),
     ("C2", "... beyond the loss-matched control"),
     ("C3", "... beyond random directions"),
-    ("C4", "... after controlling for loss (regression)"),
+    ("C4", "... after controlling for loss (per example)"),
 )

@@ -1,13 +1,21 @@
-"""Verdicts about drift (C5-C8) and the one-line answer to the study's question.
+"""Verdicts about drift (C5-C8).
 
 Kept apart from :mod:`.alignment_rules` (the alignment claims C1-C4) because these read the
-finetune stage's summary, not the align stage's. Same contract: every rule returns
-``(verdict, reason)`` with the numbers that decided it, from thresholds defined here.
+finetune stage's summary, not the align stage's. Same contract: every rule returns a
+:class:`~.verdicts.Verdict` with the numbers that decided it, from thresholds defined here; the
+answer to the study's question is in :mod:`.answer`.
 
-The answer to "does inoculation reduce drift *by rotating gradients away from v*?" needs
-three things at once: drift is reduced (C5), the gradients are rotated (C1), and across
-training prompts drift follows alignment beyond what the prompt's loss reduction explains
-(C7). A drift reduction alone says nothing about the mechanism.
+Issue 16 rules:
+
+* Drift comparisons (C5, C8) are decided by a paired interval, never by "lower on every seed": with
+  3 seeds that happens 1 time in 8 by chance, and the exact sign-flip test cannot go below p = 0.25
+  (:func:`~nnsight_inoc.stats.pairing.min_sign_flip_p`), so no seed count this small can be a test on its
+  own. With a panel of test prompts the interval is over panel prompts and seeds at once (crossed
+  bootstrap); without one, a t-interval over the paired seeds. Seed agreement and the sign-flip p are
+  reported beside it.
+* The main drift measure is the panel mean when the runs have one, else the neutral test prompt's.
+* C7 controls for both parts of the loss reduction (trait and content) when they were measured.
+* A capped verdict says what it was before the cap.
 """
 
 from __future__ import annotations
@@ -23,48 +31,87 @@ from nnsight_inoc.report.verdicts import (
     NOT_SUPPORTED,
     SUPPORTED,
     Verdict,
+    cap,
+    control_of,
     loss_gap_share,
+    loss_match_shortfall,
 )
-from nnsight_inoc.stats.pairing import paired_diffs
+from nnsight_inoc.stats.intervals import CI_LEVEL, mean_ci
+from nnsight_inoc.stats.pairing import min_sign_flip_p, paired_diffs, sign_flip_p
 from nnsight_inoc.stats.relation import MAX_COLLINEARITY, MIN_GROUPS
 
 MIN_SEEDS = 3
 NEGLIGIBLE_R = 0.1  # |r| below this with a CI spanning 0 = "not supported" rather than "inconclusive"
+NEGLIGIBLE_DRIFT = 0.05  # a drift difference whose whole CI lies within +-this (trait-score units) is no difference
 DRIFT_SUMMARY = f"{FINETUNE_DIR}/{SUMMARY_JSON}"  # as the verdicts name it
 
 
 def _not_run(run_dir: Path) -> Verdict:
-    return INCONCLUSIVE, f"not run: no {DRIFT_SUMMARY} in {run_dir.name}/"
+    return Verdict(INCONCLUSIVE, f"not run: no {DRIFT_SUMMARY} in {run_dir.name}/", ("drift not measured",))
 
 
-def _paired(rows: Sequence[Mapping[str, Any]], a: str, b: str) -> tuple[list[int], list[float], str]:
+def main_drift(summ: Mapping[str, Any]) -> str:
+    """The drift the verdicts use: the summary's ``main_drift`` (panel mean when measured), else the neutral
+    test prompt's ``drift_score`` (summaries before issue 16)."""
+    return summ.get("main_drift") or summ.get("relation", {}).get("main_target") or "drift_score"
+
+
+def _seed_words(rows: Sequence[Mapping[str, Any]], a: str, b: str) -> tuple[list[int], list[float], str]:
+    """Per-seed differences on the neutral test prompt, their sign agreement and the exact sign-flip p."""
     seeds, diffs = paired_diffs(rows, a, b, "drift_score")
-    desc = (f"{a} - {b} drift in trait score per seed {seeds}: " + ", ".join(f"{d:+.3f}" for d in diffs)
-            + (f" (mean {sum(diffs) / len(diffs):+.3f})" if diffs else ""))
-    return seeds, diffs, desc
+    if not diffs or any(d != d for d in diffs):
+        return seeds, diffs, f"{a} - {b} drift per seed {seeds}: " + ", ".join(f"{d:+.3f}" for d in diffs)
+    neg = sum(d < 0 for d in diffs)
+    return seeds, diffs, (
+        f"{a} - {b} drift in trait score (neutral test prompt) per seed {seeds}: " + ", ".join(f"{d:+.3f}" for d in diffs)
+        + f"; {neg}/{len(diffs)} seeds lower (reported, not a test); exact sign-flip p {sign_flip_p(diffs):.3f} "
+        f"(the smallest possible with {len(diffs)} seeds is {min_sign_flip_p(len(diffs)):.3f})")
 
 
-def _lower_every_seed(rows: Sequence[Mapping[str, Any]], a: str, b: str) -> Verdict:
-    seeds, diffs, desc = _paired(rows, a, b)
+def _interval_verdict(m: float, lo: float, hi: float, what: str) -> Verdict:
+    """Below 0 when the CI lies below 0; not supported when it lies above 0 or within +-NEGLIGIBLE_DRIFT."""
+    nums = f"{what} {m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    if hi < 0:
+        return Verdict(SUPPORTED, nums)
+    if lo > 0:
+        return Verdict(NOT_SUPPORTED, f"the other way: {nums}")
+    if -NEGLIGIBLE_DRIFT < lo and hi < NEGLIGIBLE_DRIFT:
+        return Verdict(NOT_SUPPORTED, f"no difference beyond +-{NEGLIGIBLE_DRIFT}: {nums}")
+    return Verdict(INCONCLUSIVE, f"CI includes 0: {nums}",
+                   (f"{what}: the CI's upper end {hi:+.3f} must be below 0 ({hi:.3f} short)",))
+
+
+def paired_drift(summ: Mapping[str, Any], a: str, b: str) -> Verdict:
+    """a's drift below b's, by a paired interval: over panel prompts and seeds when the summary has the
+    panel contrast, else a t-interval over the paired seeds (at least MIN_SEEDS)."""
+    rows = summ["rows"]
+    seeds, diffs, seed_desc = _seed_words(rows, a, b)
+    panel = summ.get("panel", {}).get("contrasts", {}).get(f"{a}-{b}")
+    if panel is not None and "error" not in panel:
+        v = _interval_verdict(panel["mean"], panel["lo"], panel["hi"],
+                              f"{a} - {b} drift, mean over {panel['n_cols']} panel test prompts x {panel['n_rows']} "
+                              f"seeds [95% crossed bootstrap CI over prompts and seeds]")
+        return Verdict(v.label, f"{v.reason}; {seed_desc}", v.shortfall)
     if any(d != d for d in diffs):
-        return INCONCLUSIVE, f"drift not computable for some seed; {desc}"
+        return Verdict(INCONCLUSIVE, f"drift not computable for some seed; {seed_desc}", ("drift not computable",))
     if len(seeds) < MIN_SEEDS:
-        return INCONCLUSIVE, f"fewer than {MIN_SEEDS} paired seeds; {desc}"
-    if all(d < 0 for d in diffs):
-        return SUPPORTED, desc
-    if all(d >= 0 for d in diffs):
-        return NOT_SUPPORTED, desc
-    return INCONCLUSIVE, f"seeds disagree; {desc}"
+        return Verdict(INCONCLUSIVE, f"fewer than {MIN_SEEDS} paired seeds; {seed_desc}",
+                       (f"paired seeds {a} vs {b}: {len(seeds)}, needed {MIN_SEEDS}",))
+    m, lo, hi, n = mean_ci(diffs)
+    v = _interval_verdict(m, lo, hi, f"{a} - {b} drift (neutral test prompt), mean over {n} seeds "
+                                     f"[{CI_LEVEL:.0%} t-interval over seeds]")
+    return Verdict(v.label, f"{v.reason}; {seed_desc}", v.shortfall)
 
 
 def c5_drift(run_dir: Path) -> Verdict:
-    """C5: inoculation reduces drift: inoc's drift below neutral's for every one of >= 3 paired seeds."""
+    """C5: inoculation reduces drift: inoc - neutral drift below 0 by its paired interval."""
     summ = drift_summary(run_dir)
-    return _not_run(run_dir) if summ is None else _lower_every_seed(summ["rows"], "inoc", "neutral")
+    return _not_run(run_dir) if summ is None else paired_drift(summ, "inoc", "neutral")
 
 
 def c8_drift_beyond_lossmatch(run_dir: Path, align: Mapping[str, Any]) -> Verdict:
-    """C8: inoculation's drift is below the loss-matched prompt's for every seed.
+    """C8: inoculation's drift is below the loss-matched control's (the content leak when measured, else the
+    pool prompt), by the paired interval.
 
     At most inconclusive when the loss match is incomplete (the same limit as C2): a prompt that
     lowers the loss less could drift more for that reason alone.
@@ -72,14 +119,14 @@ def c8_drift_beyond_lossmatch(run_dir: Path, align: Mapping[str, Any]) -> Verdic
     summ = drift_summary(run_dir)
     if summ is None:
         return _not_run(run_dir)
-    if not any(r["condition"] == "lossmatch" for r in summ["rows"]):
-        return INCONCLUSIVE, "no loss-matched runs in the drift summary"
-    v, why = _lower_every_seed(summ["rows"], "inoc", "lossmatch")
-    share = loss_gap_share(align)
-    if v == SUPPORTED and share > MAX_LOSS_GAP_SHARE:
-        return INCONCLUSIVE, (f"loss match incomplete (the loss-matched prompt leaves {share:.0%} of the inoc - neutral "
-                              f"loss gap, limit {MAX_LOSS_GAP_SHARE:.0%}); {why}")
-    return v, why
+    control = control_of(align)
+    if not any(r["condition"] == control for r in summ["rows"]):
+        return Verdict(INCONCLUSIVE, f"no {control} runs in the drift summary", (f"no {control} runs",))
+    share = loss_gap_share(align, control)
+    why = (f"loss match incomplete (the {control} control leaves {share:.0%} of the inoc - neutral loss gap, "
+           f"limit {MAX_LOSS_GAP_SHARE:.0%})")
+    return cap(paired_drift(summ, "inoc", control), share > MAX_LOSS_GAP_SHARE, why,
+               loss_match_shortfall(share, control))
 
 
 def _relation(summ: Mapping[str, Any], key: str) -> tuple[Mapping[str, Any] | None, str]:
@@ -88,58 +135,95 @@ def _relation(summ: Mapping[str, Any], key: str) -> tuple[Mapping[str, Any] | No
         return None, f"no clustered relation '{key}' in the summary (rerun `cli.py drift --summary-only`)"
     if "error" in rel:
         return None, f"{key}: {rel['error']}"
-    return rel, (f"r {rel['r']:+.2f} [{rel['lo']:+.2f}, {rel['hi']:+.2f}] over {rel['n_runs']} runs of "
+    return rel, (f"{key}: r {rel['r']:+.2f} [{rel['lo']:+.2f}, {rel['hi']:+.2f}] over {rel['n_runs']} runs of "
                  f"{rel['n_groups']} conditions (bootstrap over conditions)")
 
 
-def _r_verdict(rel: Mapping[str, Any] | None, desc: str) -> Verdict:
+def _r_verdict(rel: Mapping[str, Any] | None, desc: str, what: str) -> Verdict:
     if rel is None:
-        return INCONCLUSIVE, desc
+        return Verdict(INCONCLUSIVE, desc, (f"{what}: not computable",))
     if rel["n_groups"] < MIN_GROUPS:
-        return INCONCLUSIVE, f"fewer than {MIN_GROUPS} training prompts to correlate over; {desc}"
+        return Verdict(INCONCLUSIVE, f"fewer than {MIN_GROUPS} training prompts to correlate over; {desc}",
+                       (f"training prompts: {rel['n_groups']}, needed {MIN_GROUPS} "
+                        f"({MIN_GROUPS - rel['n_groups']} short)",))
     if rel["lo"] > 0:
-        return SUPPORTED, desc
+        return Verdict(SUPPORTED, desc)
     if rel["hi"] < 0 or abs(rel["r"]) < NEGLIGIBLE_R:
-        return NOT_SUPPORTED, desc
-    return INCONCLUSIVE, desc
+        return Verdict(NOT_SUPPORTED, desc)
+    return Verdict(INCONCLUSIVE, desc, (f"{what}: CI [{rel['lo']:+.2f}, {rel['hi']:+.2f}] includes 0; its lower end "
+                                        f"is {-rel['lo']:.2f} short of 0",))
 
 
-def _relation_claim(run_dir: Path, key: str, label: str = "") -> tuple[Verdict, Mapping[str, Any] | None]:
-    summ = drift_summary(run_dir)
-    if summ is None:
-        return _not_run(run_dir), None
-    rel, desc = _relation(summ, key)
-    return _r_verdict(rel, label + desc), summ
+def _extras(summ: Mapping[str, Any], pred: str, target: str) -> str:
+    """The rank and AUROC summaries beside a linear r (drift is near 0 or near its ceiling for most prompts)."""
+    rel = summ.get("relation", {})
+    out = []
+    rank = rel.get(f"rank:{pred}~{target}")
+    if rank and "r" in rank:
+        out.append(f"rank r {rank['r']:+.2f} [{rank['lo']:+.2f}, {rank['hi']:+.2f}]")
+    auc = rel.get(f"auroc:{pred}~{target}")
+    if auc and "auroc" in auc:
+        out.append(f"AUROC for drift >= {auc['threshold']:.2f} (half of neutral's) {auc['auroc']:.2f} "
+                   f"[{auc['lo']:.2f}, {auc['hi']:.2f}] over {auc['n_high']} + {auc['n_low']} prompts")
+    return ("; " + ", ".join(out)) if out else ""
 
 
 def c6_drift_tracks_alignment(run_dir: Path) -> Verdict:
     """C6: across training prompts, alignment before training predicts drift (r > 0, CI over conditions).
 
-    Also says which predictor has the larger |r|: alignment or the prompt's loss reduction.
+    Also says which predictor has the larger |r|: alignment or the prompt's loss reduction (and its parts).
     """
-    (v, why), summ = _relation_claim(run_dir, "align_pre~drift_score")
-    if summ is not None:
-        rel, _ = _relation(summ, "align_pre~drift_score")
-        loss, ldesc = _relation(summ, "loss_reduction~drift_score")
-        if rel is not None and loss is not None:
-            better = "alignment" if abs(rel["r"]) > abs(loss["r"]) else "loss reduction"
-            why += f"; loss reduction vs drift: {ldesc}; the larger |r|: {better}"
-    return v, why
+    summ = drift_summary(run_dir)
+    if summ is None:
+        return _not_run(run_dir)
+    target = main_drift(summ)
+    rel, desc = _relation(summ, f"align_pre~{target}")
+    v = _r_verdict(rel, desc, f"r(alignment, {target})")
+    why = v.reason + _extras(summ, "align_pre", target)
+    others = {}
+    for pred in ("loss_reduction", "loss_reduction_trait", "loss_reduction_content", "transfer"):
+        o, odesc = _relation(summ, f"{pred}~{target}")
+        if o is not None:
+            others[pred] = o
+            why += f"; {odesc}"
+    if rel is not None and others:
+        best = max([("alignment", abs(rel["r"]))] + [(k.replace("_", " "), abs(o["r"])) for k, o in others.items()],
+                   key=lambda t: t[1])
+        why += f"; the larger |r|: {best[0]}"
+    return Verdict(v.label, why, v.shortfall)
 
 
 def c7_alignment_beyond_loss(run_dir: Path) -> Verdict:
-    """C7: alignment predicts drift beyond the prompt's loss reduction (partial r > 0, CI over conditions).
+    """C7: alignment predicts drift beyond the prompt's loss reduction (partial r > 0, CI over conditions);
+    given both its parts (trait, content) when they were measured, else given the total.
 
-    At most inconclusive when alignment and loss reduction are nearly collinear across the runs
-    (|r| > MAX_COLLINEARITY): then no partial correlation can say which of the two carries the relation.
+    At most inconclusive when alignment and the loss reduction are nearly collinear across the runs
+    (|r| > MAX_COLLINEARITY): then no partial correlation can say which carries the relation, and the
+    verdict says what it would have been.
     """
-    (v, why), summ = _relation_claim(run_dir, "align_pre~drift_score|loss_reduction", "partial ")
-    col = (summ or {}).get("relation", {}).get("align_pre~loss_reduction", {})
-    if "r" in col:
-        why += f"; alignment vs loss reduction r {col['r']:+.3f}"
-        if v != INCONCLUSIVE and abs(col["r"]) > MAX_COLLINEARITY:
-            return INCONCLUSIVE, f"nearly collinear predictors (|r| > {MAX_COLLINEARITY}); {why}"
-    return v, why
+    summ = drift_summary(run_dir)
+    if summ is None:
+        return _not_run(run_dir)
+    target, relations = main_drift(summ), summ.get("relation", {})
+    key = next((k for k in (f"align_pre~{target}|loss_split", f"align_pre~{target}|loss_reduction")
+                if k in relations), f"align_pre~{target}|loss_reduction")
+    rel, desc = _relation(summ, key)
+    v = _r_verdict(rel, "partial " + desc, "partial r(alignment, drift | loss)")
+    col = relations.get("collinearity") or {}
+    r_col = col.get("max_abs_r")
+    if r_col is not None:
+        col_desc = (f"; collinearity of alignment with the loss reduction: max |r| {r_col:.3f} (cap "
+                    f"{MAX_COLLINEARITY}; design acceptance <= {col['acceptance_abs_r']}: "
+                    f"{'met' if col['meets_acceptance'] else 'not met'})")
+    else:  # no collinearity block with a value: the clustered entry, as summaries before issue 16 had
+        old = relations.get("align_pre~loss_reduction", {})
+        r_col = abs(old["r"]) if "r" in old else None
+        col_desc = f"; alignment vs loss reduction r {old['r']:+.3f}" if "r" in old else ""
+    v = Verdict(v.label, v.reason + col_desc, v.shortfall)
+    capped = r_col is not None and r_col > MAX_COLLINEARITY
+    return cap(v, capped, f"nearly collinear predictors (|r| > {MAX_COLLINEARITY})",
+               f"collinearity: abs r(alignment, loss reduction) {r_col:.3f}, cap {MAX_COLLINEARITY} "
+               f"({r_col - MAX_COLLINEARITY:.3f} over; the design acceptance is <= 0.5)" if capped else None)
 
 
 DRIFT_CLAIMS = (
@@ -153,24 +237,3 @@ DRIFT_CLAIMS = (
 def drift_verdicts(run_dir: Path, align: Mapping[str, Any]) -> list[Verdict]:
     return [c5_drift(run_dir), c6_drift_tracks_alignment(run_dir), c7_alignment_beyond_loss(run_dir),
             c8_drift_beyond_lossmatch(run_dir, align)]
-
-
-def answer(verdicts: Mapping[str, str]) -> Verdict:
-    """The study's question from the claims: drift reduced (C5), gradients rotated (C1), drift following
-    alignment beyond loss (C7). Returns (label, sentence)."""
-    c1, c5, c7 = verdicts["C1"], verdicts["C5"], verdicts["C7"]
-    if c5 == NOT_SUPPORTED:
-        return NOT_SUPPORTED, "Inoculation did not reduce drift here, so there is no drift reduction to explain."
-    if c5 == INCONCLUSIVE:
-        return INCONCLUSIVE, "Whether inoculation reduced drift is itself undecided (C5), so the mechanism is too."
-    if c1 == SUPPORTED and c7 == SUPPORTED:
-        return SUPPORTED, ("Inoculation reduced drift, its gradients were rotated away from v, and across training "
-                           "prompts drift followed alignment beyond the loss reduction: consistent with the hypothesis.")
-    reasons = []
-    if c1 != SUPPORTED:
-        reasons.append(f"the rotation itself is {c1} (C1)")
-    if c7 != SUPPORTED:
-        reasons.append(f"alignment predicting drift beyond loss reduction is {c7} (C7)")
-    label = NOT_SUPPORTED if NOT_SUPPORTED in (c1, c7) else INCONCLUSIVE
-    return label, ("Inoculation reduced drift (C5), but the data do not attribute that to rotated gradients: "
-                   + "; ".join(reasons) + ".")

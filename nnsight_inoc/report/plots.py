@@ -1,4 +1,9 @@
-"""Matplotlib figures for the extract and align stages (Agg backend, PNG files)."""
+"""Matplotlib figures for the extract, align and drift stages (Agg backend, PNG files).
+
+Every condition gets its own colour *and* marker (:func:`style`), so 16 or more conditions never
+share a look (matplotlib's default cycle repeats after 10 colours). Titles name the interval they
+show; where a verdict uses an interval over training prompts, the plot shows that one.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import numpy as np  # noqa: E402
 
 from nnsight_inoc.core.artifacts import write_bytes
 from nnsight_inoc.measures.alignment import SIGN_NOTE
+from nnsight_inoc.stats.relation import monotone_fit
 
 matplotlib.use("Agg")
 
@@ -21,6 +27,28 @@ def _save(fig: Any, path: Path) -> None:
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     write_bytes(path, buf.getvalue())
+
+
+# tab20's strong shades first, then its light ones: neighbours in a legend differ in hue.
+_COLOURS = [plt.get_cmap("tab20").colors[i] for i in (*range(0, 20, 2), *range(1, 20, 2))]
+_MARKERS = "osD^v<>Ph*X"  # 11 markers, coprime with 20 colours: (colour, marker) repeats only after 220
+_LINES = ("-", "--", "-.", ":")
+
+
+def style(i: int) -> dict[str, Any]:
+    """Colour, marker and line style of the i-th condition; unique (colour, marker) for i < 220."""
+    return {"color": _COLOURS[i % len(_COLOURS)], "marker": _MARKERS[i % len(_MARKERS)],
+            "linestyle": _LINES[(i // len(_COLOURS)) % len(_LINES)]}
+
+
+def undefined_title(error: str | None) -> str:
+    """'correlation undefined: <why>' said once, whether or not the error already starts with it."""
+    err = (error or "no data").strip()
+    return err if err.startswith("correlation undefined") else f"correlation undefined: {err}"
+
+
+def _legend(ax: Any, n: int) -> None:
+    ax.legend(fontsize=6 if n > 10 else 8, ncol=2 if n > 10 else 1, loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
 def projection_hist(path: Path, promote: np.ndarray, suppress: np.ndarray, layer: int, trait: str) -> None:
@@ -35,16 +63,29 @@ def projection_hist(path: Path, promote: np.ndarray, suppress: np.ndarray, layer
     _save(fig, path)
 
 
-def monitor_scatter(path: Path, proj: np.ndarray, score: np.ndarray, corr: Mapping[str, Any], layer: int) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
+def monitor_scatter(path: Path, proj: np.ndarray, score: np.ndarray, corr: Mapping[str, Any], layer: int,
+                    groups: Sequence[str] | None = None, within: Mapping[str, Any] | None = None) -> None:
+    """Projection vs trait score per answer, coloured by monitoring system prompt when ``groups`` is given;
+    the title gives the pooled r (pair bootstrap) and the within-prompt r (CI over prompts)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
     ok = np.isfinite(score)
-    ax.scatter(proj[ok], score[ok], s=8, alpha=0.5)
+    labels = list(groups) if groups is not None else ["all"] * len(score)
+    for i, lab in enumerate(dict.fromkeys(labels)):
+        sel = ok & np.array([g == lab for g in labels])
+        st = style(i)
+        ax.scatter(proj[sel], score[sel], s=9, alpha=0.6, color=st["color"], marker=st["marker"],
+                   label=lab if len(lab) <= 40 else lab[:37] + "...")
     ax.set_xlabel(f"final-prompt-token projection onto v (layer {layer})")
     ax.set_ylabel("trait score of the answer")
-    ax.set_title(
-        f"monitoring: Pearson r={corr['pearson_r']:.2f} [{corr['pearson_lo']:.2f}, {corr['pearson_hi']:.2f}], "
-        f"Spearman={corr['spearman_r']:.2f}, n={corr['n']}"
-    )
+    title = (f"pooled Pearson r={corr['pearson_r']:.2f} [{corr['pearson_lo']:.2f}, {corr['pearson_hi']:.2f}] "
+             f"(pair bootstrap), Spearman={corr['spearman_r']:.2f}, n={corr['n']}")
+    if within is not None:
+        title += ("\nwithin-prompt r=" + (f"{within['r']:.2f} [{within['lo']:.2f}, {within['hi']:.2f}] "
+                                          f"(bootstrap over {within['n_groups']} prompts)" if "r" in within
+                                          else undefined_title(within.get("error"))))
+    ax.set_title(title, fontsize=8)
+    if groups is not None:
+        _legend(ax, len(set(labels)))
     _save(fig, path)
 
 
@@ -75,12 +116,15 @@ def curves_with_ci(
     hline: float | None = 0.0,
     logy: bool = False,
 ) -> None:
-    """One line per condition over layers, with a shaded 95% CI band."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, (est, lo, hi) in curves.items():
+    """One line per condition over layers, with a shaded band (the title says which interval);
+    each condition its own colour, marker and (beyond 20 conditions) line style."""
+    fig, ax = plt.subplots(figsize=(7.5 if len(curves) > 10 else 7, 4))
+    for i, (name, (est, lo, hi)) in enumerate(curves.items()):
         x = np.arange(len(est))
-        ax.plot(x, est, label=name)
-        ax.fill_between(x, lo, hi, alpha=0.2)
+        st = style(i)
+        ax.plot(x, est, label=name, color=st["color"], marker=st["marker"], linestyle=st["linestyle"],
+                markersize=3.5, markevery=max(1, len(x) // 7), lw=1.1)
+        ax.fill_between(x, lo, hi, alpha=0.12 if len(curves) > 6 else 0.2, color=st["color"])
     if hline is not None:
         ax.axhline(hline, color="grey", lw=0.8)
     if logy:
@@ -88,18 +132,20 @@ def curves_with_ci(
     ax.set_xlabel("layer")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    _legend(ax, len(curves))
     _save(fig, path)
 
 
 def loss_by_condition(path: Path, losses: Mapping[str, tuple[float, float, float]]) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.6))
     names = list(losses)
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(names)), 3.6))
     est = np.array([losses[n][0] for n in names])
     err = np.array([[losses[n][0] - losses[n][1], losses[n][2] - losses[n][0]] for n in names]).T
-    ax.bar(names, est, yerr=err, capsize=4)
-    ax.set_ylabel("mean SFT loss (completion tokens), 95% CI")
-    ax.set_title("loss per training condition")
+    ax.bar(np.arange(len(names)), est, yerr=err, capsize=4, color=[style(i)["color"] for i in range(len(names))])
+    ax.set_xticks(np.arange(len(names)), names, rotation=45 if len(names) > 5 else 0, ha="right" if len(names) > 5
+                  else "center")
+    ax.set_ylabel("mean SFT loss (completion tokens)")
+    ax.set_title("loss per training condition (95% bootstrap CI over examples)")
     _save(fig, path)
 
 
@@ -131,32 +177,76 @@ def pre_post_bars(path: Path, by_cond: Mapping[str, tuple[Sequence[float], Seque
         ax.bar(x + off, m, width=0.4, yerr=err, capsize=3, label=label)
     ax.set_xticks(x, list(by_cond), rotation=45, ha="right")
     ax.set_ylabel("mean trait score, neutral test prompt")
-    ax.set_title("trait expression before and after LoRA training")
+    ax.set_title("trait expression before and after LoRA training (whiskers: min-max over seeds, descriptive)",
+                 fontsize=9)
     ax.legend()
     _save(fig, path)
 
 
+def relation_title(rel: Mapping[str, Any] | None, rank: Mapping[str, Any] | None = None,
+                   auroc: Mapping[str, Any] | None = None) -> str:
+    """The alignment-vs-drift title: the verdicts' r with its CI over training prompts (cluster bootstrap),
+    the rank r and the high-drift AUROC beside it; an undefined r is said once."""
+    if not rel or "r" not in rel:
+        return undefined_title((rel or {}).get("error"))
+    out = (f"r={rel['r']:+.2f} [{rel['lo']:+.2f}, {rel['hi']:+.2f}] (bootstrap over {rel['n_groups']} training "
+           f"prompts, {rel['n_runs']} runs)")
+    if rank and "r" in rank:
+        out += f"; rank r={rank['r']:+.2f} [{rank['lo']:+.2f}, {rank['hi']:+.2f}]"
+    if auroc and "auroc" in auroc:
+        out += f"\nAUROC for drift >= {auroc['threshold']:.2f}: {auroc['auroc']:.2f} [{auroc['lo']:.2f}, {auroc['hi']:.2f}]"
+    return out
+
+
 def scatter_fit(path: Path, x: Sequence[float], y: Sequence[float], labels: Sequence[str], xlabel: str,
-                ylabel: str, corr: Mapping[str, Any]) -> None:
-    """Alignment vs drift, one point per run, with the least-squares line and r in the title."""
+                ylabel: str, title: str) -> None:
+    """One point per run (small) and per condition mean (large, its own colour and marker), the
+    isotonic fit over the condition means (the shape of a step-like relation), and the least-squares
+    line over runs (dashed, for reference)."""
     xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    colors = plt.get_cmap("tab20").colors
-    markers = "osD^v<>P"
-    for i, lab in enumerate(dict.fromkeys(labels)):  # distinct colour and marker per condition, up to 20 x 8
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    conds = list(dict.fromkeys(labels))
+    mx, my = [], []
+    for i, lab in enumerate(conds):
         sel = np.array([l == lab for l in labels])
-        ax.scatter(xa[sel], ya[sel], s=22, label=lab, color=colors[i % 20], marker=markers[(i // 10) % len(markers)])
+        st = style(i)
+        ax.scatter(xa[sel], ya[sel], s=10, alpha=0.45, color=st["color"], marker=st["marker"])
+        mx.append(float(np.nanmean(xa[sel])))
+        my.append(float(np.nanmean(ya[sel])))
+        ax.scatter(mx[-1], my[-1], s=46, color=st["color"], marker=st["marker"], edgecolor="k", lw=0.5, label=lab)
     ok = np.isfinite(xa) & np.isfinite(ya)
     if ok.sum() >= 2 and np.ptp(xa[ok]) > 0:
         b, a = np.polyfit(xa[ok], ya[ok], 1)
         xs = np.linspace(xa[ok].min(), xa[ok].max(), 50)
-        ax.plot(xs, a + b * xs, color="k", lw=1)
-    r = corr.get("pearson_r")
-    title = (f"Pearson r={r:.2f} [{corr['pearson_lo']:.2f}, {corr['pearson_hi']:.2f}], "
-             f"Spearman={corr['spearman_r']:.2f}, n={corr['n']}") if r is not None and "error" not in corr \
-        else f"correlation undefined: {corr.get('error', 'no data')}"
-    ax.set_title(title, fontsize=9)
+        ax.plot(xs, a + b * xs, color="grey", lw=0.8, ls="--", label="least squares (runs)")
+    if len(conds) >= 2 and np.ptp(np.asarray(mx)[np.isfinite(mx)]) > 0:
+        fx, fy, inc = monotone_fit(mx, my)
+        ax.step(fx, fy, where="mid", color="k", lw=1.4,
+                label=f"isotonic fit ({'increasing' if inc else 'decreasing'}, condition means)")
+    ax.set_title(title, fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=6, ncol=2)
+    _legend(ax, len(conds) + 2)
+    _save(fig, path)
+
+
+def projection_vs_score(path: Path, proj: Sequence[float], score: Sequence[float], labels: Sequence[str],
+                        layer: int, test_prompt: str) -> None:
+    """Per run: drift in the final-prompt projection on v against drift in the trait score (both post - pre,
+    under one test prompt): does the representation move with the behaviour?"""
+    pa, sa = np.asarray(proj, dtype=float), np.asarray(score, dtype=float)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, lab in enumerate(dict.fromkeys(labels)):
+        sel = np.array([l == lab for l in labels])
+        st = style(i)
+        ax.scatter(sa[sel], pa[sel], s=22, color=st["color"], marker=st["marker"], label=lab)
+    ok = np.isfinite(pa) & np.isfinite(sa)
+    r = (f"Pearson r over runs = {np.corrcoef(sa[ok], pa[ok])[0, 1]:+.2f} (n = {int(ok.sum())}; descriptive)"
+         if ok.sum() >= 3 and np.ptp(sa[ok]) > 0 and np.ptp(pa[ok]) > 0 else undefined_title("a side is constant"))
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.axvline(0, color="grey", lw=0.6)
+    ax.set_xlabel(f"drift in trait score ({test_prompt})")
+    ax.set_ylabel(f"drift in projection onto v (layer {layer}, final prompt)")
+    ax.set_title(f"per run: representation vs behaviour drift\n{r}", fontsize=8)
+    _legend(ax, len(set(labels)))
     _save(fig, path)

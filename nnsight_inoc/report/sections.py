@@ -11,25 +11,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from nnsight_inoc.core.artifacts import read_json, write_text
-from nnsight_inoc.core.layout import ALIGN_PLOTS, EXTRACT_PLOTS, RunLayout
+from nnsight_inoc.core.artifacts import write_text
+from nnsight_inoc.core.layout import ALIGN_PLOTS, EXTRACT_PLOTS, RunLayout, null_plot
 from nnsight_inoc.models.cache import PRESETS
 from nnsight_inoc.report import alignment_rules as R
 from nnsight_inoc.report import drift_rules as DR
+from nnsight_inoc.report.answer import REQUIRED, answer
 from nnsight_inoc.report.claims import all_verdicts
+from nnsight_inoc.report.controls import prompt_label
+from nnsight_inoc.report.drift_sections import section_drift
 from nnsight_inoc.report.load import Run, drift_summary, load_run, steering_summary
+from nnsight_inoc.report.loss_sections import (
+    section_control_c,
+    section_leak_match,
+    section_legacy_regression,
+    section_loss_split,
+)
 from nnsight_inoc.report.render import Block, render_html, render_md
 from nnsight_inoc.report.steering import section
 from nnsight_inoc.report.verdicts import (
     ALPHA,
     MAX_LOSS_GAP_SHARE,
+    control_of,
     fmt_p,
     layer_ranges,
     loss_gap_share,
 )
-from nnsight_inoc.stats.relation import MIN_GROUPS
-
-CONTRASTS = ("inoc-neutral", "inoc-lossmatch", "lossmatch-neutral", "explicit-neutral")
+from nnsight_inoc.stats.pairing import min_sign_flip_p
+from nnsight_inoc.stats.relation import MAX_COLLINEARITY, MIN_GROUPS
 
 
 def _ci(x: float, lo: float, hi: float, d: int = 4) -> str:
@@ -79,7 +88,7 @@ def section_hypothesis(run: Run) -> list[Block]:
             ("p", f"Positions: final_prompt (last prompt token) and a_sum (sum of the gradients at the first "
                   f"{run.config['align']['n_assistant_tokens']} assistant tokens, where the SFT loss acts). "
                   "Training prompts (same examples, same order, under each):"),
-            ("ul", [f"{c}: \"{d['system_prompt']}\" (n = {d['n']})" for c, d in conds.items()]),
+            ("ul", [f"{c}: {prompt_label(d)} (n = {d['n']})" for c, d in conds.items()]),
             ("p", _sources_line(run.data_card))]
 
 
@@ -90,6 +99,16 @@ def section_direction(run: Run) -> list[Block]:
     mon = e["monitoring"]["by_layer"][layer]
     checks = R.direction_checks(e)
     rows = [[k, f"{v:.4f}", f">= {t}", "pass" if ok else "FAIL"] for k, (v, t, ok) in checks.items()]
+    within = run.monitoring_within or {"error": "not computed"}
+    w = within.get("chosen", within)
+    if "r" in w:
+        rows.append(["monitoring r within prompts (reported, does not gate)", f"{w['r']:.4f}", f">= {R.R_MIN}",
+                     "pass" if w["r"] >= R.R_MIN else "below"])
+    within_line = (f"Monitoring r within system prompts (each prompt's mean removed): {w['r']:.3f} "
+                   f"[{w['lo']:.3f}, {w['hi']:.3f}] (bootstrap over {w['n_groups']} prompts); per prompt "
+                   + ", ".join("n/a" if x is None or x != x else f"{x:+.2f}" for x in w["r_by_group"])
+                   + f". The pooled r mostly compares the prompts. Source: {within.get('source', 'extract summary')}."
+                   if "r" in w else f"Monitoring r within system prompts: not computable ({w.get('error')}).")
     beh = e["behaviour"]
     return [("h2", "2. Trait direction v and its sanity checks"),
             ("p", f"v(l) = mean(\"{e['promote']}\") - mean(\"{e['suppress']}\") over {e['n_direction_train']} "
@@ -98,7 +117,9 @@ def section_direction(run: Run) -> list[Block]:
             ("table", ["check (layer %d)" % layer, "value", "threshold", "result"], rows),
             ("ul", [f"Held-out AUROC {c['auroc']:.4f}, Cohen's d {c['cohens_d']:.2f} (final prompt token)",
                     f"Monitoring Pearson r {mon['pearson_r']:.3f} [{mon['pearson_lo']:.3f}, {mon['pearson_hi']:.3f}], "
-                    f"Spearman {mon['spearman_r']:.3f}, n = {mon['n']} ({e['monitoring']['n_unscored']} unscored)",
+                    f"Spearman {mon['spearman_r']:.3f}, n = {mon['n']} ({e['monitoring']['n_unscored']} unscored); "
+                    f"the issue-3 threshold (>= {R.R_MIN}) applies to this pooled r",
+                    within_line,
                     "Held-out behaviour, mean trait score promote / suppress: "
                     f"{beh['heldout/promote']['mean_score']:.3f} / {beh['heldout/suppress']['mean_score']:.3f}"])
             ] + _plots(run.layout.extract_dir / n for n in EXTRACT_PLOTS)
@@ -111,7 +132,8 @@ def _contrast_rows(align: dict[str, Any], contrast: str) -> list[list[str]]:
         passes = R.passing_layers(b)
         big = max(range(len(b["diff_cos"])), key=lambda i: abs(b["diff_cos"][i]))
         for tag, i in ((f"chosen {layer}", layer), (f"largest |diff| {big}", big)):
-            rows.append([pos, tag, _ci(b["diff_cos"][i], b["lo"][i], b["hi"][i]), fmt_p(b["p_boot_holm"][i]),
+            rows.append([pos, tag, _ci(b["diff_cos"][i], b["lo"][i], b["hi"][i]),
+                         f"{fmt_p(b['p_boot'][i])} / {fmt_p(b['null_p_exact'][i])}", fmt_p(b["p_boot_holm"][i]),
                          fmt_p(b["null_p_exact_holm"][i]), f"{b['null_z'][i]:+.1f}",
                          f"{len(passes.away)} away ({layer_ranges(passes.away)}), "
                          f"{len(passes.toward)} toward ({layer_ranges(passes.toward)})"])
@@ -123,10 +145,12 @@ def section_alignment(run: Run) -> list[Block]:
     a, layer = run.align, int(run.align["layer"])
     out: list[Block] = [("h2", "3. Gradient alignment and controls"),
                         ("p", f"Paired contrasts in mean cos(-g, v) over the same examples ({a['n_bootstrap']} "
-                              f"bootstrap draws; {a['null_note']}). A layer passes when both Holm-adjusted p < "
-                              f"{ALPHA}. Negative = away from the trait.")]
-    head = ["position", "layer", "diff [95% CI]", "p boot (Holm)", "p null exact (Holm)", "null z", "layers passing both"]
-    for c in CONTRASTS:
+                              f"bootstrap draws; {a['null_note']}). The verdicts read one pre-specified test: the "
+                              f"chosen layer {layer} at {R.REPORT_POSITION}, unadjusted. Across layers (description) "
+                              f"a layer passes when both Holm-adjusted p < {ALPHA}. Negative = away from the trait.")]
+    head = ["position", "layer", "diff [95% CI]", "p boot / null, unadjusted (the verdict's, at the chosen layer)",
+            "p boot (Holm)", "p null exact (Holm)", "null z", "layers passing both (Holm; description)"]
+    for c in a["contrasts"]:
         out += [("h3", c), ("table", head, _contrast_rows(a, c))]
     conds = a["conditions"]
     out += [("h3", "Loss per condition"),
@@ -140,18 +164,12 @@ def section_alignment(run: Run) -> list[Block]:
                     f"Selection set ({lm['n_examples']} examples): gap {lm['chosen_gap']:+.4f} nats, "
                     f"{lm['gap_as_share_of_neutral_to_target']:.0%} of neutral-to-inoc",
                     f"Studied examples: inoc - lossmatch loss {_ci(gap['diff'], gap['lo'], gap['hi'])} nats = "
-                    f"{loss_gap_share(a):.0%} of inoc - neutral "
-                    f"({'complete' if loss_gap_share(a) <= MAX_LOSS_GAP_SHARE else 'INCOMPLETE'}; "
-                    f"limit {MAX_LOSS_GAP_SHARE:.0%})"])]
-    reg_rows = []
-    for key, rows in a["regression"].items():
-        r = rows[layer]
-        reg_rows.append([key, _ci(r["coef_adjusted"], r["coef_adjusted_lo"], r["coef_adjusted_hi"]),
-                         f"{r['coef_unadjusted']:+.4f}", fmt_p(r["coef_adjusted_p_holm"]),
-                         f"{r['partial_r']:+.3f} [{r['partial_r_lo']:+.3f}, {r['partial_r_hi']:+.3f}]"])
-    out += [("h3", f"Regression alignment ~ condition + z(loss) + z(log |g|), layer {layer}"),
-            ("table", ["position/contrast", "adjusted coef [95% CI]", "unadjusted", "Holm p", "partial r [95% CI]"],
-             reg_rows)]
+                    f"{loss_gap_share(a, 'lossmatch'):.0%} of inoc - neutral "
+                    f"({'complete' if loss_gap_share(a, 'lossmatch') <= MAX_LOSS_GAP_SHARE else 'INCOMPLETE'}; "
+                    f"limit {MAX_LOSS_GAP_SHARE:.0%})",
+                    f"The loss-matched comparison (C2, C8) uses: {control_of(a)}"])]
+    out += section_loss_split(run) + section_leak_match(run) + section_control_c(run)
+    out += section_legacy_regression(a)
     if run.precision is not None:
         pr = run.precision
         out += [("p", f"Precision check (bf16 autocast vs fp32, n = {pr['n']}): per-example max |d cos| "
@@ -160,105 +178,36 @@ def section_alignment(run: Run) -> list[Block]:
                       f"{pr['abs_delta_mean_cos_inoc']:.4f}. This run used {run.provenance['facts']['model']['dtype']}.")]
     else:
         out += [("p", "Precision check: not run (no precision_check.json).")]
-    return out + _plots(run.layout.align_dir / n for n in ALIGN_PLOTS)
-
-
-def section_drift(run: Run) -> list[Block]:
-    """Drift is the outcome the alignment is meant to predict; until it exists, say so."""
-    trained = run.layout.trained_runs()
-    summ = drift_summary(run.dir)
-    lines = [f"Finetuning: {len(trained)} finished run(s) (train.json)" if trained else "Finetuning: not run yet"]
-    if summ is None:
-        lines += ["Drift: not run yet", "Alignment-drift relation: not run yet"]
-        return [("h2", "4. Drift and the alignment-drift relation"), ("ul", lines)]
-    conds: dict[str, list[Mapping[str, Any]]] = {}
-    for r in summ["rows"]:
-        conds.setdefault(r["condition"], []).append(r)
-    lines += _worker_lines(run.dir)
-    if summ.get("not_run"):
-        lines.append(f"Not run (the GPU campaign ran out of time; listed, not hidden): {len(summ['not_run'])} runs: "
-                     + ", ".join(summ["not_run"]))
-    rows = [[c, str(len(rs)), f"{_mean(rs, 'pre_score'):.3f}", f"{_mean(rs, 'post_score'):.3f}",
-             f"{_mean(rs, 'drift_score'):+.3f}", f"{_mean(rs, 'drift_proj'):+.2f}", f"{_mean(rs, 'align_pre'):+.4f}",
-             f"{_mean(rs, 'align_during'):+.4f}", _fmt(_mean(rs, 'loss_reduction'), "+.4f"),
-             f"{_mean(rs, 'train_prompt_post_score'):.3f}"]
-            for c, rs in conds.items()]
-    blocks: list[Block] = [("h2", "4. Drift and the alignment-drift relation"), ("ul", lines),
-                           ("p", "Means over seeds. Drift = post - pre under the neutral test prompt. cos(-g, v) is "
-                                 f"the probe's mean at layer {summ['layer']}, summed assistant tokens, under the "
-                                 "training prompt (> 0: a step moves activations toward the trait). Loss reduction = "
-                                 "neutral's probe loss minus this prompt's, before training. The last column is the "
-                                 "trait score after training when the training prompt is used at test time."),
-                           ("table", ["condition", "seeds", "trait score pre", "post", "drift", f"projection drift "
-                                      f"(layer {summ['layer']})", "cos(-g, v) before training", "cos during",
-                                      "loss reduction", "trait under training prompt, post"], rows)]
-    rel = summ.get("relation", {})
-    relrows = [[k, *(f"{v[x]:+.2f}" for x in ("r", "lo", "hi")), str(v["n_runs"]), str(v["n_groups"])]
-               if "error" not in v else [k, "n/a", "n/a", "n/a", v["error"], ""]
-               for k, v in rel.items() if isinstance(v, dict)]
-    if rel.get("n_runs_without_loss_reduction"):
-        lines.append(f"{rel['n_runs_without_loss_reduction']} run(s) have no neutral run of their seed, hence no loss "
-                     "reduction; they are left out of the correlations below")
-    if relrows:
-        blocks.append(("p", "Correlations across runs with a bootstrap over conditions (all seeds of a drawn "
-                            "condition come along: runs of one prompt are not independent). '| loss_reduction' = "
-                            "partial r, both sides residualised on the loss reduction (least squares)."))
-        blocks.append(("table", ["predictor ~ drift", "r", "lo", "hi", "runs", "conditions"], relrows))
-    corr = [[k, *(f"{v[x]:+.2f}" if isinstance(v.get(x), float) else "n/a"
-                  for x in ("pearson_r", "pearson_lo", "pearson_hi", "spearman_r")), str(v.get("n", "n/a"))]
-            for k, v in summ["correlations"].items()]
-    blocks.append(("p", "The same with runs resampled as if independent (narrower; for reference):"))
-    blocks.append(("table", ["predictor ~ drift", "Pearson r", "lo", "hi", "Spearman", "n"], corr))
-    blocks += _plots(run.layout.drift_plots(steering=False))
-    return blocks
-
-
-def _worker_lines(run_dir: Path) -> list[str]:
-    """Where and how the finetune runs were made: parallel workers' provenance files and train.json wall times."""
-    seen: dict[tuple[str, str, str], int] = {}
-    for path in RunLayout(run_dir).worker_provenances():
-        p = read_json(path)
-        k = (p["command"], p["device"].get("cuda_device") or "CPU", p["git"]["commit"])
-        seen[k] = seen.get(k, 0) + 1
-    out = [f"{n} parallel worker(s) (provenance.worker*.json), last command `{c}` on {d}, commit {g}"
-           for (c, d, g), n in seen.items()]
-    walls = sorted(read_json(t)["wall_s"] for t in RunLayout(run_dir).trained_runs())
-    if walls:
-        out.append(f"Training wall time per run (train.json): median {walls[len(walls) // 2]:.0f} s, "
-                   f"range {walls[0]:.0f}-{walls[-1]:.0f} s")
-    return out
-
-
-def _fmt(x: float, spec: str) -> str:
-    return "n/a" if x != x else format(x, spec)
-
-
-def _mean(rows: list[Mapping[str, Any]], key: str) -> float:
-    """Mean over seeds; NaN (shown as n/a) when any seed lacks the value, never a mean of a silent subset."""
-    vals = [r.get(key) for r in rows]
-    if not vals or any(v is None for v in vals):
-        return float("nan")
-    return sum(float(v) for v in vals) / len(vals)
+    extra = [run.layout.align_dir / null_plot("inoc", c, p) for c in a["conditions"] if c.startswith("leak_")
+             for p in ("a_sum", "final_prompt")]
+    return out + _plots([run.layout.align_dir / n for n in ALIGN_PLOTS] + [p for p in extra if p.is_file()])
 
 
 def section_verdicts(run: Run) -> list[Block]:
     """Each claim with its label and the numbers that decided it (rules in :mod:`.alignment_rules`, :mod:`.drift_rules`)."""
-    rules = (f"Rules: a layer passes when bootstrap-Holm and exact-null-Holm p < {ALPHA}; a position supports a "
-             f"claim when the chosen layer or >= {R.MIN_LAYER_FRACTION:.0%} of layers pass away and none toward; "
-             "significant layers of both signs (within or across positions a_sum, final_prompt) = inconclusive; "
-             f"C2 at most inconclusive when the loss gap exceeds {MAX_LOSS_GAP_SHARE:.0%} of inoc - neutral; C3 "
-             "uses the exact null alone; C4 needs the adjusted coefficient's CI below 0 with Holm p < "
-             f"{ALPHA} at the chosen layer; C1-C4 at most inconclusive if the direction fails AUROC >= "
-             f"{R.AUROC_MIN} or r >= {R.R_MIN}.")
-    rules += (f" C5 and C8 need the difference below 0 for every one of >= {DR.MIN_SEEDS} paired seeds (C8 at most "
-              "inconclusive with an incomplete loss match, as C2); C6 and C7 need the lower end of the r interval "
-              f"(bootstrap over conditions) above 0 with >= {MIN_GROUPS} training prompts, and are not supported "
-              f"when it lies below 0 or |r| < {DR.NEGLIGIBLE_R}. The answer below needs C5, C1 and C7.")
+    rules = (f"Rules (issue 16): C1-C4 are judged at one layer and position fixed by rule before any contrast is "
+             f"seen: extract's reporting layer (chosen by held-out AUROC, then monitoring r) and {R.REPORT_POSITION} "
+             "(the assistant tokens that carry the SFT loss); every layer and the final prompt token are shown as "
+             f"description. C1: the inoc - neutral difference and its bootstrap CI below 0, exact random-direction "
+             f"null p < {ALPHA}. C2: the same on inoc - the loss-matched control (the content leak leak_inoc when "
+             f"measured, else the pool prompt), at most inconclusive when the control leaves more than "
+             f"{MAX_LOSS_GAP_SHARE:.0%} of the inoc - neutral loss gap. C3: the null alone. C4: inoc's change in "
+             "alignment at zero change in loss, per example (control C), CI below 0. C1-C4 at most inconclusive if "
+             f"the direction fails AUROC >= {R.AUROC_MIN} or pooled monitoring r >= {R.R_MIN}.")
+    rules += (f" C5 and C8: the paired drift difference's CI below 0 (over panel test prompts and seeds when measured, "
+              f"else a t-interval over >= {DR.MIN_SEEDS} seeds); not supported when it lies above 0 or within "
+              f"+-{DR.NEGLIGIBLE_DRIFT}. Seed agreement is reported, never a test: with 3 seeds the exact sign-flip p "
+              f"cannot go below {min_sign_flip_p(3):.2f}. C8 at most inconclusive with an incomplete loss match, as C2. "
+              "C6 and C7 need the lower end of the r interval (bootstrap over conditions) above 0 with >= "
+              f"{MIN_GROUPS} training prompts, and are not supported when it lies below 0 or |r| < {DR.NEGLIGIBLE_R}; "
+              "C7 controls for both parts of the loss reduction when measured, and is at most inconclusive when "
+              f"alignment and the loss reduction are collinear (|r| > {MAX_COLLINEARITY}). A capped verdict states its "
+              f"uncapped verdict. The answer needs {', '.join(REQUIRED)}; when inconclusive it names what fell short.")
     out: list[Block] = [("h2", "5. Verdicts"), ("p", rules)]
-    verdicts = all_verdicts(run.dir, run.extract, run.align)
+    verdicts = all_verdicts(run.dir, run.extract, run.align, run.example)
     for cid, claim, (v, why) in verdicts:
         out.append(("verdict", cid, claim, v, why))
-    label, sentence = DR.answer({cid: v for cid, _, (v, _) in verdicts})
+    label, sentence = answer({cid: v for cid, _, v in verdicts})
     out.append(("verdict", "Answer", "Does inoculation reduce drift by rotating gradients away from v?", label, sentence))
     return out
 
@@ -271,17 +220,23 @@ def section_limitations(run: Run) -> list[Block]:
            else f"model source: {m['source']}")
     lines = [f"One model ({m['name']}, {m['n_layers']} layers, d_model {m['d_model']}), {src}; one model family.",
              f"One trait ({run.extract['trait']}); v from one promote/suppress pair.",
-             f"One inoculation wording: \"{run.align['conditions']['inoc']['system_prompt']}\"."]
-    share = loss_gap_share(run.align)
+             f"One inoculation wording: {prompt_label(run.align['conditions']['inoc'])}."]
+    control = control_of(run.align)
+    share = loss_gap_share(run.align, control)
     if share > MAX_LOSS_GAP_SHARE:
-        lines.append(f"Partial loss match: the loss-matched prompt leaves {share:.0%} of the inoc - neutral loss gap.")
+        lines.append(f"Partial loss match: the loss-matched control ({control}) leaves {share:.0%} of the inoc - "
+                     "neutral loss gap.")
     excl = run.provenance["facts"].get("sft_excluded")
     if excl is None:
         lines.append("provenance.json records no sft_excluded counts.")
     else:
         lines.append("SFT examples excluded: " + ", ".join(f"{k} {v}" for k, v in excl.items()))
-    lines.append("Drift (the outcome) not measured in this run." if drift_summary(run.dir) is None
+    summ = drift_summary(run.dir)
+    lines.append("Drift (the outcome) not measured in this run." if summ is None
                  else "Drift rests on few seeds per condition and greedy answers to a fixed prompt set.")
+    if summ is not None and "panel" not in summ:
+        lines.append("Drift measured under the neutral test prompt only, which is also the neutral training prompt: "
+                     "for every other training prompt it is also a change of context between training and test.")
     return [("h2", "6. Limitations"), ("ul", lines)]
 
 

@@ -1,8 +1,14 @@
 """The align stage's summary: per-condition CIs, paired contrasts, the random-direction null
-and the loss-controlled regression, written as one JSON, a tidy table and plots.
+and the loss controls, written as one JSON, a tidy table and plots.
 
 Every contrast is paired (the same SFT examples under each condition) and every
 per-layer family of p-values is corrected (Holm; Benjamini-Hochberg also given).
+
+Issue 16 additions, each present when the conditions carry their inputs: the loss split into
+content and trait parts (``content_loss``: the loss of the untraited answer), the content-leak
+controls ``leak_<target>`` with their achieved match, per-example system prompts, and control C
+at the example level (:mod:`nnsight_inoc.report.control_c`). Today's regression
+(``regression``) is kept, over the four conditions it was designed for.
 """
 
 from __future__ import annotations
@@ -24,9 +30,13 @@ from nnsight_inoc.core.layout import (
 from nnsight_inoc.core.progress import log
 from nnsight_inoc.measures.alignment import SIGN_NOTE
 from nnsight_inoc.report import plots
+from nnsight_inoc.report.control_c import MODEL_NOTE, example_level_at
+from nnsight_inoc.report.controls import LEAK_MATCH_TOLERANCE, compact_prompt, leak_target
 from nnsight_inoc.stats.bootstrap import (
+    bootstrap_col_means,
     bootstrap_mean_ci_by_col,
     paired_bootstrap_diff_by_col,
+    percentile_interval,
 )
 from nnsight_inoc.stats.multiple import benjamini_hochberg, holm
 from nnsight_inoc.stats.nulls import (
@@ -40,6 +50,19 @@ from nnsight_inoc.study import Study
 # (a, b): report a - b. The first is the hypothesis test; the others are its controls.
 CONTRASTS = (("inoc", "neutral"), ("inoc", "lossmatch"), ("lossmatch", "neutral"), ("explicit", "neutral"))
 REGRESSION_POSITIONS = ("final_prompt", "a_sum")
+LEGACY_CONDITIONS = ("neutral", "inoc", "explicit", "lossmatch")  # what today's regression was designed over
+LOSS_PARTS = ("total", "content", "trait")
+
+
+def contrast_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """The paired contrasts to compute: :data:`CONTRASTS` among the measured conditions, then for every
+    content-leak control ``leak_<t>``: t - leak_<t> (the loss-matched comparison) and leak_<t> - neutral."""
+    pairs = [(a, b) for a, b in CONTRASTS if a in names and b in names]
+    for c in names:
+        t = leak_target(c)
+        if t in names:
+            pairs += [p for p in ((t, c), (c, "neutral")) if p[1] in names and p not in pairs]
+    return pairs
 
 
 def load_conditions(layout: RunLayout) -> dict[str, dict[str, Any]]:
@@ -74,18 +97,18 @@ def summarise(study: Study) -> dict[str, Any]:
     for name, c in conds.items():
         loss = c["loss"].numpy()[:, None]
         per_cond[name] = {
-            "system_prompt": c["system_prompt"],
+            **compact_prompt(c["system_prompt"], c),
             "n": int(loss.shape[0]),
             "loss": _ci_block(loss, nb, seed),
+            **({"content_loss": _ci_block(c["content_loss"].numpy()[:, None], nb, seed)} if "content_loss" in c else {}),
+            **({"leak": c["leak"]} if "leak" in c else {}),
             "cos": {p: _ci_block(c["cos"][:, :, j].numpy(), nb, seed) for j, p in enumerate(positions)},
             "norm": {p: _ci_block(c["norm"][:, :, j].numpy(), nb, seed) for j, p in enumerate(positions)},
             "proj": {p: _ci_block(c["proj"][:, :, j].numpy(), nb, seed) for j, p in enumerate(positions)},
         }
     contrasts: dict[str, Any] = {}
     dirs = random_unit_directions(study.tlm.d_model, cfg.n_random, rng=seed)  # (K, d)
-    for a, b in CONTRASTS:
-        if a not in conds or b not in conds:
-            continue
+    for a, b in contrast_pairs(list(conds)):
         key = f"{a}-{b}"
         block: dict[str, Any] = {}
         dl, dlo, dhi, dp = paired_bootstrap_diff_by_col(conds[a]["loss"].numpy()[:, None],
@@ -112,7 +135,7 @@ def summarise(study: Study) -> dict[str, Any]:
                 "diff_norm": (conds[a]["norm"][:, :, j] - conds[b]["norm"][:, :, j]).mean(0).tolist(),
             }
         contrasts[key] = block
-    regression = _regressions(conds, positions, nb, seed)
+    regression = _regressions({n: c for n, c in conds.items() if n in LEGACY_CONDITIONS}, positions, nb, seed)
     summary = {
         "sign_convention": SIGN_NOTE,
         "layer": layer,
@@ -125,7 +148,16 @@ def summarise(study: Study) -> dict[str, Any]:
         "conditions": per_cond,
         "contrasts": contrasts,
         "regression": regression,
+        "regression_conditions": [n for n in conds if n in LEGACY_CONDITIONS],
     }
+    if "neutral" in conds and len(conds) > 1:
+        summary["example_regression"] = _example_level(conds, positions, nb, seed)
+    split = loss_split(conds, nb, seed)
+    if split:
+        summary["loss_split"] = split
+    leaks = leak_matches(conds, nb, seed)
+    if leaks:
+        summary["leak_match"] = leaks
     lm_path = layout.lossmatch
     if lm_path.is_file():
         summary["lossmatch"] = {k: v for k, v in A.read_json(lm_path).items() if k != "candidates"}
@@ -135,6 +167,74 @@ def summarise(study: Study) -> dict[str, Any]:
     study.prov.stage("align_summary", time.time() - t0, n_rows=n_rows)
     _log_headline(summary)
     return summary
+
+
+def loss_split(conds: dict[str, Any], nb: int, seed: int) -> dict[str, Any]:
+    """Per condition, its loss reduction relative to neutral split into content and trait parts, with paired
+    bootstrap CIs over examples (one resampling for the three parts): total R = L(neutral) - L(P), content
+    R_c = L_c(neutral) - L_c(P), trait R_t = R - R_c, where L_c is the loss of the example's untraited answer.
+    {} unless neutral has ``content_loss``; conditions without it are left out (and listed)."""
+    if "neutral" not in conds or "content_loss" not in conds["neutral"]:
+        return {}
+
+    def parts(c: dict[str, Any]) -> np.ndarray:
+        total, content = c["loss"].double().numpy(), c["content_loss"].double().numpy()
+        return np.column_stack([total, content, total - content])
+
+    base = parts(conds["neutral"])
+    out: dict[str, Any] = {"parts": "total R = L(neutral) - L(P); content R_c = L_c(neutral) - L_c(P); trait R - R_c",
+                           "conditions": {}, "without_content_loss": []}
+    for name, c in conds.items():
+        if name == "neutral":
+            continue
+        if "content_loss" not in c:
+            out["without_content_loss"].append(name)
+            continue
+        diff, lo, hi, p = paired_bootstrap_diff_by_col(base, parts(c), nb, rng=seed)
+        out["conditions"][name] = {k: {"mean": float(diff[j]), "lo": float(lo[j]), "hi": float(hi[j]), "p": float(p[j])}
+                                   for j, k in enumerate(LOSS_PARTS)}
+    return out
+
+
+def leak_matches(conds: dict[str, Any], nb: int, seed: int) -> dict[str, Any]:
+    """For every ``leak_<t>`` control: its loss reduction vs t's (both relative to neutral), and the gap as a
+    share of t's reduction, with CIs from one bootstrap over examples; matched when |share| <= the tolerance
+    (issue 16: within +-10% of the target's gap to neutral). The leak's own ``leak`` record (its dial) is kept."""
+    out: dict[str, Any] = {}
+    for name, c in conds.items():
+        t = leak_target(name)
+        if t not in conds or "neutral" not in conds:
+            continue
+        ln = conds["neutral"]["loss"].double().numpy()
+        red = np.column_stack([ln - c["loss"].double().numpy(), ln - conds[t]["loss"].double().numpy()])
+        boots = bootstrap_col_means(red, nb, seed)
+        est = red.mean(axis=0)
+        lo, hi = percentile_interval(boots, 0.05)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share_b = (boots[:, 0] - boots[:, 1]) / boots[:, 1]
+        share = float((est[0] - est[1]) / est[1]) if est[1] != 0 else float("nan")
+        ok = np.isfinite(share_b)
+        s_lo, s_hi = percentile_interval(share_b[ok], 0.05) if ok.any() else (np.nan, np.nan)
+        out[name] = {"target": t, "dial": c.get("leak"),
+                     "reduction": {"mean": float(est[0]), "lo": float(lo[0]), "hi": float(hi[0])},
+                     "target_reduction": {"mean": float(est[1]), "lo": float(lo[1]), "hi": float(hi[1])},
+                     "gap_share": {"mean": share, "lo": float(s_lo), "hi": float(s_hi)},
+                     "tolerance": LEAK_MATCH_TOLERANCE, "matched": bool(abs(share) <= LEAK_MATCH_TOLERANCE)}
+    return out
+
+
+def _example_level(conds: dict[str, Any], positions: list[str], nb: int, seed: int) -> dict[str, Any]:
+    """Control C per example (:mod:`nnsight_inoc.report.control_c`) at every layer of both regression positions."""
+    loss = {n: c["loss"].double().numpy() for n, c in conds.items()}
+    by_position: dict[str, Any] = {}
+    for p in REGRESSION_POSITIONS:
+        j = positions.index(p)
+        n_layers = conds["neutral"]["cos"].shape[1]
+        by_position[p] = {str(l): example_level_at({n: c["cos"][:, l, j].double().numpy() for n, c in conds.items()},
+                                                   loss, {n: c["norm"][:, l, j].double().numpy()
+                                                          for n, c in conds.items()}, nb, seed + l)
+                          for l in range(n_layers)}
+    return {"note": MODEL_NOTE, "by_position": by_position}
 
 
 def _regressions(conds: dict[str, Any], positions: list[str], nb: int, seed: int) -> dict[str, Any]:
@@ -168,17 +268,22 @@ def _regressions(conds: dict[str, Any], positions: list[str], nb: int, seed: int
 
 
 def _write_rows(path: Path, conds: dict[str, Any], positions: list[str]) -> int:
+    """The tidy table; a ``content_loss`` column only when every condition measured it (old readers keep working)."""
+    content = all("content_loss" in c for c in conds.values())
+
     def rows():
         for name, c in conds.items():
             cos, proj, norm, loss = (c[k].numpy() for k in ("cos", "proj", "norm", "loss"))
+            extra = c["content_loss"].numpy() if content else None
             for i, ex in enumerate(c["ids"]):
+                tail = (f"{extra[i]:.6g}",) if extra is not None else ()
                 for l in range(cos.shape[1]):
                     for j, p in enumerate(positions):
                         yield (ex, name, l, p, f"{proj[i, l, j]:.6g}", f"{norm[i, l, j]:.6g}",
-                               f"{cos[i, l, j]:.6g}", f"{loss[i]:.6g}")
+                               f"{cos[i, l, j]:.6g}", f"{loss[i]:.6g}", *tail)
 
-    return A.write_csv_gz(path, ["example_id", "condition", "layer", "position", "proj_neg_g_v",
-                                 "grad_norm", "cos_neg_g_v", "loss"], rows())
+    return A.write_csv_gz(path, ["example_id", "condition", "layer", "position", "proj_neg_g_v", "grad_norm",
+                                 "cos_neg_g_v", "loss", *(["content_loss"] if content else [])], rows())
 
 
 def _plots(out_dir: Path, conds: dict[str, Any], per_cond: dict[str, Any], contrasts: dict[str, Any],
@@ -186,17 +291,18 @@ def _plots(out_dir: Path, conds: dict[str, Any], per_cond: dict[str, Any], contr
     for p in ("final_prompt", "a_sum"):
         curves = {n: tuple(np.array(per_cond[n]["cos"][p][k]) for k in ("mean", "lo", "hi")) for n in conds}
         plots.curves_with_ci(out_dir / cos_plot(p), curves, "mean cos(-g, v)",
-                             f"gradient alignment with v at {p} (95% bootstrap CI)\n{SIGN_NOTE}")
+                             f"gradient alignment with v at {p} (95% bootstrap CI over examples, the CI C1 uses)"
+                             f"\n{SIGN_NOTE}")
         norms = {n: tuple(np.array(per_cond[n]["norm"][p][k]) for k in ("mean", "lo", "hi")) for n in conds}
         plots.curves_with_ci(out_dir / norm_plot(p), norms, "mean |g|",
-                             f"gradient norm at {p} (95% CI)", hline=None, logy=True)
+                             f"gradient norm at {p} (95% bootstrap CI over examples)", hline=None, logy=True)
     plots.loss_by_condition(out_dir / LOSS_PLOT,
                             {n: (per_cond[n]["loss"]["mean"][0], per_cond[n]["loss"]["lo"][0],
                                  per_cond[n]["loss"]["hi"][0]) for n in conds})
-    for key in ("inoc-neutral", "inoc-lossmatch"):
+    for key in ("inoc-neutral", "inoc-lossmatch", "inoc-leak_inoc"):
         if key not in contrasts:
             continue
-        a, b = key.split("-")
+        a, b = key.split("-", 1)
         for p in ("final_prompt", "a_sum"):
             j = positions.index(p)
             D = (conds[a]["mean_unit_neg_grad"][:, j] - conds[b]["mean_unit_neg_grad"][:, j]).double().numpy()

@@ -22,6 +22,7 @@ from nnsight_inoc.measures.directions import (
 )
 from nnsight_inoc.probes.residuals import read_final, read_positions
 from nnsight_inoc.report import plots
+from nnsight_inoc.report.monitoring import within_prompt_summary
 from nnsight_inoc.study import Study, answers
 
 
@@ -71,6 +72,10 @@ def run_extract(study: Study) -> dict[str, Any]:
     corr = monitoring_correlation(proj_all, score_all)
     r_by_layer = np.array([c["pearson_r"] for c in corr])
     layer, reason = choose_layer(sep.auroc[:, 0], r_by_layer)
+    # The pooled r mostly compares the monitoring prompts; the within-prompt r is reported beside it.
+    prompt_index = np.repeat(np.arange(len(cfg.monitor_prompts)), len(mon_users))
+    within = within_prompt_summary(proj_all, score_all, prompt_index, layer, study.cfg.align.n_bootstrap,
+                                   study.cfg.seed)
 
     meta = {
         "trait": trait.name,
@@ -105,6 +110,7 @@ def run_extract(study: Study) -> dict[str, Any]:
             "n_unscored": int(np.isnan(score_all).sum()),
             "mean_score_by_prompt": [float(np.nanmean(s)) if np.isfinite(s).any() else None for s in mon_scores],
             "by_layer": corr,
+            "within_prompt": within,
         },
         "chosen": {
             "layer": layer,
@@ -117,11 +123,12 @@ def run_extract(study: Study) -> dict[str, Any]:
     A.write_json(layout.extract_summary, summary)
     hist_png, scatter_png, separation_png = (layout.extract_dir / n for n in EXTRACT_PLOTS)
     plots.projection_hist(hist_png, proj_p[:, layer, 0], proj_s[:, layer, 0], layer, trait.name)
-    plots.monitor_scatter(scatter_png, proj_all[:, layer], score_all, corr[layer], layer)
+    plots.monitor_scatter(scatter_png, proj_all[:, layer], score_all, corr[layer], layer,
+                          groups=[cfg.monitor_prompts[k] for k in prompt_index], within=within["chosen"])
     plots.separation_vs_layer(separation_png, sep.auroc, sep.cohens_d, r_by_layer, POSITIONS, layer)
     study.prov.stage("extract", time.time() - t0, layer=layer)
     log(
         f"extract: layer {layer} ({reason}); held-out AUROC {summary['chosen']['auroc']:.3f}, "
-        f"monitoring r {summary['chosen']['pearson_r']:.3f}"
+        f"monitoring r {summary['chosen']['pearson_r']:.3f} (within prompts {within['chosen'].get('r', float('nan')):.3f})"
     )
     return summary

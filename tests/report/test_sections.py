@@ -96,10 +96,14 @@ def test_missing_extract_names_the_file(tmp_path: Path) -> None:
 # ---- rules on synthetic summaries -------------------------------------------------------------
 
 def _block(diff: list[float], p_boot: float | list[float] = 0.01, p_null: float | list[float] = 0.01) -> dict:
+    """A contrast block; the unadjusted p and the CI (what the fixed-layer rule reads) follow the Holm p given:
+    a layer whose bootstrap p is below 0.05 gets a CI that excludes 0."""
     n = len(diff)
     pb = p_boot if isinstance(p_boot, list) else [p_boot] * n
     pn = p_null if isinstance(p_null, list) else [p_null] * n
-    return {"diff_cos": diff, "p_boot_holm": pb, "null_p_exact_holm": pn}
+    half = [abs(d) / 2 if p < 0.05 else abs(d) * 2 for d, p in zip(diff, pb)]
+    return {"diff_cos": diff, "p_boot_holm": pb, "null_p_exact_holm": pn, "p_boot": pb, "null_p_exact": pn,
+            "lo": [d - h for d, h in zip(diff, half)], "hi": [d + h for d, h in zip(diff, half)]}
 
 
 def _loss(diff: float) -> dict:
@@ -116,33 +120,65 @@ def _align(neutral_block: dict, lossmatch_block: dict | None = None, *, lm_loss:
 NEG = [-0.01] * N_LAYERS
 
 
+# The layer-search rule (before issue 16) is kept as description (`contrast_verdict`); its assertions stay,
+# on that function. The verdicts C1-C3 now use the fixed reporting layer and position (tests below).
+def _legacy_c1(align: dict):
+    return R.contrast_verdict(align, "inoc-neutral")
+
+
+def _legacy_c3(align: dict):
+    return R.contrast_verdict(align, "inoc-neutral", use_boot=False)
+
+
 def test_clear_negative_effect_supported() -> None:
+    assert _legacy_c1(_align(_block(NEG)))[0] == SUPPORTED
+    assert _legacy_c3(_align(_block(NEG, p_boot=0.9)))[0] == SUPPORTED  # null alone
     assert R.c1_rotation(_align(_block(NEG)))[0] == SUPPORTED
-    assert R.c3_beyond_random(_align(_block(NEG, p_boot=0.9)))[0] == SUPPORTED  # null alone
+    assert R.c3_beyond_random(_align(_block(NEG, p_boot=0.9)))[0] == SUPPORTED
 
 
 def test_no_significant_layers_not_supported() -> None:
-    v, why = R.c1_rotation(_align(_block(NEG, p_boot=0.5)))
+    v, why = _legacy_c1(_align(_block(NEG, p_boot=0.5)))
     assert v == NOT_SUPPORTED and "no layer passes" in why
-    assert R.c1_rotation(_align(_block([0.01] * N_LAYERS)))[0] == NOT_SUPPORTED  # all toward the trait
+    assert _legacy_c1(_align(_block([0.01] * N_LAYERS)))[0] == NOT_SUPPORTED  # all toward the trait
+    v, why = R.c1_rotation(_align(_block(NEG, p_boot=0.5)))
+    assert v == NOT_SUPPORTED and "CI includes 0" in why
+    v, why = R.c1_rotation(_align(_block([0.01] * N_LAYERS)))
+    assert v == NOT_SUPPORTED and "toward the trait" in why
 
 
 def test_null_failure_blocks_c1() -> None:
-    assert R.c1_rotation(_align(_block(NEG, p_null=0.2)))[0] == NOT_SUPPORTED
+    assert _legacy_c1(_align(_block(NEG, p_null=0.2)))[0] == NOT_SUPPORTED
+    v, why = R.c1_rotation(_align(_block(NEG, p_null=0.2)))
+    assert v == NOT_SUPPORTED and "not specific to v" in why
 
 
 def test_mixed_signs_inconclusive() -> None:
-    v, why = R.c1_rotation(_align(_block([-0.01] * 4 + [0.01] * 4)))
+    v, why = _legacy_c1(_align(_block([-0.01] * 4 + [0.01] * 4)))
     assert v == INCONCLUSIVE and "mixed" in why
 
 
 def test_too_few_layers_inconclusive_unless_chosen_layer() -> None:
     p = [0.5] * N_LAYERS
     p[0] = 0.01  # one layer of eight, not the chosen one: below 25%
-    assert R.c1_rotation(_align(_block(NEG, p_boot=p)))[0] == INCONCLUSIVE
+    assert _legacy_c1(_align(_block(NEG, p_boot=p)))[0] == INCONCLUSIVE
     p = [0.5] * N_LAYERS
     p[CHOSEN] = 0.01
-    assert R.c1_rotation(_align(_block(NEG, p_boot=p)))[0] == SUPPORTED
+    assert _legacy_c1(_align(_block(NEG, p_boot=p)))[0] == SUPPORTED
+
+
+def test_c1_is_judged_at_the_reporting_layer_and_a_sum_only() -> None:
+    """Issue 16: other layers and the final prompt token describe, they never decide."""
+    diff = [0.01] * N_LAYERS
+    diff[CHOSEN] = -0.01  # away only at the chosen layer; toward everywhere else
+    align = _align(_block(diff))
+    align["contrasts"]["inoc-neutral"]["final_prompt"] = _block([0.02] * N_LAYERS)  # toward at every layer
+    v, why = R.c1_rotation(align)
+    assert v == SUPPORTED and f"layer {CHOSEN}, a_sum" in why and "description only" in why
+    assert _legacy_c1(align)[0] == INCONCLUSIVE  # the layer search called the same data mixed
+    p = [0.01] * N_LAYERS
+    p[CHOSEN] = 0.5  # every other layer significant, the chosen one not
+    assert R.c1_rotation(_align(_block(NEG, p_boot=p)))[0] == NOT_SUPPORTED
 
 
 def test_incomplete_loss_match_inconclusive() -> None:
@@ -158,13 +194,32 @@ def _reg(coef: float, lo: float, hi: float, p: float) -> dict:
 
 
 def test_regression_rule() -> None:
+    """Today's regression rule, kept (as description) under its new name c4_legacy_regression."""
     def align(row: dict) -> dict:
         return {"layer": 0, "regression": {f"{pos}/inoc_vs_neutral": [row] for pos in R.POSITIONS}}
 
-    assert R.c4_regression(align(_reg(-0.01, -0.02, -0.005, 0.01)))[0] == SUPPORTED
-    assert R.c4_regression(align(_reg(-0.01, -0.02, 0.001, 0.01)))[0] == NOT_SUPPORTED  # CI spans 0
-    assert R.c4_regression(align(_reg(-0.01, -0.02, -0.005, 0.2)))[0] == NOT_SUPPORTED  # Holm p too big
-    assert R.c4_regression(align(_reg(0.01, 0.005, 0.02, 0.01)))[0] == NOT_SUPPORTED  # wrong sign
+    assert R.c4_legacy_regression(align(_reg(-0.01, -0.02, -0.005, 0.01)))[0] == SUPPORTED
+    assert R.c4_legacy_regression(align(_reg(-0.01, -0.02, 0.001, 0.01)))[0] == NOT_SUPPORTED  # CI spans 0
+    assert R.c4_legacy_regression(align(_reg(-0.01, -0.02, -0.005, 0.2)))[0] == NOT_SUPPORTED  # Holm p too big
+    assert R.c4_legacy_regression(align(_reg(0.01, 0.005, 0.02, 0.01)))[0] == NOT_SUPPORTED  # wrong sign
+
+
+def _example(inoc: tuple[float, float, float], layer: int = 0) -> dict:
+    a = {"est": inoc[0], "lo": inoc[1], "hi": inoc[2], "p_boot": 0.001}
+    model = {"intercept": {"inoc": a}, "slope": {"est": 0.01, "lo": 0.0, "hi": 0.02}, "r_dcos_dloss": {"inoc": 0.1},
+             "mean_dcos": {"inoc": inoc[0]}, "mean_dloss": {"inoc": -0.03}}
+    return {"by_position": {"a_sum": {str(layer): {"primary": model, "mediator": model}}}}
+
+
+def test_c4_reads_the_per_example_intercept() -> None:
+    align = {"layer": 0}
+    assert R.c4_regression(align, _example((-0.01, -0.02, -0.005)))[0] == SUPPORTED
+    v, why = R.c4_regression(align, _example((-0.01, -0.02, 0.001)))
+    assert v == NOT_SUPPORTED and "CI includes 0" in why and "mediator model" in why
+    assert R.c4_regression(align, _example((0.01, 0.005, 0.02)))[0] == NOT_SUPPORTED
+    v, why = R.c4_regression(align, None)
+    assert v == INCONCLUSIVE and "not computable" in why
+    assert R.c4_regression(align, _example((-0.01, -0.02, -0.005), layer=3))[0] == INCONCLUSIVE  # other layer
 
 
 def test_failed_direction_caps_verdicts(tmp_path: Path) -> None:
@@ -237,15 +292,36 @@ def test_drift_rules(tmp_path):
 
 
 def test_answer_needs_drift_rotation_and_alignment_beyond_loss():
-    from nnsight_inoc.report import drift_rules as DR
+    """Issue 16 adds the loss-matched comparison (C2, C8) to what the answer needs; the earlier assertions
+    hold with C2 and C8 supported."""
+    from nnsight_inoc.report.answer import answer
 
     S, N, I = SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE
-    assert DR.answer({"C1": S, "C5": S, "C7": S})[0] == S
-    label, text = DR.answer({"C1": I, "C5": S, "C7": N})
+    both = {"C2": S, "C8": S}
+    assert answer({"C1": S, "C5": S, "C7": S, **both})[0] == S
+    label, text = answer({"C1": I, "C5": S, "C7": N, **both})
     assert label == N and "C1" in text and "C7" in text
-    assert DR.answer({"C1": S, "C5": S, "C7": I})[0] == I
-    assert DR.answer({"C1": S, "C5": N, "C7": S})[0] == N
-    assert DR.answer({"C1": S, "C5": I, "C7": S})[0] == I
+    assert answer({"C1": S, "C5": S, "C7": I, **both})[0] == I
+    assert answer({"C1": S, "C5": N, "C7": S, **both})[0] == N
+    assert answer({"C1": S, "C5": I, "C7": S, **both})[0] == I
+    assert answer({"C1": S, "C5": S, "C7": S, "C2": I, "C8": S})[0] == I  # the loss-matched comparison counts
+    assert answer({"C1": S, "C5": S, "C7": S, "C2": S, "C8": N})[0] == N
+    with pytest.raises(ValueError, match="missing"):
+        answer({"C1": S, "C5": S, "C7": S})
+
+
+def test_inconclusive_answer_names_what_fell_short():
+    from nnsight_inoc.report.answer import answer
+    from nnsight_inoc.report.verdicts import Verdict
+
+    loss = "loss match (lossmatch): leaves 49% of the inoc - neutral loss gap"
+    v = {"C1": Verdict(SUPPORTED, ""), "C5": Verdict(SUPPORTED, ""),
+         "C2": Verdict(INCONCLUSIVE, "capped", (loss,)), "C8": Verdict(INCONCLUSIVE, "capped", (loss,)),
+         "C7": Verdict(INCONCLUSIVE, "capped", ("collinearity: |r| 0.993, cap 0.95",))}
+    label, text = answer(v)
+    assert label == INCONCLUSIVE and "What fell short" in text
+    assert text.count(loss) == 1 and f"{loss} (C2, C8)" in text and "0.993" in text
+    assert answer(v).shortfall == (loss, "collinearity: |r| 0.993, cap 0.95")
 
 
 def _align_with_losses(neutral: float, inoc: float, lossmatch: float) -> dict:

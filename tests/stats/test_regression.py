@@ -116,3 +116,86 @@ def test_regression_and_residualise_errors() -> None:
     np.testing.assert_allclose(residualise(2 * y + 1, y), 0.0, atol=1e-12)
     with pytest.raises(ValueError, match="non-finite"):
         residualise(np.array([1.0, np.nan, 2.0]), np.arange(3.0))
+
+
+def test_residualise_equals_sklearn_weighted_and_unweighted() -> None:
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(30, 2))
+    y = X @ [1.0, -0.5] + rng.normal(size=30)
+    w = rng.integers(1, 4, size=30).astype(float)
+    for sw in (None, w):
+        ref = y - LinearRegression().fit(X, y, sample_weight=sw).predict(X)
+        np.testing.assert_allclose(residualise(y, X, sample_weight=sw), ref, atol=1e-10)
+
+
+# ---- control C at the example level -------------------------------------------------------------
+from nnsight_inoc.stats.regression import example_level_effect  # noqa: E402
+
+
+def _deltas(a: dict[str, float], b: float, n_ex: int = 400, seed: int = 0):
+    """dcos = a_c + b * dloss + noise, with dloss shifted by condition (as a prompt shifts the loss)."""
+    rng = np.random.default_rng(seed)
+    conds = list(a)
+    cond = np.repeat(conds, n_ex)
+    ex = np.tile(np.arange(n_ex), len(conds))
+    shift = {c: -0.1 * (k + 1) for k, c in enumerate(conds)}
+    dloss = np.array([shift[c] for c in cond]) + rng.normal(0, 0.2, cond.size)
+    dcos = np.array([a[c] for c in cond]) + b * dloss + rng.normal(0, 0.01, cond.size) + rng.normal(0, 0.005, n_ex)[ex]
+    return dcos, dloss, cond, ex
+
+
+def test_example_level_recovers_intercepts_and_slope() -> None:
+    truth = {"inoc": -0.01, "lossmatch": 0.0, "explicit": -0.03}
+    dcos, dloss, cond, ex = _deltas(truth, b=0.05)
+    out = example_level_effect(dcos, dloss, cond, ex, n_boot=500, rng=0)
+    X = np.column_stack([(cond == c).astype(float) for c in truth] + [dloss])
+    ref = np.linalg.lstsq(X, dcos, rcond=None)[0]
+    for j, c in enumerate(truth):
+        blk = out["intercept"][c]
+        assert blk["est"] == pytest.approx(ref[j])
+        # se of an intercept here is about 0.0007 (noise 0.01 over 400 examples, plus the slope's error)
+        assert blk["lo"] < blk["est"] < blk["hi"] and abs(blk["est"] - truth[c]) < 0.003
+        assert 0.001 < blk["hi"] - blk["lo"] < 0.006
+    assert out["slope"]["est"] == pytest.approx(ref[-1]) and out["slope"]["lo"] < 0.05 < out["slope"]["hi"]
+    assert out["intercept"]["inoc"]["hi"] < 0 and out["intercept"]["inoc"]["p_boot"] == pytest.approx(1 / 500)
+    # the raw mean change mixes the intercept with the loss shift: -0.01 + 0.05 * -0.1
+    assert out["mean_dcos"]["inoc"] == pytest.approx(-0.015, abs=0.003)
+    sel = cond == "inoc"
+    assert out["r_dcos_dloss"]["inoc"] == pytest.approx(np.corrcoef(dloss[sel], dcos[sel])[0, 1])
+    assert out["n_examples"] == 400 and out["n_rows"] == 1200 and out["mediator"] is None
+
+
+def test_example_level_mediator_model_and_nan_rows() -> None:
+    dcos, dloss, cond, ex = _deltas({"inoc": -0.01, "lossmatch": 0.0}, b=0.05, seed=1)
+    med = dcos * 10 + np.random.default_rng(3).normal(0, 0.01, dcos.size)  # a mediator that carries dcos
+    dcos[3] = np.nan
+    out = example_level_effect(dcos, dloss, cond, ex, mediator=med, n_boot=200, rng=0)
+    assert out["n_dropped_nan"] == 1 and "mediator" in out["model"]
+    assert out["mediator"]["lo"] > 0  # it explains the angle change ...
+    for c in ("inoc", "lossmatch"):  # ... so the condition effect at no change in the mediator vanishes
+        assert abs(out["intercept"][c]["est"]) < 0.002
+
+
+def test_example_level_errors() -> None:
+    with pytest.raises(ValueError, match="constant"):
+        example_level_effect(np.arange(4.0), np.ones(4), np.array(["a"] * 4), np.arange(4), n_boot=10)
+    with pytest.raises(ValueError, match="equal length"):
+        example_level_effect(np.arange(4.0), np.arange(3.0), np.array(["a"] * 4), np.arange(4), n_boot=10)
+
+
+def test_example_level_draws_equal_least_squares_on_duplicated_examples() -> None:
+    """The bootstrap's sufficient-statistics fit equals a plain fit on the drawn examples' rows, duplicated."""
+    from nnsight_inoc.stats.regression import _cell_sums, _within_fit
+
+    dcos, dloss, cond, ex = _deltas({"inoc": -0.01, "lossmatch": 0.0, "explicit": 0.02}, b=0.05, n_ex=30, seed=4)
+    med = np.random.default_rng(5).normal(size=dcos.size)
+    levels = ["inoc", "lossmatch", "explicit"]
+    codes = np.array([levels.index(c) for c in cond])
+    Z = np.column_stack([dloss, med])
+    stats = _cell_sums(dcos, Z, ex, codes, 30, 3)
+    counts = np.random.default_rng(6).integers(0, 3, size=(4, 30)).astype(float)
+    fits = _within_fit(np.einsum("be,ecq->bcq", counts, stats))
+    X = np.column_stack([(codes == j).astype(float) for j in range(3)] + [dloss, med])
+    for k in range(4):
+        rows = np.concatenate([np.flatnonzero(ex == e).repeat(int(counts[k, e])) for e in range(30)])
+        np.testing.assert_allclose(fits[k], np.linalg.lstsq(X[rows], dcos[rows], rcond=None)[0], atol=1e-10)
