@@ -54,13 +54,16 @@ def test_align_runs_the_leak_dial_and_splits_the_loss(study):
     assert t["words"] in (1, 2) and t["reduction"]["lo"] <= t["reduction"]["mean"] <= t["reduction"]["hi"]
     assert t["matched"] == (t["gap_share"] <= 0.1)
     k = t["words"]
-    assert set(leak["conditions"]) == {f"leak{k}", f"inoc_leak{k}"}
+    assert set(leak["conditions"]) == {"leak_inoc", "inoc_leak_inoc"}  # named by the target they match
+    assert leak["conditions"]["leak_inoc"]["words"] == k and leak["conditions"]["leak_inoc"]["matched_to"] == "inoc"
     assert set(leak["check"]["levels"]) == {str(k)}
-    assert {f"leak{k}", f"inoc_leak{k}", "neutral", "inoc"} <= set(summary["conditions"])
+    assert {"leak_inoc", "inoc_leak_inoc", "neutral", "inoc"} <= set(summary["conditions"])
+    match = summary["leak_match"]["leak_inoc"]  # the summary's own bootstrap of the same match
+    assert match["target"] == "inoc" and match["reduction"]["mean"] == pytest.approx(t["achieved"]["mean"], abs=1e-6)
 
     sft = ensure_sft(study)
     assert sft.untraited == sft.source_answers  # ALL-CAPS: the untraited answer is the neutral answer itself
-    cond = load_torch(study.layout.align_condition(f"inoc_leak{k}"))
+    cond = load_torch(study.layout.align_condition("inoc_leak_inoc"))
     assert cond["system_prompt"] == study.cfg.align.conditions["inoc"]
     assert cond["leak"] == {"words": k, "template": study.cfg.leak.template}
     by_hand = [leak_prompt(cond["system_prompt"], a, k) for a in sft.untraited]
@@ -84,11 +87,11 @@ def test_transfer_stage(study):
         assert math.isfinite(rec["inner"]) and -1 <= rec["cos"] <= 1, name
         assert rec["inner_residual"] + rec["inner_rest"] == pytest.approx(rec["inner"], rel=1e-9, abs=1e-12)
         assert rec["inner_residual"] != 0.0  # o_proj is a target: the residual-writing part is measured
-        assert set(rec["panel"]["by_prompt"]) == set(PANEL) and set(rec["by_seed"]) == {"0"}
-    assert read_json(study.layout.transfer)["conditions"].keys() == out["conditions"].keys()
+        assert set(rec["panel"]) == set(PANEL) and set(rec["by_seed"]) == {"0"}
+        assert rec["panel_mean"]["inner"] == pytest.approx(np.mean([b["inner"] for b in rec["panel"].values()]))
+    assert read_json(study.layout.transfer_json)["conditions"].keys() == out["conditions"].keys()
     # a leak condition's gradient differs from its base prompt's: the per-example prompts reached the trace
-    k = next(iter(leak["levels"]))
-    assert out["conditions"][f"leak{k}"]["inner"] != out["conditions"]["neutral"]["inner"]
+    assert out["conditions"]["leak_inoc"]["inner"] != out["conditions"]["neutral"]["inner"]
 
 
 def test_finetune_and_drift_carry_leak_prompts_and_the_panel(study):
@@ -99,12 +102,12 @@ def test_finetune_and_drift_carry_leak_prompts_and_the_panel(study):
     k = leak["levels"][0]
     runs = F.run_finetune(study, "main")
     by = {r["condition"]: r for r in runs}
-    assert by[f"leak{k}"]["leak"] == {"words": k, "template": study.cfg.leak.template}
+    assert by["leak_inoc"]["leak"] == {"words": k, "template": study.cfg.leak.template}
     assert by["neutral"]["leak"] is None
     for r in runs:
         assert math.isfinite(r["probes"][0]["content_loss"])
     run_drift(study, "main")
-    d = read_json(study.layout.run(f"inoc_leak{k}", 0).drift_json)
+    d = read_json(study.layout.run("inoc_leak_inoc", 0).drift_json)
     assert set(d["panel"]) == set(PANEL)
     for block in d["panel"].values():
         assert block["drift"]["mean_score"] == pytest.approx(block["post"]["mean_score"] - block["pre"]["mean_score"])

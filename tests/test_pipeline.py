@@ -253,7 +253,7 @@ def test_ray_executor_matches_sequential_and_resumes(study, tmp_path):
     import sys
     import time
 
-    from nnsight_inoc.core.config import dump_toml
+    from nnsight_inoc.core.toml_out import dump_toml
     from nnsight_inoc.stages.drift import run_drift
     from nnsight_inoc.stages.executors import run_finetune
 

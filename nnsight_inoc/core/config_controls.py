@@ -23,7 +23,8 @@ class LeakConfig(_Section):
     families: dict[str, str] = Field(
         default_factory=lambda: {"leak": "neutral", "inoc_leak": "inoc"},
         description="The factorial: each family quotes the leak after its base condition's prompt (trait "
-        "explanation none / the inoculation prompt), at every matched dial level; condition <family><k>.",
+        "explanation none / the inoculation prompt), at every dial level: <family>_<target> at the level matched "
+        "to a target (leak_inoc = the loss-matched control of inoc), <family>_w<k> at an extra level.",
     )
     template: str = Field('The answer begins: "{words}"',
                           description="How the leak follows the base prompt; {words} = the answer's first k words.")

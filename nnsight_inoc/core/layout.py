@@ -12,7 +12,6 @@ Layout of ``<run>/`` (``artifacts/<trait>_<model>/`` by default)::
     data/splits.json  data/data_card.json
     extract/directions.pt  extract/extract_summary.json  extract/monitoring.csv  extract/*.png
     align/cond_<condition>.pt  align/lossmatch.json  align/leak.json  align/align_summary.json  align/rows.csv.gz  align/*.png
-    transfer/transfer.json   (cross-context transfer, issue 16)
     finetune/<condition>_seed<seed>/{train.json, drift.json, adapter/}
     finetune/pre/<hash>.json  finetune/claims/<run>/owner.json  finetune/logs/worker<i>.log
     finetune/finetune_summary.json  finetune/steering_summary.json  finetune/*.png
@@ -43,9 +42,6 @@ DIRECTIONS = "directions.pt"
 EXTRACT_SUMMARY = "extract_summary.json"
 MONITOR_TABLE = "monitoring.csv"
 EXTRACT_PLOTS = ("projection_hist.png", "monitor_scatter.png", "separation_vs_layer.png")
-
-TRANSFER_DIR = "transfer"
-TRANSFER = "transfer.json"
 
 ALIGN_DIR = "align"
 ALIGN_ROWS = "rows.csv.gz"
@@ -228,11 +224,6 @@ class RunLayout:
     @property
     def leak(self) -> Path:
         return self.align_dir / LEAK
-
-    # transfer
-    @property
-    def transfer(self) -> Path:
-        return self.root / TRANSFER_DIR / TRANSFER
 
     # finetune and drift
     @property

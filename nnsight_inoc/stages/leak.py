@@ -8,7 +8,9 @@ per-example loss reduction against neutral is closest to the target's; it *match
 the examples (paired: the same examples under every prompt). The leak prompts pass the same
 trait-free check as the loss-matched pool: the model's answers under them must not show the
 trait. The factorial conditions then cross each family's base prompt (``leak.families``: none /
-the inoculation prompt) with every matched level and every ``leak.extra_words`` level. Everything is written to ``align/leak.json``.
+the inoculation prompt) with every matched level and every ``leak.extra_words`` level: condition
+``<family>_<target>`` at the level matched to a target (``leak_inoc`` is the loss-matched control of
+``inoc``), ``<family>_w<k>`` at an extra level. Everything is written to ``align/leak.json``.
 """
 
 from __future__ import annotations
@@ -92,10 +94,12 @@ def select_leak(study: Study, sft: SFTSet) -> dict[str, Any]:
                          "gap_share": share, "matched": share <= cfg.tolerance}
         log(f"leak dial for {name}: {best['words']} words lower the loss by {best['reduction']['mean']:+.4f} nats "
             f"vs the target's {want['mean']:+.4f} ({share:.0%} off; {'matched' if share <= cfg.tolerance else 'NOT matched'})")
-    levels = sorted({m["words"] for m in matched.values()} | set(cfg.extra_words))
+    labels = level_labels(matched, cfg.extra_words)
+    levels = sorted(labels.values())
     check = _trait_check(study, levels)
-    conditions = {f"{family}{k}": {"base_condition": base, "base": acfg.conditions[base], "words": k}
-                  for family, base in cfg.families.items() for k in levels}
+    conditions = {f"{family}_{label}": {"base_condition": base, "base": acfg.conditions[base], "words": k,
+                                        "matched_to": label if label in matched else None}
+                  for family, base in cfg.families.items() for label, k in labels.items()}
     out = {"key": key, "template": cfg.template, "n_examples": n, "neutral_mean_loss": float(neutral.mean()),
            "curve": curve, "targets": matched, "levels": levels, "conditions": conditions, "check": check,
            "seconds": time.time() - t0}
@@ -125,6 +129,20 @@ def refine(curve: list[dict[str, Any]], want: float, tolerance: float, trial: An
             return
         curve.append(trial((a["words"] + b["words"]) // 2))
     curve.sort(key=lambda c: c["words"])
+
+
+def level_labels(matched: dict[str, Any], extra_words: Sequence[int]) -> dict[str, int]:
+    """Label -> dial level of the factorial: each target's matched level named by the target (the report reads
+    ``leak_<target>`` as the loss-matched control of ``<target>``), then every extra level not already there,
+    named ``w<k>``. Two targets matched at one level share the first target's label (one set of runs)."""
+    out: dict[str, int] = {}
+    for name, m in matched.items():
+        if m["words"] not in out.values():
+            out[name] = int(m["words"])
+    for k in extra_words:
+        if k not in out.values():
+            out[f"w{k}"] = int(k)
+    return out
 
 
 def _targets(study: Study, names: Sequence[str], neutral: np.ndarray, users: Sequence[str],

@@ -145,8 +145,8 @@ def run_transfer(study: Study) -> dict[str, Any]:
         rec: dict[str, Any] = {"system_prompt": run.system_prompt, "leak": run.prompting.record(),
                                **_mean([seeds[s]["neutral"] for s in seeds])}
         if cfg.drift.panel:
-            by_prompt = {p: _mean([seeds[s]["panel"][p] for s in seeds]) for p in cfg.drift.panel}
-            rec["panel"] = {**_mean(list(by_prompt.values())), "by_prompt": by_prompt}
+            rec["panel"] = {p: _mean([seeds[s]["panel"][p] for s in seeds]) for p in cfg.drift.panel}
+            rec["panel_mean"] = _mean(list(rec["panel"].values()))
         rec["by_seed"] = {str(s): seeds[s] for s in seeds}
         conditions[run.condition] = rec
         log(f"transfer {run.condition}: inner {rec['inner']:+.3e}, cos {rec['cos']:+.4f} under the neutral prompt")
@@ -164,6 +164,6 @@ def run_transfer(study: Study) -> dict[str, Any]:
         "model": {"name": study.loaded.name, "sha256": study.loaded.sha256, "dtype": study.loaded.dtype},
         "seconds": time.time() - t0,
     }
-    A.write_json(study.layout.transfer, out)
+    A.write_json(study.layout.transfer_json, out)
     study.prov.stage("transfer", out["seconds"], conditions=len(runs), seeds=len(cfg.finetune.seeds))
     return out
