@@ -192,7 +192,7 @@ def _measure_step_memory(study: Study, plan: FinetunePlan, runs: Sequence[RunSpe
         opt = torch.optim.AdamW(g.parameters(), lr=cfg.lr)
         free_memory()
         torch.cuda.reset_peak_memory_stats(device)
-        G.train_step(g, base, opt, step_batch(study, sft, runs * k, longest), 0, precision(study))
+        G.train_step(g, base, opt, step_batch(study, sft, runs * k, longest).to(device), 0, precision(study))
         peaks.append(torch.cuda.max_memory_allocated(device))
         del g, opt
     base.eval()
