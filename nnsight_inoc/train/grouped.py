@@ -286,6 +286,7 @@ def train_step(
     try:
         opt.zero_grad(set_to_none=True)
         device = grouped.A[0].device
+        batch = batch.to(device)  # step batches are built on the host (as train.lora.train_step takes them)
         matmul = precision.matmul_precision(device) if precision else contextlib.nullcontext()
         with matmul:
             with grouped.attached(model, n // grouped.k), (precision.autocast(device) if precision
