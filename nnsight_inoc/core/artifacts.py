@@ -121,18 +121,17 @@ def git_info() -> dict[str, Any]:
     "Code" is what computes numbers (CODE_PATHS): results and run folders being written while a
     report is made must not mark it dirty.
     """
-    root = Path(__file__).resolve().parent.parent
+    env = os.environ.get("NNSIGHT_INOC_GIT_COMMIT")
+    if env:  # said by the caller (a copy of the tree on the GPU machine): wins over whatever .git the copy holds
+        return {"commit": env, "dirty": None, "source": "NNSIGHT_INOC_GIT_COMMIT"}
+    root = Path(__file__).resolve().parents[2]  # the checkout: nnsight_inoc/core/artifacts.py -> repository root
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=root, capture_output=True,
                                text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as err:
         return {"commit": None, "dirty": None, "error": str(err)}
-    if head.returncode != 0:
-        # A copy of the tree without .git (e.g. the GPU machine) can be told its commit by the caller.
-        env = os.environ.get("NNSIGHT_INOC_GIT_COMMIT")
-        if env:
-            return {"commit": env, "dirty": None, "source": "NNSIGHT_INOC_GIT_COMMIT"}
+    if head.returncode != 0:  # a copy without .git: set NNSIGHT_INOC_GIT_COMMIT
         return {"commit": None, "dirty": None, "error": head.stderr.strip() or "not a git checkout"}
     return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 

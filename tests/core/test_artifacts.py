@@ -36,3 +36,18 @@ def test_worker_provenance_has_its_own_file(tmp_path):
     A.Provenance(RunLayout(tmp_path).worker_provenance("3"), RunLayout(tmp_path).config, "seed = 0\n", "worker")
     assert json.loads((tmp_path / PROVENANCE).read_text())["command"] == "main"
     assert json.loads((tmp_path / "provenance.worker3.json").read_text())["command"] == "worker"
+
+
+def test_git_info_names_this_checkouts_commit_or_the_callers(monkeypatch):
+    """The commit is the repository's (not a parent folder's), and a caller-given one wins (GPU copies)."""
+    import subprocess
+
+    from nnsight_inoc.core.artifacts import git_info
+    from tests._paths import ROOT
+
+    monkeypatch.delenv("NNSIGHT_INOC_GIT_COMMIT", raising=False)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert git_info()["commit"] == head.stdout.strip()
+    monkeypatch.setenv("NNSIGHT_INOC_GIT_COMMIT", "abc123")
+    assert git_info() == {"commit": "abc123", "dirty": None, "source": "NNSIGHT_INOC_GIT_COMMIT"}
