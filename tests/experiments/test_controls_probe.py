@@ -41,3 +41,11 @@ def test_controls_probe_on_a_prepared_run_folder(tmp_path: Path) -> None:
     assert set(res["relation"]) == set(res["positions"])
     assert -1 <= res["relation"]["a_sum"]["r_alignment_loss_reduction"] <= 1
     assert set(res["transfer"]) == set(res["conditions"])
+    # the tables the published README quotes render from the same file
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cpt", ROOT / "experiments" / "controls_probe_table.py")
+    cpt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cpt)
+    md = cpt.tables(res)
+    assert md.count("| leak_inoc |") == 1 and "**Matches**" in md and "| a_sum |" in md
