@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import torch
 
-from nnsight_inoc import RunLayout, apply_overrides, gradient_cosines, load_config, open_study, write_json
+from nnsight_inoc import RunLayout, apply_overrides, gradient_cosines, open_study, run_config, write_json
 
 
 @click.command()
@@ -23,11 +23,13 @@ from nnsight_inoc import RunLayout, apply_overrides, gradient_cosines, load_conf
 @click.option("--config", "config_path", type=click.Path(dir_okay=False))
 @click.option("--n", default=64, show_default=True)
 def main(run_dir: str, config_path: str | None, n: int) -> None:
-    base = load_config(config_path)
+    base = run_config(run_dir, config_path)  # the folder's config.toml, the file's keys on top
     results = {}
     cos = {}
     for label, over in (("fp32", {"model.autocast": "none"}), ("bf16_autocast", {"model.autocast": "bfloat16"})):
-        study = open_study(apply_overrides(base, over), Path(run_dir), f"precision_check {label}")
+        # model.autocast is this experiment's variant: measured, never written into the folder's config.toml
+        study = open_study(apply_overrides(base, over), Path(run_dir), f"precision_check {label}",
+                           variant=("model.autocast",))
         t0 = time.time()
         try:
             cos[label] = {c: gradient_cosines(study, study.cfg.align.conditions[c], n=n).cos for c in ("neutral", "inoc")}

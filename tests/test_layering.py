@@ -28,6 +28,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("study",),
     ("stages",),
     ("pipeline",),
+    ("cli_errors", "cli_open"),
     ("cli", "__init__"),
 )
 MAX_LINES = 400

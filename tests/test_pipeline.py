@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -206,10 +207,11 @@ def test_parallel_workers_match_sequential_runs(study, tmp_path):
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(dump_toml(study.cfg))
     proc = subprocess.run([sys.executable, "-m", "nnsight_inoc.cli", "finetune", "--which", "main", "--gpus", "0,0",
-                           "--config", str(cfg), "--run-dir", str(copy)], capture_output=True, text=True, timeout=600)
+                           "--config", str(cfg), "--run-dir", str(copy)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     logs = [(copy / "finetune" / "logs" / f"worker{i}.log").read_text() for i in (0, 1)]
-    trained = [sum(1 for line in text.splitlines() if "step 0: probe" in line) for text in logs]
+    # each trained run's bar ends with one line in a log file ("finetune <run>: 2/2 done in ...")
+    trained = [len(re.findall(r"^finetune \w+_seed\d: 2/2 done in", text, re.M)) for text in logs]
     assert sum(trained) == 8, logs  # 4 conditions x 2 seeds, none trained twice
     assert {json.loads((copy / "finetune" / "claims" / r / "owner.json").read_text())["pid"]
             for r in ("neutral_seed0", "inoc_seed1")}  # claims were made

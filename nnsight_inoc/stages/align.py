@@ -13,12 +13,21 @@ from typing import Any
 import torch
 
 from nnsight_inoc.core import artifacts as A
-from nnsight_inoc.core.config import LOSSMATCH_CONDITION
+from nnsight_inoc.core.config import LOSSMATCH_CONDITION, StudyConfig
+from nnsight_inoc.core.errors import UsageProblem
 from nnsight_inoc.core.progress import log, task
 from nnsight_inoc.probes.gradients import gradient_metrics
 from nnsight_inoc.stages.align_summary import summarise
 from nnsight_inoc.stages.lossmatch import select_lossmatch
 from nnsight_inoc.study import SFTSet, Study, ensure_sft, load_directions
+
+
+def check_condition(cfg: StudyConfig, condition: str) -> None:
+    """Refuse a condition name the config does not have, before any model or file is touched (a usage error)."""
+    allowed = [*cfg.align.conditions, LOSSMATCH_CONDITION, "all"]
+    if condition not in allowed:
+        raise UsageProblem(f"align --condition {condition!r}: unknown condition; choose from {', '.join(allowed)} "
+                           "(align.conditions in the config)")
 
 
 def condition_prompts(study: Study, sft: SFTSet, wanted: list[str]) -> dict[str, str]:
@@ -56,6 +65,7 @@ def measure_condition(study: Study, name: str, system: str, sft: SFTSet, v: torc
 
 def run_align(study: Study, condition: str) -> dict[str, Any]:
     """Measure one condition, or all of them (``'all'``) followed by the summary with controls."""
+    check_condition(study.cfg, condition)  # before the directions and SFT set are read
     t0 = time.time()
     v_all, meta = load_directions(study)
     v = v_all[:, list(meta["positions"]).index(study.cfg.align.direction_position)]
