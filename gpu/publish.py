@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 SKIP_SUFFIXES = (".pt", ".safetensors")
-SKIP_NAMES = {"claims", "adapter", ".prep_done", ".prep_failed"}
+SKIP_NAMES = {"claims", "adapter", ".prep_done", ".prep_failed", ".lock"}
 
 
 def _ignore(_dir: str, names: list[str]) -> list[str]:

@@ -137,6 +137,7 @@ def data_build(**opts: Any) -> None:
     changes = preflight(cfg, run_dir, origins=r.origins)  # nothing is written before this passes
     layout = RunLayout(run_dir)
     with run_folder_lock(run_dir, command_line()):
+        changes = preflight(cfg, run_dir, origins=r.origins)  # again under the lock: nobody changed it meanwhile
         if not layout.config.is_file() or changes:
             A.write_text(layout.config, dump_toml(cfg))
         A.Provenance(layout.provenance, command_line(), sources=r.sources, config_changes=changes)

@@ -10,11 +10,11 @@ import torch
 from click.testing import CliRunner, Result
 
 from nnsight_inoc.cli import main
-from nnsight_inoc.cli_errors import one_line
 from tests._runs import snapshot, tiny_run, tiny_splits
-from tests.core.test_writable import read_only, writable_again
 from tests.models.test_cache import write_tiny_gguf
-from tests.models.test_template import gemma_tokenizer
+
+# Helpers that need this branch's modules are imported inside the tests that use them, so that every test of
+# this file also runs (and fails one by one) against the code before the fix.
 
 
 def cli(*args: str) -> Result:
@@ -59,6 +59,8 @@ def test_not_a_device(tmp_path, no_weights):
 
 
 def test_read_only_run_folder(run, no_weights):
+    from tests.core.test_writable import read_only, writable_again
+
     read_only(run)
     try:
         res = cli("extract", "--run-dir", run)
@@ -98,6 +100,8 @@ def test_truncated_gguf_is_named(tmp_path):
 
 
 def test_template_without_system_role(tmp_path):
+    from tests.models.test_template import gemma_tokenizer
+
     model, run = tiny_run(tmp_path, directions=False)
     gemma_tokenizer().save_pretrained(model)
     snap = snapshot(run)
@@ -110,6 +114,7 @@ def test_template_without_system_role(tmp_path):
 def test_fold_is_recorded_in_provenance(tmp_path):
     from nnsight_inoc.core.runconfig import run_config
     from nnsight_inoc.study import open_study
+    from tests.models.test_template import gemma_tokenizer
 
     model, run = tiny_run(tmp_path, directions=False, model={"system_role": "fold"})
     gemma_tokenizer().save_pretrained(model)
@@ -160,4 +165,6 @@ def test_unexpected_error_is_one_line_unless_debug(run, monkeypatch):
 
 
 def test_one_line_joins_a_listing():
+    from nnsight_inoc.cli_errors import one_line
+
     assert one_line("invalid config (x):\n  unknown key 'a'\n  b: bad") == "invalid config (x): unknown key 'a'; b: bad"

@@ -15,7 +15,6 @@ from nnsight_inoc.cli import bench, compare, main
 from nnsight_inoc.core import artifacts as A
 from tests._paths import ROOT
 from tests._runs import snapshot, tiny_run
-from tests.core.test_lock import hold, stop
 
 
 def cli(*args: object) -> Result:
@@ -130,6 +129,8 @@ def test_study_commands_write_into_results_only_with_publish(tmp_path, monkeypat
 
 
 def test_a_second_command_on_a_busy_folder_is_refused_naming_the_holder(tmp_path):
+    from tests.core.test_lock import hold, stop
+
     _, run = tiny_run(tmp_path)
     proc = hold(run)
     try:

@@ -22,6 +22,7 @@ class GGUFInfo:
     n_layers: int | None  # <arch>.block_count
     d_model: int | None  # <arch>.embedding_length
     size: int  # bytes
+    context: int | None = None  # <arch>.context_length: the positions the model was trained on
 
 
 def check_gguf(path: Path) -> GGUFInfo:
@@ -45,7 +46,8 @@ def check_gguf(path: Path) -> GGUFInfo:
     if end > size:
         raise ModelInputError(f"{path} is truncated: its tensors need {end} bytes, the file has {size}")
     arch = _string(reader, "general.architecture") or "unknown"
-    return GGUFInfo(arch, _int(reader, f"{arch}.block_count"), _int(reader, f"{arch}.embedding_length"), size)
+    return GGUFInfo(arch, _int(reader, f"{arch}.block_count"), _int(reader, f"{arch}.embedding_length"), size,
+                    _int(reader, f"{arch}.context_length"))
 
 
 def _string(reader: object, key: str) -> str | None:

@@ -21,6 +21,7 @@ class ModelShape:
     n_layers: int  # decoder layers
     d_model: int  # residual stream width
     source: str  # where the numbers were read: a config.json, a GGUF header, the preset table
+    max_positions: int | None = None  # longest sequence the position embeddings cover (None: not known)
 
 
 def read_shape(spec: str, home: Path | None = None) -> ModelShape | None:
@@ -42,7 +43,7 @@ def read_shape(spec: str, home: Path | None = None) -> ModelShape | None:
     if path.is_file() and path.suffix.lower() == ".gguf":
         info = check_gguf(path)
         if info.n_layers and info.d_model:
-            return ModelShape(info.n_layers, info.d_model, f"the GGUF header of {path}")
+            return ModelShape(info.n_layers, info.d_model, f"the GGUF header of {path}", info.context)
     return None
 
 
@@ -58,16 +59,26 @@ def _from_config_json(path: Path) -> ModelShape | None:
     cfg = cfg.get("text_config", cfg)  # multimodal configs nest the language model's
     layers = next((cfg[k] for k in ("num_hidden_layers", "n_layer", "num_layers") if k in cfg), None)
     width = next((cfg[k] for k in ("hidden_size", "n_embd", "d_model") if k in cfg), None)
-    return ModelShape(int(layers), int(width), str(path)) if layers and width else None
+    positions = next((cfg[k] for k in ("max_position_embeddings", "n_positions") if k in cfg), None)
+    if not (layers and width):
+        return None
+    return ModelShape(int(layers), int(width), str(path), int(positions) if positions else None)
 
 
 def check_fits(cfg: StudyConfig, shape: ModelShape) -> None:
-    """Refuse config values the model cannot have: steering layers beyond its last layer.
+    """Refuse config values the model cannot have: steering layers beyond its last layer, and answer lengths
+    beyond the positions it has (``data.sft_max_new_tokens``, ``extract.max_new_tokens``).
 
-    Raises ConfigError (a usage error) naming the key, the bad layers and the allowed range.
+    Raises ConfigError (a usage error) naming the key, the bad value and the allowed range.
     """
     bad = sorted({layer for ls in cfg.steering.layer_sets for layer in ls if layer >= shape.n_layers})
     if bad:
         raise ConfigError(
             f"steering.layer_sets = {cfg.steering.layer_sets}: layer(s) {bad} out of range for {cfg.model.name!r}, "
             f"which has {shape.n_layers} layers (0 to {shape.n_layers - 1}; read from {shape.source})")
+    if shape.max_positions:
+        for key, n in (("data.sft_max_new_tokens", cfg.data.sft_max_new_tokens),
+                       ("extract.max_new_tokens", cfg.extract.max_new_tokens)):
+            if n >= shape.max_positions:
+                raise ConfigError(f"{key} = {n}: {cfg.model.name!r} has {shape.max_positions} positions (read from "
+                                  f"{shape.source}), so answers must be shorter, with room for the prompt")

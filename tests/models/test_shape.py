@@ -18,7 +18,8 @@ def _dims(shape: ModelShape | None) -> tuple[int, int] | None:
 def test_shapes_of_every_source(tmp_path):
     folder = save_tiny_checkpoint(tmp_path / "tiny", num_layers=3, hidden_size=32)
     assert _dims(read_shape(folder)) == (3, 32)
-    assert _dims(read_shape(str(write_tiny_gguf(tmp_path / "t.gguf")))) == (2, 32)
+    from_gguf = read_shape(str(write_tiny_gguf(tmp_path / "t.gguf")))
+    assert _dims(from_gguf) == (2, 32) and from_gguf.max_positions == 128
     home = tmp_path / "home"  # nothing cached: the preset table
     assert _dims(read_shape("qwen2.5-coder-1.5b-instruct", home=home)) == (28, 1536)
     assert _dims(read_shape("smollm2-135m-instruct", home=home)) == (30, 576)
@@ -31,3 +32,14 @@ def test_steering_layers_out_of_range_are_named():
     with pytest.raises(ConfigError, match=r"steering.layer_sets .*layer\(s\) \[99\] out of range.*28 layers \(0 to 27"):
         check_fits(cfg, ModelShape(28, 1536, "test"))
     check_fits(from_dict({"steering": {"layer_sets": [[27]]}}), ModelShape(28, 1536, "test"))
+
+
+def test_answer_lengths_beyond_the_models_positions_are_named(tmp_path):
+    folder = save_tiny_checkpoint(tmp_path / "tiny")  # max_position_embeddings 512
+    shape = read_shape(folder)
+    assert shape.max_positions == 512
+    check_fits(from_dict({"data": {"sft_max_new_tokens": 96}}), shape)
+    with pytest.raises(ConfigError, match=r"data.sft_max_new_tokens = 600: .* has 512 positions"):
+        check_fits(from_dict({"data": {"sft_max_new_tokens": 600}}), shape)
+    with pytest.raises(ConfigError, match=r"extract.max_new_tokens = 512"):
+        check_fits(from_dict({"extract": {"max_new_tokens": 512}}), shape)

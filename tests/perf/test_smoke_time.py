@@ -7,7 +7,6 @@ import sys
 
 from nnsight_inoc.core import artifacts as A
 from nnsight_inoc.core.layout import RunLayout
-from perf.smoke_time import record, stage_seconds, time_command
 from tests._paths import ROOT
 
 # Time limits that guard against a hang of outside infrastructure (the loopback NDIF server's start and stop
@@ -16,6 +15,8 @@ HANG_GUARDS = ("start.sh", "stop.sh")
 
 
 def test_time_command_and_stages(tmp_path):
+    from perf.smoke_time import record, stage_seconds, time_command
+
     res = time_command([sys.executable, "-c", "import time; time.sleep(0.3)"], tmp_path, {})
     assert res["exit_code"] == 0 and res["wall_s"] >= 0.3 and len(res["load_avg_before"]) == 3
     failed = time_command([sys.executable, "-c", "import sys; sys.exit('no')"], tmp_path, {})
