@@ -316,7 +316,7 @@ def reporting_layer(study: Study) -> int:
 
 def gradient_cosines(
     study: Study,
-    system: str | None,
+    system: str,
     prompts: Sequence[str] | None = None,
     completions: Sequence[str] | None = None,
     *,
@@ -329,6 +329,8 @@ def gradient_cosines(
     (default ``align.direction_position``), the config's batch size and assistant positions.
     ``.cos`` is (n, L, P) over positions ``.positions`` (final_prompt, a1..ak, a_sum). The same
     loop as the align stage, so numbers are comparable with ``align/align_summary.json``.
+    ``system`` is required ("" for an empty system turn): None would let the chat template insert
+    its own default (see ``trace.chat.prompt_ids``, which refuses it naming that default).
     """
     if (prompts is None) != (completions is None):
         raise ValueError("give both prompts and completions, or neither (then the SFT set is used)")

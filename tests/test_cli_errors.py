@@ -168,3 +168,25 @@ def test_one_line_joins_a_listing():
     from nnsight_inoc.cli_errors import one_line
 
     assert one_line("invalid config (x):\n  unknown key 'a'\n  b: bad") == "invalid config (x): unknown key 'a'; b: bad"
+
+
+def test_every_command_reports_errors_in_one_line():
+    """The kind, not the cases: every command's body goes through handle_errors."""
+    import click
+
+    from nnsight_inoc.cli_errors import handle_errors
+
+    def commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+        out = []
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                out += commands(cmd, f"{prefix}{name} ")
+            else:
+                out.append((prefix + name, cmd))
+        return out
+
+    found = commands(main)
+    assert len(found) >= 11
+    unwrapped = [name for name, cmd in found if getattr(cmd.callback, "__wrapped__", None) is None
+                 or cmd.callback.__code__ is not handle_errors(lambda: None).__code__]
+    assert not unwrapped, unwrapped
