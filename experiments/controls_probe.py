@@ -27,6 +27,7 @@ from scipy import stats
 
 from nnsight_inoc import RunLayout, load_config, open_study, write_json
 from nnsight_inoc.core.artifacts import versions
+from nnsight_inoc.core.runconfig import leaves
 from nnsight_inoc.probes.gradients import gradient_metrics
 from nnsight_inoc.probes.losses import example_losses
 from nnsight_inoc.stages.finetune import rows_of
@@ -46,7 +47,10 @@ def main(run_dir: str, config_path: str, n: int, out: str, skip_transfer: bool) 
     cfg = load_config(config_path)
     if not cfg.leak.targets:
         raise click.UsageError("the config has no [leak] targets: nothing to probe")
-    study = open_study(cfg, Path(run_dir), "experiments/controls_probe.py")
+    # issue 16's sections are this experiment's variant over a folder made without them: measured and recorded in
+    # provenance, never written into the folder's config.toml (its align results were made without them)
+    variant = tuple(k for k in leaves(cfg.model_dump()) if k.startswith(("leak.", "drift.", "transfer.")))
+    study = open_study(cfg, Path(run_dir), "experiments/controls_probe.py", variant=variant)
     t0 = time.time()
     sft = ensure_sft(study)
     leak = select_leak(study, sft)

@@ -23,7 +23,7 @@ from pathlib import Path
 import click
 import torch
 
-from nnsight_inoc import RunLayout, apply_overrides, gradient_cosines, load_config, open_study, write_json
+from nnsight_inoc import RunLayout, apply_overrides, gradient_cosines, open_study, run_config, write_json
 
 VARIANTS = {"bf16_autocast": {"model.autocast": "bfloat16"}, "tf32": {"align.capture_precision": "tf32"}}
 MAX_ABS_DELTA_COS = 0.01  # issue 17's per-example limit
@@ -49,13 +49,15 @@ def smallest_contrast(layout: RunLayout) -> float | None:
 @click.option("--variant", type=click.Choice(sorted(VARIANTS)), default="bf16_autocast", show_default=True)
 @click.option("--n", default=64, show_default=True)
 def main(run_dir: str, config_path: str | None, variant: str, n: int) -> None:
-    base = load_config(config_path)
+    base = run_config(run_dir, config_path)  # the folder's config.toml, the file's keys on top
     layout = RunLayout(Path(run_dir))
     results: dict = {"variant": variant}
     cos = {}
     for label, over in (("fp32", {"model.autocast": "none", "align.capture_precision": "fp32"}),
                         (variant, VARIANTS[variant])):
-        study = open_study(apply_overrides(base, over), Path(run_dir), f"precision_check {label}")
+        # the precision keys are this experiment's variant: measured, never written into the folder's config.toml
+        study = open_study(apply_overrides(base, over), Path(run_dir), f"precision_check {label}",
+                           variant=("model.autocast", "align.capture_precision"))
         t0 = time.time()
         try:
             cos[label] = {c: gradient_cosines(study, study.cfg.align.conditions[c], n=n).cos for c in ("neutral", "inoc")}

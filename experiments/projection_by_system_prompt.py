@@ -2,7 +2,9 @@
 
 Copy this to write your own: open a study (config, model, trait, splits and provenance in one
 object), load v, read the residual stream through the package's traces (local or NDIF, chosen
-by ``--backend`` in the config) and get plain tensors back.
+by ``--backend`` in the config) and get plain tensors back. The study's config is the run
+folder's own config.toml (``run_config``); a ``--config`` file's keys go on top, and one that
+conflicts with the folder's results is refused before anything is written.
 
     python experiments/projection_by_system_prompt.py --run-dir RUN_DIR \
         --system "You always capitalise your responses." --system "You are a helpful assistant."
@@ -21,11 +23,11 @@ import torch
 from nnsight_inoc import (
     bootstrap_mean_ci_by_col,
     encode_chats,
-    load_config,
     load_direction,
     open_study,
     read_residuals,
     reporting_layer,
+    run_config,
     write_json,
 )
 
@@ -36,7 +38,8 @@ from nnsight_inoc import (
 @click.option("--system", "systems", multiple=True, required=True, help="A system prompt (repeatable).")
 @click.option("--n", default=64, show_default=True, help="Held-out eval prompts to use.")
 def main(run_dir: str, config_path: str | None, systems: tuple[str, ...], n: int) -> None:
-    study = open_study(load_config(config_path), Path(run_dir), "experiments/projection_by_system_prompt.py")
+    cfg = run_config(run_dir, config_path)  # the folder's config.toml, the file's keys on top
+    study = open_study(cfg, Path(run_dir), "experiments/projection_by_system_prompt.py")
     v = load_direction(study, "final_prompt")  # (L, d): the final-prompt-token direction
     layer, bs = reporting_layer(study), study.cfg.extract.batch_size
     users = [p.text for p in study.splits.eval[:n]]

@@ -15,14 +15,12 @@ first answers so a reader can judge the scorer by eye.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from nnsight_inoc.core import artifacts as A
-from nnsight_inoc.core.config import apply_overrides, load_config
+from nnsight_inoc.core.runconfig import resolve_config
 from nnsight_inoc.data.traits import score_texts
 from nnsight_inoc.study import answers, open_study
 
@@ -38,11 +36,8 @@ from nnsight_inoc.study import answers, open_study
 @click.option("--promote", default=None, help="Try this promote prompt instead of the trait's (before changing it).")
 def main(preset: str | None, config_path: str | None, run_dir: str | None, device: str | None, n: int,
          lengths: tuple[int, ...], promote: str | None) -> None:
-    cfg = load_config(config_path, preset)
-    if device:
-        cfg = apply_overrides(cfg, {"model.device": device})
-    folder = Path(run_dir or f"artifacts/{cfg.trait.name}_{Path(cfg.model.name).name}")
-    study = open_study(cfg, folder, "experiments/scorer_check.py")
+    r = resolve_config(run_dir, preset, config_path, {"model.device": device})  # over the folder's config.toml
+    study = open_study(r.cfg, r.run_dir, "experiments/scorer_check.py")
     users = [p.text for p in study.splits.direction_heldout[:n]]
     trait = study.trait
     systems = {"promote": promote or trait.promote, "neutral": trait.neutral, "suppress": trait.suppress}
@@ -63,7 +58,7 @@ def main(preset: str | None, config_path: str | None, run_dir: str | None, devic
         click.echo(f"{tokens} tokens: " + ", ".join(f"{k} mean {res[k]['mean']:.3f}" for k in systems)
                    + f"; AUROC promote vs suppress {res['auroc_promote_vs_suppress']}")
         click.echo(f"   spread of promote scores: {np.round(pos, 2).tolist()}")
-    path = folder / "experiments" / ("scorer_check.json" if promote is None else "scorer_check_promote.json")
+    path = study.layout.experiment_output("scorer_check" if promote is None else "scorer_check_promote")
     A.write_json(path, out)
     click.echo(f"wrote {path}")
 

@@ -240,7 +240,7 @@ def status() -> str:
 def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     """Bundle filter: leave out adapters (about 37 MB each), claims and per-condition gradient tensors."""
     parts = Path(info.name).parts
-    if any(p in ("adapter", "claims") or p.startswith(".adapter") for p in parts):
+    if any(p in ("adapter", "claims", ".lock") or p.startswith(".adapter") for p in parts):
         return None
     if info.name.endswith((".safetensors", ".pt")) and not info.name.endswith("directions.pt"):
         return None

@@ -59,7 +59,7 @@ phase_clock2() {
 }
 
 phase_ray() {  # issue 19: the ALL-CAPS main conditions at seed 0 through Ray (one worker per GPU) and the claim workers
-  python3 -c "from nnsight_inoc.core.config import load_config, apply_overrides; from nnsight_inoc.core.toml_out import dump_toml
+  python3 -c "from nnsight_inoc.core.config import load_config, apply_overrides; from nnsight_inoc.core.config import dump_toml
 print(dump_toml(apply_overrides(load_config('$CODE/gpu/allcaps_clock_gpu.toml'),
       {'finetune.seeds': [0], 'execution.executor': 'sequential'})), end='')" > "$RUNS/ray_cfg.toml"
   mkdir -p "$RUNS/ray_src" && (cd "$RUNS/clock1" && tar -cf - --exclude=finetune --exclude='provenance*' \

@@ -10,7 +10,7 @@ join several with '+', e.g. allcaps:all+steering):
 3. copy it to results/<study>/, leaving out per-condition gradient tensors, adapters, claims and markers. When
    results/<study>/ already holds an earlier align stage (allcaps: published before the campaign, with its
    per-example rows), only the finetune outputs and the workers' provenance are added;
-4. `cli.py report --run-dir results/<study>`.
+4. `cli.py report --run-dir results/<study> --publish` (writing into results/ needs --publish).
 Why a script: the published numbers must come from a command a reader can rerun, not from hand copying.
 """
 
@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 SKIP_SUFFIXES = (".pt", ".safetensors")
-SKIP_NAMES = {"claims", "adapter", ".prep_done", ".prep_failed"}
+SKIP_NAMES = {"claims", "adapter", ".prep_done", ".prep_failed", ".lock"}
 
 
 def _ignore(_dir: str, names: list[str]) -> list[str]:
@@ -56,7 +56,7 @@ def publish(bundle_dir: Path, study: str, which: str, scratch: Path) -> Path:
         shutil.copytree(run, out, ignore=_ignore)
         if readme is not None:
             (out / "README.md").write_text(readme)
-    cli("report", "--run-dir", str(out))
+    cli("report", "--run-dir", str(out), "--publish")
     return out
 
 

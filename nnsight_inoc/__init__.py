@@ -19,6 +19,7 @@ _EXPORTS = {
     "StudyConfig": "nnsight_inoc.core.config",
     "load_config": "nnsight_inoc.core.config",
     "apply_overrides": "nnsight_inoc.core.config",
+    "run_config": "nnsight_inoc.core.runconfig",
     "RunLayout": "nnsight_inoc.core.layout",
     "Study": "nnsight_inoc.study",
     "open_study": "nnsight_inoc.study",
@@ -69,6 +70,7 @@ __all__ = [
     "paired_bootstrap_diff_by_col",
     "read_residuals",
     "reporting_layer",
+    "run_config",
     "score_texts",
     "write_json",
 ]
@@ -77,6 +79,7 @@ if TYPE_CHECKING:  # what static tools see; at run time the names load on first 
     from nnsight_inoc.core.artifacts import write_json
     from nnsight_inoc.core.config import StudyConfig, apply_overrides, load_config
     from nnsight_inoc.core.layout import RunLayout
+    from nnsight_inoc.core.runconfig import run_config
     from nnsight_inoc.data.traits import get_trait, score_texts
     from nnsight_inoc.measures.alignment import SIGN_NOTE, metrics
     from nnsight_inoc.probes.gradients import GradientMetrics, gradient_metrics

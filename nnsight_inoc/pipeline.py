@@ -37,7 +37,9 @@ def fingerprints(study: Study) -> dict[str, str]:
     """What each stage depends on, chained so a change upstream invalidates everything after it."""
     c = study.cfg
     base = {
-        "model": [study.loaded.name, study.loaded.sha256, study.loaded.dtype, c.model.autocast],
+        "model": [study.loaded.name, study.loaded.sha256, study.loaded.dtype, c.model.autocast]
+        # model.system_role only when not the default, so that existing stage markers stay current
+        + ([c.model.system_role] if c.model.system_role != "native" else []),
         "splits": study.splits.sha256(),
         "trait": c.trait.model_dump(),
         "seed": c.seed,
@@ -84,7 +86,7 @@ def _check_resumable(run_dir: Path, name: str, fingerprint: str) -> None:
     if started.is_file() and A.read_json(started).get("fingerprint") != fingerprint:
         raise ValueError(
             f"{name} runs in {run_dir} were made from other inputs or config; "
-            "use a new --run-dir (or delete its finetune/ folder) to redo them"
+            "give the config they were made with (the folder's config.toml), or use another --run-dir to redo them"
         )
     A.write_json(started, {"stage": name, "fingerprint": fingerprint})
 

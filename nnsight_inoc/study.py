@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,15 +20,19 @@ from typing import Any, Sequence
 import torch
 
 from nnsight_inoc.core import artifacts as A
-from nnsight_inoc.core.config import StudyConfig
+from nnsight_inoc.core.config import ConfigError, StudyConfig, apply_overrides, dump_toml
 from nnsight_inoc.core.layout import RunLayout
 from nnsight_inoc.core.progress import log, task
-from nnsight_inoc.core.toml_out import dump_toml
+from nnsight_inoc.core.runconfig import check_against_folder, folder_config
+from nnsight_inoc.core.writable import check_writable
 from nnsight_inoc.data.splits import Splits, build_splits, load_splits, save_splits
 from nnsight_inoc.data.traits import Trait, get_trait
 from nnsight_inoc.measures.directions import POSITIONS
 from nnsight_inoc.models.cache import home
+from nnsight_inoc.models.device import check_device
 from nnsight_inoc.models.load import LoadedModel, load_model, resolve_device
+from nnsight_inoc.models.shape import ModelShape, check_fits, local_folder, read_shape
+from nnsight_inoc.models.template import check_folder_template
 from nnsight_inoc.probes.gradients import GradientMetrics, gradient_metrics
 from nnsight_inoc.trace.backend import backend_fact, require_local, traced_lm
 from nnsight_inoc.trace.chat import Systems
@@ -73,7 +78,8 @@ def ensure_splits(cfg: StudyConfig, run_dir: Path) -> Splits:
         got = splits.card.get("config", {})
         if got and got != want.model_dump(include=set(got)):
             raise ValueError(
-                f"{folder} was built with a different data config ({got}); use another --run-dir or delete it"
+                f"{folder} was built with a different data config ({got}); give the config it was built with, "
+                "or use another --run-dir"
             )
         return splits
     splits = build_splits(cfg.data, home())
@@ -81,9 +87,56 @@ def ensure_splits(cfg: StudyConfig, run_dir: Path) -> Splits:
     return splits
 
 
-def open_study(cfg: StudyConfig, run_dir: Path, command: str, provenance: str | None = None,
-               weights: bool = True) -> Study:
-    """Load the model and trait, and start (or resume) the run folder's provenance.
+def preflight(
+    cfg: StudyConfig,
+    run_dir: Path,
+    *,
+    origins: Mapping[str, str] | None = None,
+    variant: Collection[str] = (),
+    model: bool = True,
+) -> dict[str, tuple[Any, Any]]:
+    """Every check that needs no weights, before anything is written or loaded; returns the config's changes.
+
+    In order: the config against the run folder's own config.toml (a key that results were made
+    with may not change; :mod:`nnsight_inoc.core.runconfig`), the folder writable, and with
+    ``model``: the device present (local backend), the config against the model's shape read
+    from its config alone (steering layers), and, for a model already on this machine, its chat
+    template's system role. Each failure is a usage error naming the bad value.
+    """
+    changes = check_against_folder(cfg, run_dir, origins, variant)
+    check_writable(run_dir)
+    if model:
+        if cfg.backend.kind == "local":
+            check_device(cfg.model.device)
+        shape = read_shape(cfg.model.name)
+        if shape is not None:
+            check_fits(cfg, shape)
+        folder = local_folder(cfg.model.name)
+        if folder is not None:  # a template without a system role, before the lock and the weights
+            check_folder_template(folder, cfg.model.system_role, cfg.model.name)
+    return changes
+
+
+def open_study(
+    cfg: StudyConfig | None,
+    run_dir: Path,
+    command: str,
+    provenance: str | None = None,
+    *,
+    variant: Collection[str] = (),
+    origins: Mapping[str, str] | None = None,
+    sources: dict[str, Any] | None = None,
+    weights: bool = True,
+) -> Study:
+    """Check the inputs, load the model and trait, then start (or resume) the run folder's provenance.
+
+    ``cfg=None`` uses the run folder's own config.toml (an existing folder's config is the default
+    of every later command on it). Nothing is written before :func:`preflight` passed and the
+    model loaded; config.toml is written when the folder has none or when ``cfg`` changes a key
+    it may change. ``variant`` names keys an experiment deliberately measures another value of
+    (precision_check: ``model.autocast``): allowed, recorded in the invocation's provenance, never
+    written into config.toml. ``origins`` and ``sources`` say where the config's values came from
+    (messages, provenance).
 
     ``provenance`` labels a process that shares the run folder with others (a parallel
     finetune worker: ``worker<i>``; a profiler): it keeps its own provenance file
@@ -92,24 +145,37 @@ def open_study(cfg: StudyConfig, run_dir: Path, command: str, provenance: str | 
     weights' sha256 only), for a process that plans and writes but never runs the model (the
     Ray executor's driver); running it then fails loudly on meta tensors.
     """
+    run_dir = Path(run_dir)
+    if cfg is None:
+        cfg = folder_config(run_dir)
+        if cfg is None:
+            raise ConfigError(f"run folder {run_dir} has no config.toml: pass a config (load_config(...)), or "
+                              "run a stage there first")
+    changes = preflight(cfg, run_dir, origins=origins, variant=variant)
     remote = cfg.backend.kind == "remote"
     device = "meta" if remote or not weights else resolve_device(cfg.model.device)
-    if weights and cfg.align.capture_precision == "tf32" and (remote or not device.startswith("cuda") or cfg.model.dtype != "float32"
-                                                  or cfg.model.autocast != "none"):
+    if weights and cfg.align.capture_precision == "tf32" and (remote or not device.startswith("cuda")
+                                                              or cfg.model.dtype != "float32"
+                                                              or cfg.model.autocast != "none"):
         raise ValueError(f"align.capture_precision = 'tf32' needs a local CUDA float32 model without autocast "
                          f"(TF32 is a tensor-core format); this run is {cfg.backend.kind} on {device}, "
                          f"{cfg.model.dtype}, autocast {cfg.model.autocast}: use 'fp32'")
-    layout = RunLayout(run_dir)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    prov_path = layout.provenance if provenance is None else layout.provenance_of(provenance)
-    prov = A.Provenance(prov_path, layout.config, dump_toml(cfg), command)
     t0 = time.time()
     # Remote: the architecture on the meta device (module structure), the tokenizer and
     # the sha256 of the weights the server loads; no weights in local memory.
-    loaded = load_model(cfg.model.name, device=device, dtype=cfg.model.dtype, weights=weights and not remote)
+    loaded = load_model(cfg.model.name, device=device, dtype=cfg.model.dtype, weights=weights and not remote,
+                        system_role=cfg.model.system_role)
     autocast = None if cfg.model.autocast == "none" else DTYPES[cfg.model.autocast]
     tlm = traced_lm(cfg.backend, loaded.hf_model, loaded.location, loaded.tokenizer, autocast)
     tlm.grad_tf32 = cfg.align.capture_precision == "tf32"
+    check_fits(cfg, ModelShape(tlm.n_layers, tlm.d_model, "the loaded model"))  # hub ids: their first check
+    layout = RunLayout(run_dir)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    kept = {k: v for k, v in changes.items() if k not in variant}
+    if not layout.config.is_file() or kept:  # an experiment's variant values never become the folder's config
+        A.write_text(layout.config, dump_toml(apply_overrides(cfg, {k: changes[k][0] for k in changes if k in variant})))
+    prov_path = layout.provenance if provenance is None else layout.provenance_of(provenance)
+    prov = A.Provenance(prov_path, command, sources=sources, config_changes=changes)
     prov.fact(
         "model" if weights else "model_structure_only",  # a weight-less driver must not overwrite the stages' fact
         {
@@ -121,6 +187,8 @@ def open_study(cfg: StudyConfig, run_dir: Path, command: str, provenance: str | 
             "n_layers": tlm.n_layers,
             "d_model": tlm.d_model,
             "notes": loaded.notes,
+            "system_role": loaded.system_role,
+            "template_default_system": loaded.default_system,
         },
     )
     prov.fact("backend", backend_fact(cfg.backend))
@@ -161,6 +229,8 @@ def sft_key(study: Study) -> str:
             "sft_system": study.trait.sft_system,
             # The stop set decides where each answer ends (issue 18 C): answers cached under another set are stale.
             "stops": list(model_stops(study.tlm, study.loaded.tokenizer)),
+            # only when not the default, so that the keys of existing caches stay valid
+            **({"system_role": study.loaded.system_role} if study.loaded.system_role != "native" else {}),
         },
         sort_keys=True,
     )
@@ -251,10 +321,15 @@ def load_directions(study: Study) -> tuple[torch.Tensor, dict[str, Any]]:
     FileNotFoundError when ``extract`` has not run.
     """
     blob = A.load_torch(study.layout.directions)
+    where = study.layout.directions
     if blob["model_sha256"] != study.loaded.sha256 or blob["model_name"] != study.loaded.name:
-        raise ValueError("saved directions were extracted from a different model; rerun `extract`")
+        raise ValueError(
+            f"{where} was extracted from model {blob['model_name']!r} (sha256 {str(blob['model_sha256'])[:12]}), but "
+            f"this command loaded {study.loaded.name!r} (sha256 {str(study.loaded.sha256)[:12]}); check --model and "
+            "--config (the run folder's config.toml names the model it was made with), or use another --run-dir")
     if blob["splits_sha256"] != study.splits.sha256():
-        raise ValueError("saved directions were extracted from different data splits; rerun `extract`")
+        raise ValueError(f"{where} was extracted from other data splits than {study.layout.splits}; check --config, "
+                         "or use another --run-dir")
     return blob["v"], blob
 
 
@@ -276,7 +351,7 @@ def reporting_layer(study: Study) -> int:
 
 def gradient_cosines(
     study: Study,
-    system: str | None,
+    system: str,
     prompts: Sequence[str] | None = None,
     completions: Sequence[str] | None = None,
     *,
@@ -289,6 +364,8 @@ def gradient_cosines(
     (default ``align.direction_position``), the config's batch size and assistant positions.
     ``.cos`` is (n, L, P) over positions ``.positions`` (final_prompt, a1..ak, a_sum). The same
     loop as the align stage, so numbers are comparable with ``align/align_summary.json``.
+    ``system`` is required ("" for an empty system turn): None would let the chat template insert
+    its own default (see ``trace.chat.prompt_ids``, which refuses it naming that default).
     """
     if (prompts is None) != (completions is None):
         raise ValueError("give both prompts and completions, or neither (then the SFT set is used)")

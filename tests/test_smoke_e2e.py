@@ -2,6 +2,8 @@
 
 Slow (about 5-7 minutes on 2 cores, downloads about 100 MB from PyPI on first use); deselect
 with ``-m "not slow"`` for a quick run. Its numbers mean nothing: exit status and artifacts are checked.
+It has no time limit: a loaded machine is slow, not wrong. How long it takes is measured by the
+benchmark ``perf/smoke_time.py``, not here.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def test_cli_run_smoke_preset(tmp_path: Path) -> None:
     env = {**os.environ, "NNSIGHT_INOC_QUIET": "1"}
     proc = subprocess.run(
         [sys.executable, "cli.py", "run", "--preset", "smoke", "--run-dir", str(run_dir)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500,
+        cwd=ROOT, env=env, capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     prov = json.loads((run_dir / "provenance.json").read_text())

@@ -1,30 +1,31 @@
 """Click CLI: ``python cli.py <command>`` or the ``nnsight-inoc`` console script.
 
-Each study command resolves one typed config (defaults < preset or --config file <
-flags), writes it into the run folder, and runs its stage.
+Each study command resolves one typed config (the run folder's own config.toml, or the defaults
+for a new folder < preset < --config file keys < flags; core/runconfig.py), checks everything
+that needs no weights (study.preflight), takes the run folder's lock (core/lock.py), and only
+then loads the model, writes and runs its stage. Errors are one line (exit 2 for usage errors,
+1 otherwise) unless ``--debug`` asks for the traceback (cli/errors.py).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
-from nnsight_inoc.cli.options import (
-    command_line,
-    handle_errors,
-    int_list,
-    open_study_from,
-    resolve,
-    study_options,
-)
+from nnsight_inoc.cli.errors import CliError, handle_errors
+from nnsight_inoc.cli.opening import command_line, opened, require_publish, resolve
+from nnsight_inoc.cli.options import PUBLISH, int_list, ray_options, study_options
+from nnsight_inoc.core.layout import BENCH_DIR, COMPARE_DIR
 
 
 @click.group()
-def main() -> None:
+@click.option("--debug", is_flag=True, envvar="NNSIGHT_INOC_DEBUG",
+              help="Show the full traceback of an error instead of one line [env NNSIGHT_INOC_DEBUG=1].")
+def main(debug: bool) -> None:
     """nnsight_inoc: does inoculation prompting rotate training gradients away from a trait direction?"""
 
 
@@ -34,25 +35,54 @@ def models() -> None:
 
 
 @models.command("list")
-def models_list() -> None:
-    """Show the offline presets and whether each is cached."""
-    from nnsight_inoc.core.progress import console
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON (for scripts).")
+@handle_errors
+def models_list(as_json: bool) -> None:
+    """Show the offline presets and whether each is cached (a table on stdout, full width when piped)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
     from nnsight_inoc.models.load import list_presets
 
-    table = Table("name", *[k for k in list_presets()[0] if k != "name"])
-    for row in list_presets():
-        table.add_row(row["name"], *[str(v) for k, v in row.items() if k != "name"])
-    console.print(table)
+    rows = list_presets()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(*rows[0])
+    for row in rows:
+        table.add_row(*[str(v) for v in row.values()])
+    out = Console()  # stdout; off a terminal rich would cut the table to 80 columns, so give it its full width
+    if not out.is_terminal:
+        out = Console(width=Console(width=100_000).measure(table).maximum)
+    out.print(table)
 
 
 @models.command("fetch")
 @click.argument("name")
+@click.option("--drop-gguf/--keep-gguf", default=None,
+              help="After the verified conversion, delete the downloaded GGUF (1.1 GB for the study model) and keep "
+                   "the float32 weights only; asked on a terminal when not given.")
 @handle_errors
-def models_fetch(name: str) -> None:
+def models_fetch(name: str, drop_gguf: bool | None) -> None:
     """Download, verify (sha256) and convert a preset into the cache; no-op when already valid."""
     from nnsight_inoc.models.cache import fetch
+    from nnsight_inoc.models.prune import drop_gguf as drop
+    from nnsight_inoc.models.prune import gguf_in_cache
 
     click.echo(str(fetch(name)))
+    gguf = gguf_in_cache(name)
+    if gguf is None:
+        return
+    gb = gguf.stat().st_size / 1e9
+    if drop_gguf is None and sys.stdin.isatty():
+        drop_gguf = click.confirm(f"The conversion is verified; drop the {gb:.1f} GB GGUF {gguf} (a later fetch "
+                                  "downloads it again if needed)?", default=False)
+    if drop_gguf:
+        click.echo(f"dropped {gguf}, {drop(name) / 1e9:.1f} GB freed")
+    elif drop_gguf is None:
+        click.echo(f"kept {gguf} ({gb:.1f} GB); `models fetch {name} --drop-gguf` deletes it", err=True)
 
 
 @main.group()
@@ -66,15 +96,21 @@ def data() -> None:
 def data_build(**opts: Any) -> None:
     """Build the three disjoint prompt splits and the data card into <run-dir>/data."""
     from nnsight_inoc.core import artifacts as A
+    from nnsight_inoc.core.config import dump_toml
     from nnsight_inoc.core.layout import RunLayout
-    from nnsight_inoc.core.toml_out import dump_toml
-    from nnsight_inoc.study import ensure_splits
+    from nnsight_inoc.core.lock import run_folder_lock
+    from nnsight_inoc.study import ensure_splits, preflight
 
-    cfg, run_dir = resolve(**opts)
+    r = resolve(opts)
+    cfg, run_dir = r.cfg, r.run_dir
+    changes = preflight(cfg, run_dir, origins=r.origins)  # nothing is written before this passes
     layout = RunLayout(run_dir)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    A.write_text(layout.config, dump_toml(cfg))
-    splits = ensure_splits(cfg, run_dir)
+    with run_folder_lock(run_dir, command_line()):
+        changes = preflight(cfg, run_dir, origins=r.origins)  # again under the lock: nobody changed it meanwhile
+        if not layout.config.is_file() or changes:
+            A.write_text(layout.config, dump_toml(cfg))
+        A.Provenance(layout.provenance, command_line(), sources=r.sources, config_changes=changes)
+        splits = ensure_splits(cfg, run_dir)
     click.echo(
         f"direction {len(splits.direction)} (+{len(splits.direction_heldout)} held out), sft {len(splits.sft)}, "
         f"eval {len(splits.eval)}; sha256 {splits.sha256()[:16]}; card: {layout.data_card}"
@@ -88,7 +124,8 @@ def extract(**opts: Any) -> None:
     """Build v(l) (promote minus suppress means) and run the held-out and monitoring checks."""
     from nnsight_inoc.stages.extract import run_extract
 
-    run_extract(open_study_from(opts))
+    with opened(opts) as study:
+        run_extract(study)
 
 
 @main.command()
@@ -98,9 +135,11 @@ def extract(**opts: Any) -> None:
 @handle_errors
 def align(condition: str, **opts: Any) -> None:
     """Per-example gradient alignment cos(-g, v) under training-time system prompts, with controls."""
-    from nnsight_inoc.stages.align import run_align
+    from nnsight_inoc.stages.align import check_condition, run_align
 
-    run_align(open_study_from(opts), condition)
+    check_condition(resolve(opts).cfg, condition)  # a bad name costs a second, not a model load
+    with opened(opts) as study:
+        run_align(study, condition)
 
 
 @main.command()
@@ -111,7 +150,8 @@ def transfer(**opts: Any) -> None:
     the neutral test prompt and the drift panel, over LoRA weights at init (issue 16; local only)."""
     from nnsight_inoc.stages.transfer import run_transfer
 
-    out = run_transfer(open_study_from(opts))
+    with opened(opts) as study:
+        out = run_transfer(study)
     click.echo(f"transfer of {len(out['conditions'])} training prompts written")
 
 
@@ -132,17 +172,9 @@ WHICH = click.option("--which", type=click.Choice(["main", "variants", "all", "s
                    "first seed before another study. Workers take runs seed-major either way.")
 @click.option("--executor", type=click.Choice(["sequential", "ray"]), default="sequential", show_default=True,
               help="ray: one Ray task per run (train + drift, files returned to this process), then the summary "
-                   "(README 'Running on a cluster').")
-@click.option("--ray-address", envvar="RAY_ADDRESS", help="An existing Ray cluster [env RAY_ADDRESS].")
-@click.option("--ray-local-gpus", callback=int_list, help="Start a Ray cluster on this host with these GPUs (0,1).")
-@click.option("--ray-local-cpus", type=int, help="Start a CPU-only Ray cluster on this host with N worker slots.")
-@click.option("--ray-gpus-per-task", type=float, help="GPUs per run (0.5: two runs per GPU) [1; 0 on the CPU].")
-@click.option("--ray-cpus-per-task", type=float, help="CPUs per run (its OMP_NUM_THREADS) [1; local: cores/runs].")
-@click.option("--ray-memory-gb", type=float, help="Host memory per run in GB [CPU runs: 3x the weights].")
-@click.option("--ray-retries", type=int, default=2, show_default=True, help="Retries of a failed run.")
-@click.option("--ray-group", type=click.Choice(["run", "seed"]), default="run", show_default=True,
-              help="One Ray task per run, or per seed (its runs one after another in one process).")
-@click.option("--ray-in-flight", type=int, help="Tasks submitted at once [what the cluster holds now].")
+                   "(README 'Running on a cluster'). The config's execution.executor still picks sequential or "
+                   "grouped for the other modes.")
+@ray_options
 @study_options
 @handle_errors
 def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds: list[int] | None, executor: str,
@@ -166,13 +198,17 @@ def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds
         if gpus is not None or worker:
             raise click.UsageError("--executor ray runs its own workers; it takes no --gpus or --worker")
         ray = RayOptions.from_flags(ray_flags, address_from_env=source["ray_address"] == "ENVIRONMENT")
-        study = open_study_from(opts, weights=False)  # the driver plans and writes; the tasks load the model
-        run_finetune_ray(study, which or study.cfg.finetune.which, ray)
+        with opened(opts, weights=False) as study:  # the driver plans and writes; the tasks load the model
+            run_finetune_ray(study, which or study.cfg.finetune.which, ray)
         return
     if given := [k for k, v in source.items() if v == "COMMANDLINE"]:
         raise click.UsageError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need --executor ray")
     if gpus is not None:
-        cfg, run_dir = resolve(**opts)
+        from nnsight_inoc.study import preflight
+
+        r = resolve(opts)
+        cfg, run_dir = r.cfg, r.run_dir
+        preflight(cfg, run_dir, origins=r.origins)
         which = which or cfg.finetune.which
         if cfg.backend.kind == "remote":
             raise click.UsageError("LoRA training is local only; --gpus needs --backend local")
@@ -181,15 +217,19 @@ def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds
         layout = RunLayout(run_dir)
         if not layout.sft_completions.is_file():  # else every worker would generate them at once
             raise click.UsageError(f"{layout.sft_completions} is missing: run `align` first (it makes them)")
-        launch(cli_base(which, opts), gpus, layout.logs_dir)
-        run_drift(open_study_from(opts), which)  # every run has drift.json by now: this writes the summary and plots
+        from nnsight_inoc.core.lock import run_folder_lock
+
+        with run_folder_lock(run_dir, command_line(), shared=True):  # shared with its workers, not other stages
+            launch(cli_base(which, opts), gpus, layout.logs_dir)
+        with opened(opts) as study:
+            run_drift(study, which)  # every run has drift.json by now: this writes the summary and plots
         return
     if worker:
-        study = open_study_from(opts, provenance=f"worker{os.environ.get('NNSIGHT_INOC_WORKER', os.getpid())}")
-        run_worker(study, which or study.cfg.finetune.which, only_seeds)
+        with opened(opts, f"worker{os.environ.get('NNSIGHT_INOC_WORKER', os.getpid())}", shared=True) as study:
+            run_worker(study, which or study.cfg.finetune.which, only_seeds)
         return
-    study = open_study_from(opts)
-    run_finetune(study, which or study.cfg.finetune.which)
+    with opened(opts) as study:
+        run_finetune(study, which or study.cfg.finetune.which)
 
 
 @main.command()
@@ -204,12 +244,12 @@ def drift(which: str | None, summary_only: bool, **opts: Any) -> None:
     from nnsight_inoc.stages.drift import run_drift
     from nnsight_inoc.stages.drift_summary import summarise_drift
 
-    study = open_study_from(opts)
-    if summary_only:
-        s = summarise_drift(study, which or study.cfg.finetune.which, partial=True)
-        click.echo(f"summarised {s['n_runs']} finished runs; not run: {len(s['not_run'])} {s['not_run']}")
-        return
-    run_drift(study, which or study.cfg.finetune.which)
+    with opened(opts) as study:
+        if summary_only:
+            s = summarise_drift(study, which or study.cfg.finetune.which, partial=True)
+            click.echo(f"summarised {s['n_runs']} finished runs; not run: {len(s['not_run'])} {s['not_run']}")
+            return
+        run_drift(study, which or study.cfg.finetune.which)
 
 
 @main.command()
@@ -220,19 +260,23 @@ def report(out_dir: str | None, **opts: Any) -> None:
     """Write report.md and a self-contained report.html from a run folder's JSON (no model needed)."""
     from nnsight_inoc.report.sections import write_report
 
-    _, run_dir = resolve(**opts)
+    # No config, lock or model: it reads the run folder's JSON and writes report.md/.html only.
+    run_dir = resolve(opts, use_folder=False).run_dir
+    require_publish(Path(out_dir) if out_dir else run_dir, opts.get("publish", False))
     md, htm = write_report(run_dir, Path(out_dir) if out_dir else None)
     click.echo(f"wrote {md} and {htm}")
 
 
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--out-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--out-dir", type=click.Path(file_okay=False), default=str(COMPARE_DIR), show_default=True)
+@PUBLISH
 @handle_errors
-def compare(run_dirs: tuple[str, ...], out_dir: str) -> None:
+def compare(run_dirs: tuple[str, ...], out_dir: str, publish: bool) -> None:
     """Cross-trait summary: alignment effect, drift effect and their relation per study, side by side."""
     from nnsight_inoc.report.cross_trait import write_cross_trait
 
+    require_publish(Path(out_dir), publish)
     click.echo(f"wrote {write_cross_trait([Path(d) for d in run_dirs], Path(out_dir))}")
 
 
@@ -242,7 +286,7 @@ def compare(run_dirs: tuple[str, ...], out_dir: str) -> None:
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--words", default=90, show_default=True, help="Words per prompt and per completion.")
 @click.option("--reps", default=5, show_default=True)
-@click.option("--out-dir", type=click.Path(file_okay=False), default="results/bench", show_default=True)
+@click.option("--out-dir", type=click.Path(file_okay=False), default=str(BENCH_DIR), show_default=True)
 @study_options
 @handle_errors
 def bench(scale: str, batch_size: int, words: int, reps: int, out_dir: str, **opts: Any) -> None:
@@ -250,16 +294,19 @@ def bench(scale: str, batch_size: int, words: int, reps: int, out_dir: str, **op
     import torch
 
     from nnsight_inoc.core import artifacts as A
-    from nnsight_inoc.core.toml_out import dump_toml
+    from nnsight_inoc.core.config import dump_toml
+    from nnsight_inoc.models.device import check_device
     from nnsight_inoc.models.load import load_model, resolve_device
 
     try:
         from perf.bench import qwen7b_shape, run_bench
     except ImportError:
-        raise click.ClickException("bench lives in the source checkout's perf/ folder: run it as "
-                                   "`python cli.py bench` from the repository root") from None
+        raise CliError("bench lives in the source checkout's perf/ folder: run it as "
+                                   "`python cli.py bench` from the repository root", 2) from None
 
-    cfg, _ = resolve(**opts)
+    cfg = resolve(opts, use_folder=False).cfg  # bench works on no run folder
+    require_publish(Path(out_dir), opts.get("publish", False))
+    check_device(cfg.model.device)
     device = resolve_device(cfg.model.device)
     models = {}
     loaded = load_model(cfg.model.name, device=device, dtype=cfg.model.dtype) if scale in ("real", "both") else None
@@ -290,8 +337,8 @@ def run(**opts: Any) -> None:
     from nnsight_inoc.pipeline import run_all
 
     t0 = time.time()
-    study = open_study_from(opts)
-    md = run_all(study)
+    with opened(opts) as study:
+        md = run_all(study)
     log(f"done in {time.time() - t0:.0f} s; results in {study.run_dir}; report: {md}")
 
 

@@ -1,26 +1,15 @@
-"""What every study command shares: the study options, config resolution, opening a study, one-line errors."""
+"""The options every study command shares, and the comma-separated integer lists some take."""
 
 from __future__ import annotations
 
-import functools
-import shlex
-import sys
-from pathlib import Path
 from typing import Any, Callable
 
 import click
 
-from nnsight_inoc.core.config import (
-    PRESETS,
-    ConfigError,
-    StudyConfig,
-    apply_overrides,
-    load_config,
-)
+from nnsight_inoc.core.config import PRESETS
 
-
-def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in ["python", "cli.py", *sys.argv[1:]])
+PUBLISH = click.option("--publish", is_flag=True,
+                       help="Allow writing into the repository's results/ (the published results).")
 
 
 def study_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,80 +31,13 @@ def study_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--device", help="auto, cpu, cuda, cuda:N."),
         click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), help="Model weight dtype."),
         click.option("--seed", type=int, help="Global seed."),
-        click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder (default artifacts/<trait>_<model>)."),
+        click.option("--run-dir", type=click.Path(file_okay=False),
+                     help="Run folder (default artifacts/<trait>_<model>); its config.toml is the default config."),
+        PUBLISH,
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
-
-
-def resolve(
-    config_path: str | None,
-    preset: str | None,
-    model: str | None,
-    backend: str | None,
-    ndif_host: str | None,
-    ndif_port: int | None,
-    ndif_tls: bool | None,
-    ndif_api_key_env: str | None,
-    device: str | None,
-    dtype: str | None,
-    seed: int | None,
-    run_dir: str | None,
-) -> tuple[StudyConfig, Path]:
-    try:
-        cfg = load_config(config_path, preset)
-        cfg = apply_overrides(
-            cfg,
-            {"model.name": model, "backend.kind": backend, "backend.host": ndif_host, "backend.port": ndif_port,
-             "backend.tls": ndif_tls, "backend.api_key_env": ndif_api_key_env,
-             "model.device": device, "model.dtype": dtype, "seed": seed},
-        )
-    except ConfigError as err:
-        raise click.ClickException(str(err)) from None
-    if run_dir is None:
-        run_dir = str(Path("artifacts") / f"{cfg.trait.name}_{Path(cfg.model.name).name.replace('.gguf', '')}")
-    return cfg, Path(run_dir)
-
-
-def open_study_from(opts: dict[str, Any], provenance: str | None = None, weights: bool = True):  # -> Study (slow import)
-    from nnsight_inoc.study import open_study
-
-    cfg, run_dir = resolve(**opts)
-    return open_study(cfg, run_dir, command_line(), provenance=provenance, weights=weights)
-
-
-def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Known failure types become one clear line and exit 1, not a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*a: Any, **k: Any) -> Any:
-        from nnsight_inoc.data.splits import DataError
-        from nnsight_inoc.models.errors import ModelError
-        from nnsight_inoc.trace.chat import ChatFormatError
-        from nnsight_inoc.trace.loss import NonFiniteError
-        from nnsight_inoc.trace.tracing import TracingError
-
-        try:
-            from nnsight.intervention.backends.remote import RemoteError
-        except ImportError:  # pragma: no cover - nnsight layout changed
-            RemoteError = ConnectionError  # noqa: N806
-
-        from nnsight_inoc.cluster.ray_tasks import TasksFailed
-
-        try:
-            return fn(*a, **k)
-        except TasksFailed as err:  # the message names every failed run; the finished ones are written
-            raise click.ClickException(str(err)) from None
-        except (ConfigError, ModelError, DataError, ChatFormatError, TracingError, NonFiniteError,
-                FileNotFoundError, NotImplementedError, ValueError) as err:
-            raise click.ClickException(f"{type(err).__name__}: {err}") from None
-        except (RemoteError, ConnectionError) as err:
-            from nnsight import CONFIG
-
-            raise click.ClickException(f"{type(err).__name__} from the NDIF server {CONFIG.API.HOST}: {err}") from None
-
-    return wrapper
 
 
 def int_list(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
@@ -125,3 +47,22 @@ def int_list(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
         return [int(x) for x in value.split(",") if x.strip()]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers like 0,1,1, got {value!r}") from None
+
+
+def ray_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``finetune --executor ray``'s options (refused without it)."""
+    opts = [
+        click.option("--ray-address", envvar="RAY_ADDRESS", help="An existing Ray cluster [env RAY_ADDRESS]."),
+        click.option("--ray-local-gpus", callback=int_list, help="Start a Ray cluster on this host with these GPUs (0,1)."),
+        click.option("--ray-local-cpus", type=int, help="Start a CPU-only Ray cluster on this host with N worker slots."),
+        click.option("--ray-gpus-per-task", type=float, help="GPUs per run (0.5: two runs per GPU) [1; 0 on the CPU]."),
+        click.option("--ray-cpus-per-task", type=float, help="CPUs per run (its OMP_NUM_THREADS) [1; local: cores/runs]."),
+        click.option("--ray-memory-gb", type=float, help="Host memory per run in GB [CPU runs: 3x the weights]."),
+        click.option("--ray-retries", type=int, default=2, show_default=True, help="Retries of a failed run."),
+        click.option("--ray-group", type=click.Choice(["run", "seed"]), default="run", show_default=True,
+                     help="One Ray task per run, or per seed (its runs one after another in one process)."),
+        click.option("--ray-in-flight", type=int, help="Tasks submitted at once [what the cluster holds now]."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn

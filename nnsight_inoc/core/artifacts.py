@@ -7,7 +7,9 @@ moved into place with ``os.replace``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import gzip
 import io
 import json
@@ -17,9 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -157,42 +160,68 @@ def device_info() -> dict[str, Any]:
     return info
 
 
-class Provenance:
-    """Accumulates stage timings and facts; rewritten atomically after every stage.
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive flock on a folder for a short read-modify-write (held by one process at a time)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
-    ``path`` is the run's provenance file (or a worker's own); ``config_path`` receives the
-    resolved config, so the run folder always says which config produced it.
+
+class Provenance:
+    """This process's invocation, stage timings and facts, merged into a provenance file after every stage.
+
+    Several processes may write one file (commands one after another, an experiment beside a
+    stage). Every save therefore re-reads the file under an exclusive lock of its folder and
+    merges this process's own records into it: its invocation (appended once), the stages and
+    facts it set (the newest value of a key wins). No process loses another's records, and the
+    write itself is atomic. ``sources`` (preset, config file, flags) and ``config_changes``
+    (key -> [old, new] against the run folder's config) are kept with the invocation.
     """
 
-    def __init__(self, path: Path, config_path: Path, config_toml: str, command: str) -> None:
+    def __init__(self, path: Path, command: str, *, sources: dict[str, Any] | None = None,
+                 config_changes: dict[str, Any] | None = None) -> None:
         self.path = path
-        prev = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        now = {"command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_info(),
-               "versions": versions(), "device": device_info()}
-        # Every invocation is kept: a later summary-only call on another machine must not erase which
-        # card, code and versions produced the numbers in the stages before it.
-        history = prev.get("invocations") or ([{k: prev.get(k) for k in ("command", "git", "versions", "device")}
-                                              | {"at": prev.get("started")}] if prev else [])
-        self.data: dict[str, Any] = {
-            "command": command,
-            "started": prev.get("started", now["at"]),
-            "git": now["git"],
-            "versions": now["versions"],
-            "device": now["device"],
-            "invocations": history + [now],
-            "stages": prev.get("stages", {}),
-            "facts": prev.get("facts", {}),
+        self.invocation: dict[str, Any] = {
+            "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_info(),
+            "versions": versions(), "device": device_info(), "id": uuid.uuid4().hex,
         }
-        write_text(config_path, config_toml)
+        if sources is not None:
+            self.invocation["config_sources"] = sources
+        if config_changes:
+            self.invocation["config_changes"] = {k: list(v) for k, v in config_changes.items()}
+        self._stages: dict[str, Any] = {}
+        self._facts: dict[str, Any] = {}
+        self.data: dict[str, Any] = {}
         self.save()
 
     def fact(self, key: str, value: Any) -> None:
-        self.data["facts"][key] = value
+        self._facts[key] = value
         self.save()
 
     def stage(self, name: str, seconds: float, **extra: Any) -> None:
-        self.data["stages"][name] = {"seconds": round(seconds, 2), **extra}
+        self._stages[name] = {"seconds": round(seconds, 2), **extra}
         self.save()
 
     def save(self) -> None:
-        write_json(self.path, self.data)
+        with _folder_lock(self.path.parent):
+            prev = json.loads(self.path.read_text()) if self.path.is_file() else {}
+            # Every invocation is kept: a later summary-only call on another machine must not erase which
+            # card, code and versions produced the numbers in the stages before it.
+            history = prev.get("invocations") or (
+                [{k: prev.get(k) for k in ("command", "git", "versions", "device")} | {"at": prev.get("started")}]
+                if prev else [])
+            if not any(i.get("id") == self.invocation["id"] for i in history):
+                history = [*history, self.invocation]
+            now = self.invocation
+            self.data = {
+                "command": now["command"], "started": prev.get("started", now["at"]), "git": now["git"],
+                "versions": now["versions"], "device": now["device"], "invocations": history,
+                "stages": {**prev.get("stages", {}), **self._stages},
+                "facts": {**prev.get("facts", {}), **self._facts},
+            }
+            write_json(self.path, self.data)

@@ -9,12 +9,14 @@ config is written into every run folder.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
+    BaseModel,
     Field,
     ValidationError,
     field_validator,
@@ -22,15 +24,17 @@ from pydantic import (
 )
 
 from nnsight_inoc.core.config_controls import DriftConfig, LeakConfig, TransferConfig
+from nnsight_inoc.core.errors import UsageProblem
 from nnsight_inoc.core.section import _Section
+from nnsight_inoc.core.toml_text import to_toml
 
 PRESETS = ("allcaps", "spanish", "politeness", "smoke")
 NEUTRAL_CONDITION = "neutral"  # the baseline of every comparison; required in align.conditions
 LOSSMATCH_CONDITION = "lossmatch"  # added by the loss-matched control (align/lossmatch.json picks its prompt)
 
 
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the offending key."""
+class ConfigError(UsageProblem):
+    """A config file or override is invalid; the message names the offending key (a usage error: exit code 2)."""
 
 
 class ModelConfig(_Section):
@@ -47,6 +51,19 @@ class ModelConfig(_Section):
         "none", description="Autocast compute dtype on CUDA (weights stay in `dtype`)."
     )
     device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:N'.")
+    system_role: Literal["native", "fold"] = Field(
+        "native",
+        description="How the system prompt reaches the model: 'native' = the chat template's system turn (a template "
+        "without one is refused when the model loads); 'fold' = put at the start of the first user turn, then a blank "
+        "line (what Gemma's own template does). Recorded in provenance.",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v):
+            return v
+        raise ValueError("not a device: use auto, cpu, cuda or cuda:N")
 
 
 class BackendConfig(_Section):
@@ -282,6 +299,10 @@ class StudyConfig(_Section):
         return self
 
 
+SECTIONS = tuple(n for n, f in StudyConfig.model_fields.items()
+                 if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel))
+
+
 def _format_validation(err: ValidationError, source: str) -> str:
     lines = [f"invalid config ({source}):"]
     for e in err.errors():
@@ -301,31 +322,62 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> StudyConfig:
 
 
 def load_config(path: str | Path | None = None, preset: str | None = None) -> StudyConfig:
-    """Load a study config from a TOML file, a shipped preset, or the defaults."""
-    if path is not None and preset is not None:
-        raise ConfigError("give either a config file or a preset, not both")
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        text = resources.files("nnsight_inoc.configs").joinpath(f"{preset}.toml").read_text()
-        return from_dict(tomllib.loads(text), source=f"preset {preset}")
+    """Load a study config from a shipped preset, a TOML file, both, or the defaults.
+
+    With both, the file's keys override the preset's and every other key keeps the preset's
+    value (a file may be partial: ``--preset smoke --config my.toml``). A dict-valued key such
+    as ``align.conditions`` is replaced as a whole. ConfigError names the file and the key.
+    """
+    base = preset_config(preset) if preset is not None else StudyConfig()
     if path is None:
-        return StudyConfig()
+        return base
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+    data = read_toml(p)
+    if preset is None:
+        return from_dict(data, source=str(p))
+    return merge(base, data, source=f"{p} over preset {preset}")
+
+
+def preset_config(preset: str) -> StudyConfig:
+    """A shipped preset (``nnsight_inoc/configs/<preset>.toml``) over the defaults."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    text = resources.files("nnsight_inoc.configs").joinpath(f"{preset}.toml").read_text()
+    return from_dict(tomllib.loads(text), source=f"preset {preset}")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A config file's keys as written (not yet validated); ConfigError when missing or not TOML."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
     try:
-        data = tomllib.loads(p.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{p}: not valid TOML: {err}") from None
-    return from_dict(data, source=str(p))
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
 
 
-def apply_overrides(cfg: StudyConfig, overrides: dict[str, Any]) -> StudyConfig:
+def merge(base: StudyConfig, data: dict[str, Any], source: str) -> StudyConfig:
+    """``base`` with the keys of a (partial) config dict on top: sections merge key by key, values replace."""
+    return from_dict(merge_dicts(base.model_dump(), data), source=source)
+
+
+def merge_dicts(base: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Config dicts, ``data`` over ``base``: a section merges key by key, any other value (a dict-valued key
+    such as align.conditions too) replaces the old one. Unvalidated; ``base`` is not changed."""
+    out = dict(base)
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key in SECTIONS:
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def apply_overrides(cfg: StudyConfig, overrides: dict[str, Any], source: str = "overrides") -> StudyConfig:
     """Return a new config with dotted-key overrides (``{"model.name": ...}``) applied.
 
     Unknown keys raise :class:`ConfigError`; ``None`` values are skipped so unset CLI flags
-    leave the file's value alone.
+    leave the file's value alone. ``source`` names the overrides in error messages.
     """
     data = cfg.model_dump()
     for dotted, value in overrides.items():
@@ -335,9 +387,14 @@ def apply_overrides(cfg: StudyConfig, overrides: dict[str, Any]) -> StudyConfig:
         parts = dotted.split(".")
         for part in parts[:-1]:
             if part not in node or not isinstance(node[part], dict):
-                raise ConfigError(f"unknown key '{dotted}'")
+                raise ConfigError(f"unknown key '{dotted}' ({source})")
             node = node[part]
         if parts[-1] not in node:
-            raise ConfigError(f"unknown key '{dotted}'")
+            raise ConfigError(f"unknown key '{dotted}' ({source})")
         node[parts[-1]] = value
-    return from_dict(data, source="overrides")
+    return from_dict(data, source=source)
+
+
+def dump_toml(cfg: StudyConfig) -> str:
+    """Serialise a resolved config as TOML (written into every run folder)."""
+    return to_toml(cfg.model_dump())

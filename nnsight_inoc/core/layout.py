@@ -18,6 +18,11 @@ Layout of ``<run>/`` (``artifacts/<trait>_<model>/`` by default)::
     transfer/transfer.json
     stages/<stage>.json  stages/<stage>.started.json
     experiments/<name>.json   (written by the scripts in the repository's experiments/)
+    .lock/lock  .lock/<host>.<pid>.json   (the run folder's lock and who holds it: core/lock.py)
+
+Outside run folders: commands write under ``artifacts/`` unless the user names a folder
+(:func:`default_run_dir`, :data:`COMPARE_DIR`, :data:`BENCH_DIR`); ``results/`` holds the
+published results and is written only with ``--publish`` (:func:`is_published`).
 """
 
 from __future__ import annotations
@@ -88,8 +93,31 @@ PROJECTION_VS_SCORE_PLOT = "projection_vs_score_drift.png"
 TRANSFER_DIR = "transfer"
 TRANSFER_JSON = "transfer.json"
 
+LOCK_DIR = ".lock"
+LOCK_FILE = "lock"
+
 STAGES_DIR = "stages"
 EXPERIMENTS_DIR = "experiments"  # what experiments/ scripts write into a run folder
+
+
+ARTIFACTS = Path("artifacts")  # relative to the working directory, like every default output
+PUBLISHED = "results"  # the repository's published results: written only on request (--publish)
+COMPARE_DIR = ARTIFACTS / "compare"
+BENCH_DIR = ARTIFACTS / "bench"
+
+
+def default_run_dir(trait: str, model_name: str) -> Path:
+    """``artifacts/<trait>_<model>``: a run folder's default place (model: its preset name or file stem)."""
+    return ARTIFACTS / f"{trait}_{Path(model_name).name.replace('.gguf', '')}"
+
+
+def is_published(path: Path, roots: tuple[Path, ...] | None = None) -> bool:
+    """Whether ``path`` lies inside a published results folder: ``results/`` of the working directory or of
+    the repository this package runs from (``roots`` overrides both, for tests)."""
+    if roots is None:
+        roots = (Path.cwd() / PUBLISHED, Path(__file__).resolve().parents[2] / PUBLISHED)
+    target = path.resolve()
+    return any(target == r.resolve() or r.resolve() in target.parents for r in roots)
 
 
 def run_name(condition: str, seed: int) -> str:
@@ -282,6 +310,19 @@ class RunLayout:
     def experiment_output(self, name: str) -> Path:
         """Where an experiment script writes its result (``experiments/<name>.json``)."""
         return self.root / EXPERIMENTS_DIR / f"{name}.json"
+
+    # a lock shared by the commands working on this folder (core/lock.py)
+    @property
+    def lock_dir(self) -> Path:
+        return self.root / LOCK_DIR
+
+    @property
+    def lock_file(self) -> Path:
+        return self.lock_dir / LOCK_FILE
+
+    def lock_holder(self, host: str, pid: int) -> Path:
+        """Who holds the lock (one file per holder: several finetune workers hold it shared)."""
+        return self.lock_dir / f"{host}.{pid}.json"
 
     # pipeline bookkeeping
     def stage_marker(self, stage: str) -> Path:

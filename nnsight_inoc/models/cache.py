@@ -25,6 +25,7 @@ from pathlib import Path
 from nnsight_inoc.core.hashing import sha256_file
 from nnsight_inoc.models.errors import ModelError
 from nnsight_inoc.models.gguf import convert_gguf
+from nnsight_inoc.models.gguf_check import check_gguf
 
 MANIFEST = "cache.json"
 SOURCE_GGUF = "source.gguf"
@@ -53,6 +54,8 @@ class Preset:
     size: int
     sha256: str
     arch: str  # human note for the CLI table
+    n_layers: int | None = None  # decoder layers, so a config can be checked before anything is downloaded
+    d_model: int | None = None
 
     @property
     def requirements(self) -> list[str]:
@@ -80,6 +83,8 @@ PRESETS: dict[str, Preset] = {
             size=1_117_320_768,
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             arch="qwen2 28L d1536 Q4_K_M",
+            n_layers=28,
+            d_model=1536,
         ),
         Preset(
             name="smollm2-135m-instruct",
@@ -88,6 +93,8 @@ PRESETS: dict[str, Preset] = {
             size=98_362_432,
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             arch="llama 30L d576 Q4_1",
+            n_layers=30,
+            d_model=576,
         ),
     )
 }
@@ -134,7 +141,8 @@ def cache_problem(folder: Path, sha256: str, size: int) -> str | None:
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         return "manifest lists no files"
-    for required in ("config.json", SOURCE_GGUF):
+    # A cache whose GGUF was dropped after a verified conversion (models/prune.py) needs only the float folder.
+    for required in ("config.json",) if manifest.get("gguf_dropped") else ("config.json", SOURCE_GGUF):
         if required not in files:
             return f"manifest lists no {required}"
     if not any(rel.endswith(".safetensors") for rel in files):
@@ -328,7 +336,7 @@ def cache_local_gguf(
     live in two converted copies.
     """
     say = progress or _stderr
-    size = gguf_path.stat().st_size
+    size = check_gguf(gguf_path).size  # a truncated or corrupt file is named before it is hashed or copied
     sha = sha256_file(gguf_path)
     table = PRESETS if presets is None else presets
     preset = next((p for p in table.values() if p.sha256 == sha and p.size == size), None)
@@ -343,7 +351,10 @@ def cache_local_gguf(
         if sha256_file(tmp / SOURCE_GGUF) != sha:  # the source changed under us while copying
             raise ModelError(f"{gguf_path} changed while being copied; nothing was cached")
         say(f"converting {gguf_path} to float32 in {final}")
-        convert_gguf(tmp / SOURCE_GGUF, tmp)
+        try:
+            convert_gguf(tmp / SOURCE_GGUF, tmp)
+        except ModelError as err:  # name the user's file, not the temporary copy
+            raise ModelError(str(err).replace(str(tmp / SOURCE_GGUF), str(gguf_path))) from err
         return {"preset": preset.name if preset else None, "source": "gguf_file", "gguf_sha256": sha,
                 "gguf_size": size, "original_path": str(gguf_path.resolve())}  # fmt: skip
 

@@ -24,6 +24,7 @@ from nnsight_inoc.models.cache import (
     models_dir,
 )
 from nnsight_inoc.models.errors import ModelError
+from nnsight_inoc.models.template import apply_system_role, default_system
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -39,6 +40,8 @@ class LoadedModel:
     device: str
     notes: list[str] = field(default_factory=list)
     location: str = ""  # the folder or hub id the weights were loaded from (what a remote server loads)
+    system_role: str = "native"  # model.system_role: the template's system turn, or folded into the first user turn
+    default_system: str | None = None  # what the template inserts for a chat without a system prompt (recorded)
 
 
 def list_presets(*, home: Path | None = None, presets: Mapping[str, Preset] | None = None) -> list[dict[str, str]]:
@@ -78,35 +81,40 @@ def load_model(
     home: Path | None = None,
     progress: Progress | None = None,
     weights: bool = True,
+    system_role: str = "native",
 ) -> LoadedModel:
     """Resolve `spec` to a folder (fetching/converting once if needed) and load it.
 
     ``weights=False`` builds the architecture on the meta device instead (the remote
     backend: the server holds the weights; the client needs the structure, the
-    tokenizer and the sha256 that pins them).
+    tokenizer and the sha256 that pins them). ``system_role`` is ``model.system_role``
+    (:mod:`nnsight_inoc.models.template`): the chat template is checked for a system role
+    before the weights load, and a template without one is refused unless it is ``"fold"``.
     """
     if dtype not in _DTYPES:
         raise ModelError(f"unsupported dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
     device = resolve_device(device) if weights else "meta"
+    how = (dtype, device, system_role)
     if spec in PRESETS:
         folder = fetch(spec, home=home, progress=progress)
-        return _load_folder(folder, spec, "preset", PRESETS[spec].sha256, dtype, device)
+        return _load_folder(folder, spec, "preset", PRESETS[spec].sha256, *how)
     path = Path(spec).expanduser()
     if path.exists():
-        return _load_path(path, spec, dtype, device, home, progress)
+        return _load_path(path, spec, how, home, progress)
     if _looks_like_path(spec):
         raise ModelError(f"model path {spec!r} does not exist (and it is not a preset: {', '.join(PRESETS)})")
-    return _load_folder(spec, spec, "hub", None, dtype, device)
+    return _load_folder(spec, spec, "hub", None, *how)
 
 
-def _load_path(path: Path, spec: str, dtype: str, device: str, home: Path | None, progress: Progress | None) -> LoadedModel:
+def _load_path(path: Path, spec: str, how: tuple[str, str, str], home: Path | None,
+               progress: Progress | None) -> LoadedModel:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"{path} is a folder without config.json, so not a Hugging Face model folder")
-        return _load_folder(path.resolve(), spec, "hf_folder", _safetensors_sha256(path), dtype, device)
+        return _load_folder(path.resolve(), spec, "hf_folder", _safetensors_sha256(path), *how)
     if path.suffix.lower() == ".gguf":
         folder, sha, preset = cache_local_gguf(path, home=home, progress=progress)
-        return _load_folder(folder, preset or spec, "gguf_file", sha, dtype, device)
+        return _load_folder(folder, preset or spec, "gguf_file", sha, *how)
     raise ModelError(f"{path} is neither a model folder (with config.json) nor a .gguf file")
 
 
@@ -130,14 +138,25 @@ def _safetensors_sha256(folder: Path) -> str:
 
 
 def _load_folder(
-    where: Path | str, name: str, source: str, sha256: str | None, dtype: str, device: str
+    where: Path | str, name: str, source: str, sha256: str | None, dtype: str, device: str, system_role: str = "native"
 ) -> LoadedModel:
-    """The one loading path for every source, so all runs get identical model state."""
+    """The one loading path for every source, so all runs get identical model state.
+
+    The tokenizer and its chat template are checked before the weights load: a model the study
+    cannot format chats for fails in a second, not after the weights.
+    """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(where))
+    except Exception as e:  # OSError for hub/network, ValueError for bad configs, ...
+        raise ModelError(f"could not load the tokenizer of {source} model {name!r} from {where}: {e}") from e
+    if not tokenizer.chat_template:
+        raise ModelError(f"model {name!r} ({where}) has no chat template; the study formats every prompt with one")
+    default = default_system(tokenizer)  # before folding: what the template itself inserts
+    notes = apply_system_role(tokenizer, system_role, name)
+    try:
         if device == "meta":  # structure only: the weights live on the remote server
             with torch.device("meta"):
                 model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(where)), dtype=getattr(torch, dtype))
@@ -145,9 +164,6 @@ def _load_folder(
             model = AutoModelForCausalLM.from_pretrained(str(where), dtype=getattr(torch, dtype))
     except Exception as e:  # OSError for hub/network, ValueError for bad configs, ...
         raise ModelError(f"could not load {source} model {name!r} from {where}: {e}") from e
-    if not tokenizer.chat_template:
-        raise ModelError(f"model {name!r} ({where}) has no chat template; the study formats every prompt with one")
-    notes: list[str] = []
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ModelError(f"model {name!r} has neither a pad nor an eos token; cannot pad batches")
@@ -155,4 +171,4 @@ def _load_folder(
         notes.append(f"tokenizer had no pad token; using eos {tokenizer.eos_token!r} for padding")
     model = (model if device == "meta" else model.to(device)).eval()
     model.requires_grad_(False)
-    return LoadedModel(model, tokenizer, name, source, sha256, dtype, device, notes, str(where))
+    return LoadedModel(model, tokenizer, name, source, sha256, dtype, device, notes, str(where), system_role, default)

@@ -132,7 +132,7 @@ def c8_drift_beyond_lossmatch(run_dir: Path, align: Mapping[str, Any]) -> Verdic
 def _relation(summ: Mapping[str, Any], key: str) -> tuple[Mapping[str, Any] | None, str]:
     rel = summ.get("relation", {}).get(key)
     if rel is None:
-        return None, f"no clustered relation '{key}' in the summary (rerun `cli.py drift --summary-only`)"
+        return None, f"no clustered relation '{key}' in the summary (`cli.py drift --summary-only` writes it)"
     if "error" in rel:
         return None, f"{key}: {rel['error']}"
     return rel, (f"{key}: r {rel['r']:+.2f} [{rel['lo']:+.2f}, {rel['hi']:+.2f}] over {rel['n_runs']} runs of "

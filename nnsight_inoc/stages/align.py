@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from nnsight_inoc.core import artifacts as A
-from nnsight_inoc.core.config import LOSSMATCH_CONDITION
+from nnsight_inoc.core.config import LOSSMATCH_CONDITION, StudyConfig
+from nnsight_inoc.core.errors import UsageProblem
 from nnsight_inoc.core.progress import log, task
 from nnsight_inoc.measures.leak import Prompting
 from nnsight_inoc.probes.gradients import gradient_metrics
@@ -22,6 +23,20 @@ from nnsight_inoc.stages.align_summary import summarise
 from nnsight_inoc.stages.leak import leak_conditions, select_leak
 from nnsight_inoc.stages.lossmatch import select_lossmatch
 from nnsight_inoc.study import SFTSet, Study, ensure_sft, load_directions
+
+
+def check_condition(cfg: StudyConfig, condition: str) -> None:
+    """Refuse a condition name the config does not have, before any model or file is touched (a usage error).
+
+    Content-leak conditions are named ``<family>_<target or w<k>>`` (stages/leak.py); with ``[leak]`` targets set,
+    any name under a family prefix is let through here and checked against align/leak.json once it exists.
+    """
+    allowed = [*cfg.align.conditions, LOSSMATCH_CONDITION, "all"]
+    leak_family = cfg.leak.targets and any(condition.startswith(f + "_") for f in cfg.leak.families)
+    if condition not in allowed and not leak_family:
+        raise UsageProblem(f"align --condition {condition!r}: unknown condition; choose from {', '.join(allowed)} "
+                           "(align.conditions in the config)" + (f", or a content-leak condition "
+                           f"({', '.join(f + '_...' for f in cfg.leak.families)})" if cfg.leak.targets else ""))
 
 
 def condition_prompts(study: Study, sft: SFTSet, wanted: list[str]) -> dict[str, Prompting]:
@@ -77,6 +92,7 @@ def measure_condition(study: Study, name: str, prompting: Prompting | str, sft: 
 def run_align(study: Study, condition: str) -> dict[str, Any]:
     """Measure one condition, or all of them (``'all'``: the configured ones, the loss-matched control and the
     content-leak factorial when ``[leak]`` names targets) followed by the summary with controls."""
+    check_condition(study.cfg, condition)  # before the directions and SFT set are read
     t0 = time.time()
     v_all, meta = load_directions(study)
     v = v_all[:, list(meta["positions"]).index(study.cfg.align.direction_position)]

@@ -75,7 +75,9 @@ def load_conditions(layout: RunLayout) -> dict[str, dict[str, Any]]:
     ids = {name: c["ids"] for name, c in conds.items()}
     first = next(iter(ids.values()))
     if any(v != first for v in ids.values()):
-        raise ValueError("conditions were measured on different SFT examples; rerun align --condition all")
+        raise ValueError(f"the conditions in {layout.align_dir} were measured on different SFT examples; check that "
+                         "every `align` there used the folder's config, or measure them together (`align --condition "
+                         "all`) in another --run-dir")
     return conds
 
 

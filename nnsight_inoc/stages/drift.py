@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from nnsight_inoc.core import artifacts as A
-from nnsight_inoc.core.progress import log
+from nnsight_inoc.core.progress import log, task
 from nnsight_inoc.measures.drift import drift as drift_of
 from nnsight_inoc.probes.behaviour import measure_behaviours
 from nnsight_inoc.stages.drift_summary import summarise_drift
@@ -176,8 +176,10 @@ def run_drift(study: Study, which: str = "all") -> dict[str, Any]:
     """Pre vs post behaviour and projection for every trained run of ``which``, then the summary."""
     t0 = time.time()
     plan = build_plan(study, which, for_training=False)
-    for run in plan.runs:
-        drift_run(study, plan, run)
+    with task(f"drift sweep ({which})", len(plan.runs)) as sweep:  # one overall bar; generation bars inside
+        for run in plan.runs:
+            drift_run(study, plan, run)
+            sweep(1)
     summary = summarise_drift(study, which)
     study.prov.stage(f"drift_{which}", time.time() - t0)
     return summary

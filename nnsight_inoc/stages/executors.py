@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from nnsight_inoc.core.progress import log
+from nnsight_inoc.core.progress import log, task
 from nnsight_inoc.stages.drift import drift_run
 from nnsight_inoc.stages.finetune import (
     check_trained,
@@ -56,6 +56,10 @@ def run_finetune(study: Study, which: str = "all") -> list[dict[str, Any]]:
         return run_grouped(study, which)
     t0 = time.time()
     plan = build_plan(study, which)
-    done = [execute_run(study, plan, run, with_drift=False) for run in plan.runs]
+    done = []
+    with task(f"finetune sweep ({which})", len(plan.runs)) as sweep:  # one overall bar; each run has its own
+        for run in plan.runs:
+            done.append(execute_run(study, plan, run, with_drift=False))
+            sweep(1)
     study.prov.stage(f"finetune_{which}", time.time() - t0, runs=len(done))
     return done

@@ -22,7 +22,7 @@ import torch
 from nnsight_inoc.core import artifacts as A
 from nnsight_inoc.core.config import NEUTRAL_CONDITION
 from nnsight_inoc.core.layout import RunFiles, RunLayout
-from nnsight_inoc.core.progress import log
+from nnsight_inoc.core.progress import task
 from nnsight_inoc.measures.alignment import position_names
 from nnsight_inoc.measures.steering import SteerSpec, same_steering, steering_vectors
 from nnsight_inoc.probes.gradients import gradient_metrics
@@ -169,6 +169,14 @@ def steering_setup(
     return vectors, record
 
 
+def bar_note(losses: list[float], probes: list[dict[str, Any]]) -> str:
+    """What a run's progress bar says after its steps: the last training loss and the last probe's."""
+    parts = [f"loss {losses[-1]:.4f}"] if losses else []
+    if probes:
+        parts.append(f"probe loss {probes[-1]['loss']:.4f} (step {probes[-1]['step']})")
+    return ", ".join(parts)
+
+
 def train_run(study: Study, plan: FinetunePlan, run: RunSpec, dest: RunLayout | None = None) -> dict[str, Any]:
     """Train one LoRA run of the plan and save its adapter and ``train.json`` (written last).
 
@@ -199,7 +207,7 @@ def train_run(study: Study, plan: FinetunePlan, run: RunSpec, dest: RunLayout | 
     content0 = content_loss_pre(study, plan, run)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    with seeded(seed, device):
+    with seeded(seed, device), task(f"finetune {run.name}", cfg.steps) as bar:  # one bar per run, loss in it
         model = make_lora_model(study.loaded.hf_model, cfg)
         params = lora_parameters(model)
         opt = torch.optim.AdamW(list(params.values()), lr=cfg.lr)
@@ -211,13 +219,15 @@ def train_run(study: Study, plan: FinetunePlan, run: RunSpec, dest: RunLayout | 
                 tp = time.time()
                 probes.append(probe(study, tlm, system_prompt, sft, v, step, steer=vectors))
                 t_probe += time.time() - tp  # probe() returns CPU tensors: the GPU work is finished here
-                log(f"finetune {run.name} step {step}: probe loss {probes[-1]['loss']:.4f}")
+                bar.note(bar_note(losses, probes))
             if step == cfg.steps:
                 break
             idx = order[step]
             batch = encode_chats(tok, rows_of(system_prompt, idx), [sft.prompts[i] for i in idx],
                                  [sft.completions[i] for i in idx], n_assistant=k)
             losses.append(train_step(model, opt, params, batch, step, prec, steer=vectors, tlm=tlm))
+            bar(1)
+            bar.note(bar_note(losses, probes))
         t_loop = time.time() - t_steps0
     save_adapter(model, files.folder)
     probes[0]["content_loss"] = content0

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 from nnsight_inoc.core import artifacts as A
 from nnsight_inoc.core.layout import OWNER
-from nnsight_inoc.core.progress import log
+from nnsight_inoc.core.progress import log, task
 from nnsight_inoc.stages.executors import execute_run
 from nnsight_inoc.stages.plan import build_plan
 from nnsight_inoc.study import Study
@@ -81,12 +81,14 @@ def run_worker(study: Study, which: str, only_seeds: Sequence[int] | None = None
     plan = build_plan(study, which)
     done: list[str] = []
     t0 = time.time()
-    for run in plan.seed_major(only_seeds):
-        files = study.layout.run(run.condition, run.seed)
-        if files.drift_json.is_file() or not claim(study.layout.claims_dir, run.name):
-            continue
-        execute_run(study, plan, run, with_drift=True)
-        done.append(run.name)
+    runs = plan.seed_major(only_seeds)
+    with task(f"worker sweep ({which})", len(runs)) as sweep:  # runs done here or elsewhere both count
+        for run in runs:
+            files = study.layout.run(run.condition, run.seed)
+            if not files.drift_json.is_file() and claim(study.layout.claims_dir, run.name):
+                execute_run(study, plan, run, with_drift=True)
+                done.append(run.name)
+            sweep(1)
     study.prov.stage(f"worker_{which}", time.time() - t0, runs=done)
     return done
 
@@ -127,4 +129,6 @@ def cli_base(which: str, opts: dict[str, Any]) -> list[str]:
     for key, flag in flags.items():
         if opts.get(key) is not None:
             argv += [flag, str(opts[key])]
+    if opts.get("publish"):  # a switch: the workers write where their launcher was allowed to
+        argv.append("--publish")
     return argv

@@ -16,18 +16,29 @@ from typing import Literal, Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from nnsight_inoc.models.template import default_system
+
 
 class ChatFormatError(ValueError):
     """The tokenizer cannot format a chat the way the study needs."""
 
 
-def prompt_ids(tok: PreTrainedTokenizerBase, system: str | None, user: str) -> list[int]:
-    """Token ids of the chat prompt up to and including the assistant header."""
+def prompt_ids(tok: PreTrainedTokenizerBase, system: str, user: str) -> list[int]:
+    """Token ids of the chat prompt up to and including the assistant header.
+
+    ``system`` must be given: with no system message, many templates silently insert their own
+    default (Qwen2.5: "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."),
+    which would then be measured without anyone having chosen it. Pass that text to keep it, or
+    "" for an empty system turn. ChatFormatError for None names the template's default.
+    """
     if not getattr(tok, "chat_template", None):
         raise ChatFormatError("tokenizer has no chat template; the study needs a chat model")
-    messages = ([{"role": "system", "content": system}] if system is not None else []) + [
-        {"role": "user", "content": user}
-    ]
+    if system is None:
+        default = default_system(tok)
+        hidden = f"inserts its own default system prompt {default!r}" if default else "inserts no system prompt"
+        raise ChatFormatError(f"system=None: give the system prompt explicitly (this chat template {hidden} when "
+                              "there is none; pass that text to keep it, or '' for an empty one)")
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     ids = tok(text, add_special_tokens=False)["input_ids"]
     if not ids:

@@ -12,10 +12,10 @@ from nnsight_inoc.core.config import (
     ConfigError,
     TraitConfig,
     apply_overrides,
+    dump_toml,
     from_dict,
     load_config,
 )
-from nnsight_inoc.core.toml_out import dump_toml
 from nnsight_inoc.data.traits import get_trait, registered_traits
 from tests._paths import ROOT
 

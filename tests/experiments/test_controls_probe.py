@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nnsight_inoc.core.toml_out import dump_toml
+from nnsight_inoc.core.config import dump_toml
 from tests._paths import ROOT
 from tests._study import tiny_study_folder
 

@@ -29,6 +29,7 @@ def test_workers_per_gpu_fits_memory():
     ("allcaps/finetune/inoc_seed0/adapter/adapter_model.safetensors", False),
     ("allcaps/finetune/inoc_seed0/.adapter.x1/adapter_config.json", False),
     ("allcaps/finetune/claims/inoc_seed0/owner.json", False),
+    ("allcaps/.lock/lock", False),
     ("spanish/align/cond_inoc.pt", False),
     ("spanish/extract/directions.pt", True),
     ("spanish/align/rows.csv.gz", True),

@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 
-from nnsight_inoc.core.toml_out import dump_toml
+from nnsight_inoc.core.config import dump_toml
 from tests._paths import ROOT
 from tests._study import tiny_study_folder
 

@@ -24,8 +24,7 @@ import torch
 
 from nnsight_inoc.core import layout as A
 from nnsight_inoc.core.artifacts import load_torch, read_json
-from nnsight_inoc.core.config import from_dict
-from nnsight_inoc.core.toml_out import dump_toml
+from nnsight_inoc.core.config import dump_toml, from_dict
 from nnsight_inoc.data.splits import Prompt, Splits, save_splits
 from tests._paths import ROOT
 from tests._tiny import save_tiny_checkpoint
@@ -70,7 +69,7 @@ def _cli(args: list[str], home: Path, netns: str | None, log: Path) -> float:
     if netns is not None:
         cmd = ["ip", "netns", "exec", netns, *cmd]
     t0 = time.time()
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)  # no time limit: slow is not wrong
     log.write_text(" ".join(cmd) + "\n\n" + res.stdout + "\n" + res.stderr)
     assert res.returncode == 0, f"{' '.join(args)} failed (log {log}):\n{res.stderr[-3000:]}"
     return time.time() - t0

@@ -1,19 +1,17 @@
-"""Writing a resolved study config as TOML (the ``config.toml`` of every run folder).
+"""TOML text from nested dicts (the standard library's tomllib only reads TOML).
 
-The standard library reads TOML (``tomllib``) but does not write it; a config is nested dicts of
-scalars and lists, which this small writer covers (round-trip tested in tests/core/test_config.py).
+Enough for configs: tables of scalars, strings, booleans and lists, nested one table per
+dotted prefix. Round trip (``tomllib.loads(to_toml(d)) == d``) is tested with the configs.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from nnsight_inoc.core.config import StudyConfig
 
-
-def dump_toml(cfg: StudyConfig) -> str:
-    """Serialise a resolved config as TOML (written into every run folder)."""
-    return _to_toml(cfg.model_dump())
+def to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """TOML text for ``data``: its scalars first, then one ``[table]`` per nested dict."""
+    return _to_toml(data, prefix)
 
 
 def _toml_value(v: Any) -> str:
