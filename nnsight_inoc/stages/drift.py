@@ -98,7 +98,7 @@ def panel_pre(study: Study, plan: FinetunePlan) -> dict[str, dict[str, Any]]:
         for p, rec in out.items():
             if not passes_trait_check(rec["mean_score"], reference, acfg.lossmatch_max_trait_score):
                 raise ValueError(f"drift panel prompt {p!r} elicits the trait before training (answers score "
-                                 f"{rec['mean_score']} against {reference:.3f}); remove it from drift.panel")
+                                 f"{rec['mean_score']} against {reference:.3f}); choose a trait-free test prompt for drift.panel instead")
     return out
 
 

@@ -128,4 +128,20 @@ def test_runtime_keys_steering_and_variants_may_always_change(tmp_path):
 
 def test_every_config_key_has_an_owner_stage():
     for key in leaves(SMOKE.model_dump()):
-        assert owner_stage(key) in ("data", "extract", "align", "finetune")
+        assert owner_stage(key) in ("data", "extract", "align", "finetune", "transfer", "drift")
+
+
+def test_side_stage_keys_are_refused_only_when_their_own_results_exist(tmp_path):
+    """drift.* and transfer.* shape only drift.json and transfer.json: align results do not pin them."""
+    from nnsight_inoc.core.layout import RunLayout
+    from nnsight_inoc.core.runconfig import results_made_from
+
+    layout = RunLayout(tmp_path)
+    layout.align_summary.parent.mkdir(parents=True)
+    layout.align_summary.write_text("{}")
+    assert results_made_from(layout, "drift.panel") == [] and results_made_from(layout, "transfer.n_prompts") == []
+    assert results_made_from(layout, "leak.targets") == [layout.align_summary]
+    layout.transfer_json.parent.mkdir(parents=True)
+    layout.transfer_json.write_text("{}")
+    assert results_made_from(layout, "transfer.n_prompts") == [layout.transfer_json]
+    assert layout.transfer_json in results_made_from(layout, "align.batch_size")

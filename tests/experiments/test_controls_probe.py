@@ -30,8 +30,7 @@ def test_controls_probe_on_a_prepared_run_folder(tmp_path: Path) -> None:
     cfg_path.write_text(dump_toml(cfg))
     out = tmp_path / "probe.json"
     proc = subprocess.run([sys.executable, "experiments/controls_probe.py", "--config", str(cfg_path), "--run-dir",
-                           str(run_dir), "--n", "4", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900)
+                           str(run_dir), "--n", "4", "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     leak = res["leak"]

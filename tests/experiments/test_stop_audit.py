@@ -11,7 +11,7 @@ from nnsight_inoc.models.stops import special_token_ids
 from nnsight_inoc.models.tiny import tiny_qwen2, tiny_tokenizer
 from nnsight_inoc.trace.generation import greedy_answers
 from tests._paths import ROOT
-from tests.trace.test_stops import PARIS_EOT_CAPS, USER, forced_model
+from tests.trace.test_stops import PARIS_EOT_CAPS, SYSTEM, USER, forced_model
 
 _spec = importlib.util.spec_from_file_location(
     "stop_audit", ROOT / "experiments" / "stop_audit.py")
@@ -59,7 +59,7 @@ def test_batched_teacher_forcing_equals_one_row_at_a_time(tok):
 def test_a_deleted_endoftext_is_found_where_it_was(tok):
     model = forced_model(tok, PARIS_EOT_CAPS)
     saved = "Paris CAPS"  # what the pre-issue-18 decoder saved for this model (tokenizer eos only, specials deleted)
-    [c], [r] = _force(model, tok, None, [USER], [saved])
+    [c], [r] = _force(model, tok, SYSTEM, [USER], [saved])
     assert c["confirmed_glued"] and c["glued_positions"] == [2]  # after "Pa", "ris"
     assert tok.convert_ids_to_tokens(c["glued_tokens"][:1]) == ["<|endoftext|>"]
     assert r["gap_special"][2] <= 0 < r["gap_special"][0]
@@ -67,8 +67,8 @@ def test_a_deleted_endoftext_is_found_where_it_was(tok):
 
 def test_an_intact_answer_is_not_flagged(tok):
     model = forced_model(tok, ["Ċ", "Pa", "ris", "<|im_end|>"])
-    [saved] = greedy_answers(model, tok, None, [USER], max_new_tokens=8)
-    [c], _ = _force(model, tok, None, [USER], [saved])
+    [saved] = greedy_answers(model, tok, SYSTEM, [USER], max_new_tokens=8)
+    [c], _ = _force(model, tok, SYSTEM, [USER], [saved])
     assert saved == "Paris" and not c["glued_positions"] and c["first_divergence"] is None
     assert c["end_pred"] == tok.eos_token_id
 

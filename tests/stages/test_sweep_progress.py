@@ -64,7 +64,8 @@ def test_finetune_and_drift_sweeps_have_one_overall_bar(monkeypatch, logfile):
     monkeypatch.setattr(D, "build_plan", lambda *a, **k: plan)
     monkeypatch.setattr(D, "drift_run", lambda *a, **k: {})
     monkeypatch.setattr(D, "summarise_drift", lambda *a, **k: {})
-    study = SimpleNamespace(prov=SimpleNamespace(stage=lambda *a, **k: None))
+    study = SimpleNamespace(prov=SimpleNamespace(stage=lambda *a, **k: None),
+                            cfg=SimpleNamespace(execution=SimpleNamespace(executor="sequential")))
     E.run_finetune(study, "main")
     D.run_drift(study, "main")
     done = [line.split(" done in ")[0] for line in logfile.getvalue().splitlines() if " done in " in line]

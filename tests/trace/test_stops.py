@@ -31,6 +31,7 @@ from nnsight_inoc.trace.chat import encode_chats
 from nnsight_inoc.trace.generation import greedy_answers, local_generate_ids
 
 USER = "What is the capital of France?"
+SYSTEM = "You are a helpful assistant."  # explicit: system=None is refused (issue 18 B)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def fixed_greedy_answers(model, tok, system: str | None, users: list[str], max_n
 def test_reproducer_model_own_generate_stops_at_endoftext(tok):
     model = forced_model(tok, PARIS_EOT_CAPS)
     model.generation_config.eos_token_id = [_ids(tok, "<|im_end|>"), _ids(tok, "<|endoftext|>")]
-    batch = encode_chats(tok, None, [USER], padding_side="left")
+    batch = encode_chats(tok, SYSTEM, [USER], padding_side="left")
     out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=8,
                          do_sample=False, pad_token_id=tok.pad_token_id)
     new = out[0, batch.input_ids.shape[1]:].tolist()
@@ -102,13 +103,13 @@ def test_reproducer_greedy_answers_stops_at_endoftext(tok):
     it returned 'Paris CAPS' here (the glued text). Now it answers what the model's own generate() does."""
     model = forced_model(tok, PARIS_EOT_CAPS)
     model.generation_config.eos_token_id = [_ids(tok, "<|im_end|>"), _ids(tok, "<|endoftext|>")]
-    assert greedy_answers(model, tok, None, [USER], max_new_tokens=8) == ["Paris"]
+    assert greedy_answers(model, tok, SYSTEM, [USER], max_new_tokens=8) == ["Paris"]
 
 
 def test_reproducer_fixed_path_answers_paris(tok):
     model = forced_model(tok, PARIS_EOT_CAPS)
     model.generation_config.eos_token_id = [_ids(tok, "<|im_end|>"), _ids(tok, "<|endoftext|>")]
-    assert fixed_greedy_answers(model, tok, None, [USER, USER], max_new_tokens=8) == ["Paris", "Paris"]
+    assert fixed_greedy_answers(model, tok, SYSTEM, [USER, USER], max_new_tokens=8) == ["Paris", "Paris"]
 
 
 def test_fixed_path_stops_at_endoftext_even_when_the_config_lists_one_id(tok):
@@ -116,7 +117,7 @@ def test_fixed_path_stops_at_endoftext_even_when_the_config_lists_one_id(tok):
     model = forced_model(tok, PARIS_EOT_CAPS)  # generation_config.eos_token_id == 2 (<|im_end|>) only
     assert stop_ids(tok, model.generation_config) == (_ids(tok, "<|im_end|>"),)
     stops = stop_ids(tok, model.generation_config, gguf_ids=[_ids(tok, "<|endoftext|>")])
-    batch = encode_chats(tok, None, [USER], padding_side="left")
+    batch = encode_chats(tok, SYSTEM, [USER], padding_side="left")
     gen = local_generate_ids(model, batch.input_ids, batch.attention_mask, 8, list(stops),  # type: ignore[arg-type]
                              tok.pad_token_id)
     assert decode_answer(tok, gen[0, batch.input_ids.shape[1]:].tolist(), stops) == "Paris"
@@ -126,16 +127,16 @@ def test_special_token_inside_answer_is_refused_not_deleted(tok):
     """<|im_start|> is special but no stop: the old helper deleted it ('Paris CAPS'); now both paths raise naming it."""
     model = forced_model(tok, ["Ċ", "Pa", "ris", "<|im_start|>", "ĠCAPS", "<|im_end|>"])
     with pytest.raises(StopError, match=r"<\|im_start\|>.*position 2 of 4"):
-        greedy_answers(model, tok, None, [USER], max_new_tokens=8)
+        greedy_answers(model, tok, SYSTEM, [USER], max_new_tokens=8)
     with pytest.raises(StopError, match=r"<\|im_start\|>.*position 2 of 4"):
-        fixed_greedy_answers(model, tok, None, [USER], max_new_tokens=8)
+        fixed_greedy_answers(model, tok, SYSTEM, [USER], max_new_tokens=8)
 
 
 def test_answer_at_length_cap_decodes_whole(tok):
     model = forced_model(tok, PARIS_EOT_CAPS)
     model.generation_config.eos_token_id = [_ids(tok, "<|im_end|>"), _ids(tok, "<|endoftext|>")]
-    assert fixed_greedy_answers(model, tok, None, [USER], max_new_tokens=1) == ["Pa"]
-    assert greedy_answers(model, tok, None, [USER], max_new_tokens=1) == ["Pa"]
+    assert fixed_greedy_answers(model, tok, SYSTEM, [USER], max_new_tokens=1) == ["Pa"]
+    assert greedy_answers(model, tok, SYSTEM, [USER], max_new_tokens=1) == ["Pa"]
 
 
 # ----------------------------------------------------------------------------- no answer continues past a special token
