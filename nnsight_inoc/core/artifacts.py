@@ -15,6 +15,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,6 +100,22 @@ def load_torch(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"missing artifact {path}; run the stage that makes it first")
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@contextlib.contextmanager
+def folder_written_atomically(target: Path) -> Iterator[Path]:
+    """A temporary folder beside ``target`` to write into; on success it replaces ``target`` (an older one is
+    removed), on failure it is deleted, so a crash never leaves a half-written folder under the real name."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def write_csv_gz(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:

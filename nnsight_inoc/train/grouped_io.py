@@ -10,9 +10,6 @@ loads it with ``PeftModel.from_pretrained``. Loading K finished runs back into o
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from nnsight_inoc.core.artifacts import folder_written_atomically
 from nnsight_inoc.train.grouped import GroupedLora, matching_modules
 
 CONFIG_NAME = "adapter_config.json"
@@ -65,17 +63,9 @@ def save_peft(grouped: GroupedLora, k: int, folder: Path | str, base_model_name_
     for name, (a, b) in grouped.slot(k).items():
         weights[key(name, "A")] = a.float().cpu().contiguous()
         weights[key(name, "B")] = b.float().cpu().contiguous()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with folder_written_atomically(target) as tmp:
         peft_config(grouped, base_model_name_or_path).save_pretrained(str(tmp))
         save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return target
 
 

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,6 +25,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
+from nnsight_inoc.core.artifacts import folder_written_atomically
 from nnsight_inoc.core.config import FinetuneConfig
 from nnsight_inoc.core.layout import ADAPTER_DIR
 from nnsight_inoc.trace.chat import Batch
@@ -224,14 +222,6 @@ def train_step(
 def save_adapter(model: PeftModel, folder: Path) -> Path:
     """save_pretrained into a temp folder then rename, so a crash never leaves half an adapter."""
     target = folder / ADAPTER_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{ADAPTER_DIR}.", dir=folder))
-    try:
+    with folder_written_atomically(target) as tmp:
         model.save_pretrained(str(tmp))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return target

@@ -94,3 +94,20 @@ def test_git_info_names_this_checkouts_commit_or_the_callers(monkeypatch):
         assert git_info()["commit"] == head.stdout.strip()
     monkeypatch.setenv("NNSIGHT_INOC_GIT_COMMIT", "abc123")
     assert git_info() == {"commit": "abc123", "dirty": None, "source": "NNSIGHT_INOC_GIT_COMMIT"}
+
+
+def test_folder_written_atomically_replaces_on_success_and_leaves_nothing_on_failure(tmp_path):
+    import pytest
+
+    target = tmp_path / "adapter"
+    with A.folder_written_atomically(target) as tmp:
+        (tmp / "w").write_text("1")
+    assert (target / "w").read_text() == "1"
+    with pytest.raises(RuntimeError), A.folder_written_atomically(target) as tmp:
+        (tmp / "w").write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert (target / "w").read_text() == "1"  # the old folder is kept whole
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]  # and no temp folder is left behind
+    with A.folder_written_atomically(target) as tmp:
+        (tmp / "v").write_text("2")
+    assert [p.name for p in target.iterdir()] == ["v"]  # replaced, not merged
