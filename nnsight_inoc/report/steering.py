@@ -111,10 +111,10 @@ def section(summary: Mapping[str, Any] | None) -> list[tuple]:
     units = sorted({s.get("units", "?") for c, s in spec.items() if is_steering(c)})
     intro = (f"Steering runs train under the neutral prompt with alpha * s(l) * v(l) added to the residual stream at "
              f"the listed layers on every token (alpha units: {', '.join(units)}; s(l) = the layer's median per-token "
-             "residual norm for resid_norm, 1 for absolute; see nnsight_inoc/steering.py), and are "
+             "residual norm for resid_norm, 1 for absolute; see nnsight_inoc/measures/steering.py), and are "
              "tested with the steering removed. Every effect is condition - neutral paired by seed, mean "
              f"[{CI_LEVEL:.0%} t-interval over seeds]. The alignment probe of a steering run is itself steered. "
-             "Steering inside the nnsight trace equals a plain forward hook (tests/test_steering.py).")
+             "Steering inside the nnsight trace equals a plain forward hook (tests/stages/test_steering.py).")
     head = ["condition", "alpha", "layers", *[f"{name} vs neutral" for _, name in EFFECTS]]
     table = []
     for c, eff in res["vs_neutral"].items():
