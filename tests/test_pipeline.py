@@ -172,6 +172,7 @@ def test_finetune_then_drift_stage(study, monkeypatch):
 def test_parallel_workers_match_sequential_runs(study, tmp_path):
     """`finetune --gpus 0,0`: two worker processes share the runs, each run is done once, and every
     number equals the sequential run's (a run's numerics must not depend on the number of workers)."""
+    import os
     import shutil
     import subprocess
     import sys
@@ -182,8 +183,9 @@ def test_parallel_workers_match_sequential_runs(study, tmp_path):
     shutil.copytree(study.run_dir, copy, ignore=shutil.ignore_patterns("finetune", "stages", "report.*"))
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(dump_toml(study.cfg))
+    env = {k: v for k, v in os.environ.items() if k != "NNSIGHT_INOC_QUIET"}  # CI sets it; the count reads the bars
     proc = subprocess.run([sys.executable, "-m", "nnsight_inoc.cli", "finetune", "--which", "main", "--gpus", "0,0",
-                           "--config", str(cfg), "--run-dir", str(copy)], capture_output=True, text=True)
+                           "--config", str(cfg), "--run-dir", str(copy)], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     logs = [(copy / "finetune" / "logs" / f"worker{i}.log").read_text() for i in (0, 1)]
     # each trained run's bar ends with one line in a log file ("finetune <run>: 2/2 done in ...")
