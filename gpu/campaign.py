@@ -10,7 +10,7 @@ claims of dead processes (nnsight_inoc/parallel.py).
 
 Lanes (G = number of GPUs):
   bench on GPU 0:   the BENCHES entries in turn (timings of one card, with the other GPUs busy)
-  prep  on GPU G-1: extract + align of each study in CAMPAIGN_PREP (GPU 0 after the bench if G = 1)
+  prep  on GPU G-1: extract + align (+ transfer where the config enables it) of each study in CAMPAIGN_PREP (GPU 0 after the bench if G = 1)
   slots: finetune workers per GPU (WORKERS_PER_GPU, else as many as fit at GB_PER_WORKER), each working down JOBS in order; a GPU's slots start
          when its prep/bench lanes are done; a job waits until its study's prep is done.
 """
@@ -24,6 +24,7 @@ import sys
 import tarfile
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 ROOT = Path("/root/campaign")
@@ -121,6 +122,12 @@ def cli(study: str, *args: str) -> list[str]:
     return [sys.executable, "cli.py", *args, "--config", cfg, "--run-dir", str(RUNS / study)]
 
 
+def transfer_enabled(config: Path) -> bool:
+    """Whether a study config asks for the transfer stage (``[transfer] enabled``; off when absent, as in the CLI)."""
+    with config.open("rb") as fh:
+        return bool(tomllib.load(fh).get("transfer", {}).get("enabled", False))
+
+
 def prep(study: str, gpu: int) -> None:
     run = RUNS / study
     log = LOGS / f"prep_{study}.log"
@@ -131,6 +138,9 @@ def prep(study: str, gpu: int) -> None:
         ok = sh(cli(study, "extract"), gpu, log) == 0
     if ok and not (run / "align" / "align_summary.json").exists():
         ok = sh(cli(study, "align", "--condition", "all"), gpu, log) == 0
+    # issue 16's cross-context transfer is measured before training, at the PEFT init, so it belongs to prep
+    if ok and transfer_enabled(CODE / STUDIES[study][0]) and not (run / "transfer" / "transfer.json").exists():
+        ok = sh(cli(study, "transfer"), gpu, log) == 0
     (run / (".prep_done" if ok else ".prep_failed")).touch()
 
 

@@ -88,3 +88,30 @@ def test_derived_studies_copy_the_source_run_folder_without_its_runs(tmp_path, m
                        "provenance.json", "sft_completions.json"], d
         assert campaign.STUDIES[d][0].startswith("gpu/") and (Path(campaign.__file__).parent.parent
                                                               / campaign.STUDIES[d][0]).is_file()
+
+
+def test_prep_runs_transfer_only_where_the_config_enables_it(tmp_path, monkeypatch):
+    """Issue 16's transfer is a pre-training stage: prep runs extract, align, then transfer if `[transfer] enabled`,
+    and skips each stage whose output exists (a resumed campaign redoes nothing)."""
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(campaign, "sh", lambda argv, gpu, log, worker="": calls.append((argv[2], argv)) or 0)
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "LOGS", tmp_path / "logs")
+    monkeypatch.setattr(campaign, "CODE", ROOT)
+    monkeypatch.setitem(campaign.STUDIES, "clock", ("gpu/allcaps_clock_gpu.toml", "x"))
+    for study in ("allcaps", "clock"):
+        (tmp_path / "runs" / study).mkdir(parents=True)
+        campaign.prep(study, 0)
+    assert [(c, a[a.index("--config") + 1]) for c, a in calls] == [
+        ("extract", "gpu/allcaps_gpu.toml"), ("align", "gpu/allcaps_gpu.toml"), ("transfer", "gpu/allcaps_gpu.toml"),
+        ("extract", "gpu/allcaps_clock_gpu.toml"), ("align", "gpu/allcaps_clock_gpu.toml")]
+    assert (tmp_path / "runs" / "allcaps" / ".prep_done").exists()
+
+    calls.clear()
+    run = tmp_path / "runs" / "resumed"
+    monkeypatch.setitem(campaign.STUDIES, "resumed", ("gpu/allcaps_gpu.toml", "x"))
+    for f in ("extract/extract_summary.json", "align/align_summary.json"):
+        (run / f).parent.mkdir(parents=True, exist_ok=True)
+        (run / f).write_text("{}")
+    campaign.prep("resumed", 0)
+    assert [c for c, _ in calls] == ["transfer"]
