@@ -27,6 +27,7 @@ from nnsight_inoc.core.runconfig import check_against_folder, folder_config
 from nnsight_inoc.core.writable import check_writable
 from nnsight_inoc.data.splits import Splits, build_splits, load_splits, save_splits
 from nnsight_inoc.data.traits import Trait, get_trait
+from nnsight_inoc.data.traits.checks import check_panel, lossmatch_candidates
 from nnsight_inoc.measures.directions import POSITIONS
 from nnsight_inoc.models.cache import home
 from nnsight_inoc.models.device import check_device
@@ -98,13 +99,17 @@ def preflight(
     """Every check that needs no weights, before anything is written or loaded; returns the config's changes.
 
     In order: the config against the run folder's own config.toml (a key that results were made
-    with may not change; :mod:`nnsight_inoc.core.runconfig`), the folder writable, and with
+    with may not change; :mod:`nnsight_inoc.core.runconfig`), the folder writable, the
+    loss-matched control's candidates and the drift panel (:mod:`nnsight_inoc.data.traits.checks`), and with
     ``model``: the device present (local backend), the config against the model's shape read
     from its config alone (steering layers), and, for a model already on this machine, its chat
     template's system role. Each failure is a usage error naming the bad value.
     """
     changes = check_against_folder(cfg, run_dir, origins, variant)
     check_writable(run_dir)
+    trait = get_trait(cfg.trait.name)
+    lossmatch_candidates(trait, cfg.align.lossmatch_pool)
+    check_panel(cfg.drift.panel, {*cfg.align.conditions.values(), *(p for _, p in trait.variants)}, trait)
     if model:
         if cfg.backend.kind == "local":
             check_device(cfg.model.device)

@@ -88,6 +88,26 @@ def test_steering_layers_out_of_range_before_the_weights(tmp_path, no_weights):
     assert "layer(s) [99] out of range" in error_line(res) and "3 layers (0 to 2" in error_line(res)
 
 
+@pytest.mark.parametrize("section, bad, message", [
+    ("align", 'lossmatch_pool = ["You are terse.", "You are a pirate.", "You are a chef."]',
+     "align.lossmatch_pool has 3 prompts; at least 20 are needed"),
+    ("align", 'lossmatch_pool = ["Answer in CAPITAL LETTERS."]', "align.lossmatch_pool: 1 prompt(s) mention the trait"),
+    ("drift", 'panel = ["You are a helpful assistant.", "Answer the question below."]',
+     "drift.panel prompts are also training prompts: ['You are a helpful assistant.']"),
+    ("drift", 'panel = ["Answer the question below.", "Answer the question below."]', "drift.panel lists a prompt twice"),
+])
+def test_bad_prompt_sets_before_the_weights(tmp_path, no_weights, section, bad, message):
+    """The loss-matched pool and the drift panel depend on the config and the trait only: a bad one is refused by
+    every command before the model loads (the pool used to fail in align after model loading and extract)."""
+    model, _ = tiny_run(tmp_path, directions=False)
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(f'[model]\nname = "{model}"\ndevice = "cpu"\n[{section}]\n{bad}\n')
+    res = cli("extract", "--config", cfg, "--run-dir", tmp_path / "new")
+    assert res.exit_code == 2
+    assert message in error_line(res)
+    assert not (tmp_path / "new").exists()
+
+
 def test_truncated_gguf_is_named(tmp_path):
     whole = write_tiny_gguf(tmp_path / "whole.gguf")
     cut = tmp_path / "downloaded.gguf"

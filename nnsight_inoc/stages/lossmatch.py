@@ -16,10 +16,9 @@ import numpy as np
 from nnsight_inoc.core import artifacts as A
 from nnsight_inoc.core.progress import log, task
 from nnsight_inoc.data.traits import score_texts
+from nnsight_inoc.data.traits.checks import lossmatch_candidates
 from nnsight_inoc.probes.losses import example_losses
 from nnsight_inoc.study import SFTSet, Study, answers
-
-MIN_POOL = 20
 
 
 def mean_losses(study: Study, system: str, users: Sequence[str], completions: Sequence[str]) -> np.ndarray:
@@ -36,12 +35,7 @@ def select_lossmatch(study: Study, sft: SFTSet) -> dict[str, Any]:
     """Pick the trait-free candidate whose mean SFT loss is closest to the target condition's."""
     path = study.layout.lossmatch
     cfg = study.cfg.align
-    pool = list(cfg.lossmatch_pool or study.trait.lossmatch_pool)
-    mentions = [p for p in pool if study.trait.mentions_trait(p)]
-    if mentions:
-        raise ValueError(f"loss-matched pool prompts mention the trait: {mentions}")
-    if len(pool) < MIN_POOL:
-        raise ValueError(f"loss-matched pool has {len(pool)} prompts; at least {MIN_POOL} are required")
+    pool = lossmatch_candidates(study.trait, cfg.lossmatch_pool)
     n = min(cfg.lossmatch_examples, len(sft.prompts))
     users, comps = sft.prompts[:n], sft.completions[:n]
     target_prompt = cfg.conditions[cfg.lossmatch_target]

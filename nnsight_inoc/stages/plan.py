@@ -20,6 +20,7 @@ from nnsight_inoc.core import artifacts as A
 from nnsight_inoc.core.config import LOSSMATCH_CONDITION, NEUTRAL_CONDITION
 from nnsight_inoc.core.layout import run_name
 from nnsight_inoc.core.progress import log
+from nnsight_inoc.data.traits.checks import check_panel as check_panel_prompts
 from nnsight_inoc.measures.leak import DEFAULT_TEMPLATE, Prompting
 from nnsight_inoc.measures.steering import SteerSpec, steer_specs
 from nnsight_inoc.stages.leak import leak_conditions
@@ -171,22 +172,13 @@ def training_direction(study: Study) -> torch.Tensor:
 def check_panel(study: Study) -> None:
     """Refuse a drift panel prompt that is, or mentions the trait like, a training prompt (issue 16: the panel
     measures drift in contexts never trained on). Checks every configured condition, the loss-matched pool's
-    chosen prompt and every wording variant, whichever sweep is being planned."""
-    panel = study.cfg.drift.panel
-    if not panel:
-        return
-    if len(set(panel)) != len(panel):
-        raise ValueError("drift.panel lists a prompt twice")
+    chosen prompt and every wording variant, whichever sweep is being planned (preflight has checked all but
+    the chosen prompt, which only the run folder knows)."""
     training = set(study.cfg.align.conditions.values()) | {p for _, p in study.trait.variants}
     lm = study.layout.lossmatch
     if lm.is_file():
         training.add(A.read_json(lm)["chosen_prompt"])
-    used = [p for p in panel if p in training]
-    if used:
-        raise ValueError(f"drift.panel prompts are also training prompts: {used}")
-    mentions = [p for p in panel if study.trait.mentions_trait(p)]
-    if mentions:
-        raise ValueError(f"drift.panel prompts mention the trait: {mentions}")
+    check_panel_prompts(study.cfg.drift.panel, training, study.trait)
 
 
 def drift_prompts(study: Study) -> list[str]:
