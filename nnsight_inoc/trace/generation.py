@@ -114,13 +114,33 @@ def greedy_answers_by_system(
     caller), so the drift answers of K runs come from one batched decode. With K = 1 this is
     :func:`greedy_answers`. ``on_batch`` gets the number of users per batch.
     """
+    stops = model_stops(model, tok)
+    ids = greedy_new_ids_by_system(model, tok, systems, users, max_new_tokens, batch_size, on_batch)
+    return [[decode_answer(tok, row, stops) for row in rows] for rows in ids]
+
+
+def greedy_new_ids_by_system(
+    model: PreTrainedModel | TracedLM,
+    tok: PreTrainedTokenizerBase,
+    systems: Sequence[Systems],
+    users: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[list[int]]]:
+    """The generated ids behind :func:`greedy_answers_by_system`: ids[k][i], the row's ids after its prompt as
+    ``generate`` returned them (up to ``max_new_tokens``; the stop id and any padding after it included).
+
+    For comparing decoding paths token by token (``perf/greedy_flips.py``); answers are these ids
+    decoded by :func:`~nnsight_inoc.models.stops.decode_answer`.
+    """
     if not users:
         return [[] for _ in systems]
     tlm = model if isinstance(model, TracedLM) else None
     stops = model_stops(model, tok)
     per_user = [per_row(sys_, len(users)) for sys_ in systems]
     order = sorted(range(len(users)), key=lambda i: len(users[i]))
-    out: list[list[str | None]] = [[None] * len(users) for _ in systems]
+    out: list[list[list[int]]] = [[[] for _ in users] for _ in systems]
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         rows_system = [rows[i] for rows in per_user for i in idx]
@@ -133,7 +153,7 @@ def greedy_answers_by_system(
         new = gen[:, batch.input_ids.shape[1] :]
         for k in range(len(systems)):
             for row, i in enumerate(idx):
-                out[k][i] = decode_answer(tok, new[k * len(idx) + row].tolist(), stops)
+                out[k][i] = new[k * len(idx) + row].tolist()
         if on_batch is not None:
             on_batch(len(idx))
-    return [[o if o is not None else "" for o in answers] for answers in out]
+    return out
