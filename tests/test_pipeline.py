@@ -246,6 +246,39 @@ def test_grouped_executor_matches_sequential_runs(study, tmp_path):
 
 
 @pytest.mark.ray
+def test_a_ray_seed_task_trains_its_runs_grouped(study, tmp_path):
+    """`--ray-group seed` with execution.executor = "grouped": the task (ray_exec.run_group, called in-process here;
+    the cluster around it is tested below) trains its seed's runs K at a time and measures their drift in one
+    batched decode; the files it returns equal the sequential runs' to fp32 round-off, as the grouped executor's do."""
+    import json
+    import shutil
+
+    from nnsight_inoc.stages.plan import build_plan
+    from nnsight_inoc.stages.ray_exec import build_groups, prepare, run_group
+    from nnsight_inoc.study import open_study
+
+    copy = tmp_path / "run"
+    shutil.copytree(study.run_dir, copy, ignore=shutil.ignore_patterns("finetune", "stages", "report.*"))
+    cfg = study.cfg.model_copy(deep=True)
+    cfg.execution.executor = "grouped"
+    driver = open_study(cfg, copy, "pytest ray seed task")
+    plan = build_plan(driver, "main")
+    groups, _ = build_groups(driver, plan, "seed")
+    assert [g.name for g in groups] == ["seed0", "seed1"]
+    files = run_group(cfg, plan, prepare(driver, groups[1]), "cpu", driver.loaded.sha256)
+    for cond in ("neutral", "inoc", "explicit", "lossmatch"):
+        grp = json.loads(files[f"finetune/{cond}_seed1/train.json"])
+        seq = read_json(study.run_dir / "finetune" / f"{cond}_seed1" / "train.json")
+        assert grp["executor"]["k"] == 4 and grp["step_ids"] == seq["step_ids"]
+        torch.testing.assert_close(torch.tensor(grp["losses"]), torch.tensor(seq["losses"]), rtol=1e-6, atol=1e-7)
+        for pg, ps in zip(grp["probes"], seq["probes"]):
+            torch.testing.assert_close(torch.tensor(pg["cos"]), torch.tensor(ps["cos"]), rtol=0, atol=2e-6)
+        dg = json.loads(files[f"finetune/{cond}_seed1/drift.json"])
+        ds = read_json(study.run_dir / "finetune" / f"{cond}_seed1" / "drift.json")
+        assert dg["measured_with"] == [f"{c}_seed1" for c in ("neutral", "inoc", "explicit", "lossmatch")]
+        assert dg["neutral_prompt"]["post"]["answers_head"] == ds["neutral_prompt"]["post"]["answers_head"]
+
+
 def test_ray_executor_matches_sequential_and_resumes(study, tmp_path):
     """`finetune --executor ray --ray-local-cpus 2`: a local Ray cluster of two worker processes trains and
     measures the runs, the driver writes their files, and every number equals the sequential executor's (the

@@ -212,22 +212,37 @@ def run_grouped(study: Study, which: str = "all", *, with_drift: bool = False,
     t0 = time.time()
     plan = build_plan(study, which).restricted(conditions, exclude)
     done: list[dict[str, Any]] = []
-    for seed, runs in plan.by_seed().items():
-        todo = []
-        for run in runs:
-            files = study.layout.run(run.condition, run.seed)
-            if not needs_training(files):
-                done.append(check_trained(study, files.train_json, run.system_prompt, run.steer,
-                                          run.prompting.record()))
-                continue
-            todo.append(run)
-        steered = [r for r in todo if r.steer is not None]
-        plain = [r for r in todo if r.steer is None]
-        for run in steered:  # one vector per run: trained alone
-            done.append(train_run(study, plan, run))
-            free_memory()
-        if not plain:
+    for runs in plan.by_seed().values():
+        done += execute_seed_runs(study, plan, runs, with_drift=with_drift)
+    study.prov.stage(f"finetune_{which}", time.time() - t0, runs=len(done), executor="grouped")
+    return done
+
+
+def execute_seed_runs(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec], *,
+                      with_drift: bool) -> list[dict[str, Any]]:
+    """Bring runs of one seed to "trained" (and "drift measured" with ``with_drift``), K at a time; their records.
+
+    Trained runs are reused after the config check; steered runs (one vector each) train alone; the
+    rest train in groups of :func:`group_size`, each group's drift measured in one batched decode
+    right after it trains. Also the unit of work of a Ray task per seed (:mod:`.ray_exec`).
+    ValueError when the runs are of several seeds (they share one data order and LoRA init).
+    """
+    if len({r.seed for r in runs}) > 1:
+        raise ValueError(f"grouped runs must share a seed, got {sorted({r.seed for r in runs})}")
+    done: list[dict[str, Any]] = []
+    todo = []
+    for run in runs:
+        files = study.layout.run(run.condition, run.seed)
+        if not needs_training(files):
+            done.append(check_trained(study, files.train_json, run.system_prompt, run.steer, run.prompting.record()))
             continue
+        todo.append(run)
+    for run in [r for r in todo if r.steer is not None]:  # one vector per run: trained alone
+        done.append(train_run(study, plan, run))
+        free_memory()
+    plain = [r for r in todo if r.steer is None]
+    if plain:
+        seed = plain[0].seed
         k = group_size(study, plan, plain)
         for s in range(0, len(plain), k):
             group = plain[s : s + k]
@@ -237,7 +252,6 @@ def run_grouped(study: Study, which: str = "all", *, with_drift: bool = False,
             if with_drift:
                 drift_group(study, plan, group)
     if with_drift:
-        for run in plan.runs:  # steered and already-trained runs
+        for run in runs:  # steered and already-trained runs (measured ones are read back)
             drift_group(study, plan, [run])
-    study.prov.stage(f"finetune_{which}", time.time() - t0, runs=len(done), executor="grouped")
     return done

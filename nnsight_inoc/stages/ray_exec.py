@@ -5,7 +5,9 @@ The driver (``finetune --executor ray``) builds the plan once, as the other exec
 study's config. Each task runs on a worker process that opens the study from that config in a
 scratch folder (its own model copy: the same hash-pinned preset, or the same folder, on that
 node; checked against the driver's sha256), runs :func:`~.executors.execute_run` for each of its
-runs (train, then drift), and returns the files it made as bytes: ``train.json``, ``drift.json``,
+runs (train, then drift), or, for a seed's group under ``[execution] executor = "grouped"``,
+:func:`~.grouped.execute_seed_runs` (K runs per pass of the shared base, each group's drift in one
+batched decode), and returns the files it made as bytes: ``train.json``, ``drift.json``,
 the adapter, and the ``finetune/pre`` cache entries it computed. The driver writes them into the
 run folder through :func:`~nnsight_inoc.cluster.ray_tasks.run_tasks` (atomic writes, the adapter
 first, then ``train.json``, then ``drift.json`` as the completion marker), so no filesystem is
@@ -43,6 +45,7 @@ from nnsight_inoc.core.progress import log
 from nnsight_inoc.stages.drift import run_drift
 from nnsight_inoc.stages.executors import execute_run
 from nnsight_inoc.stages.finetune import check_trained, needs_training
+from nnsight_inoc.stages.grouped import execute_seed_runs
 from nnsight_inoc.stages.plan import FinetunePlan, RunSpec, build_plan
 from nnsight_inoc.study import Study, open_study, sft_available
 
@@ -162,8 +165,11 @@ def run_group(cfg: StudyConfig, plan: FinetunePlan, group: RunGroup, device: str
         if study.loaded.sha256 != model_sha256:
             raise ValueError(f"the model {cfg.model.name!r} on this node has sha256 {study.loaded.sha256}, the "
                              f"driver's {model_sha256}: every node must have the same weights")
-        for run in group.runs:
-            execute_run(study, plan, run, with_drift=True)
+        if cfg.execution.executor == "grouped" and len(group.runs) > 1:  # a seed's runs, K per pass of the base
+            execute_seed_runs(study, plan, group.runs, with_drift=True)
+        else:
+            for run in group.runs:
+                execute_run(study, plan, run, with_drift=True)
         out: dict[str, bytes] = {}
         made = [p for r in group.runs for p in sorted(layout.run(r.condition, r.seed).folder.rglob("*"))]
         for p in made + sorted(layout.pre_dir.glob("*.json")):
