@@ -246,17 +246,24 @@ def test_grouped_executor_matches_sequential_runs(study, tmp_path):
 
 
 @pytest.mark.ray
-def test_a_ray_seed_task_trains_its_runs_grouped(study, tmp_path):
+def test_a_ray_seed_task_trains_its_runs_grouped(study, tmp_path, monkeypatch):
     """`--ray-group seed` with execution.executor = "grouped": the task (ray_exec.run_group, called in-process here;
     the cluster around it is tested below) trains its seed's runs K at a time and measures their drift in one
     batched decode; the files it returns equal the sequential runs' to fp32 round-off, as the grouped executor's do."""
     import json
+    import os
     import shutil
 
     from nnsight_inoc.stages.plan import build_plan
     from nnsight_inoc.stages.ray_exec import build_groups, prepare, run_group
     from nnsight_inoc.study import open_study
 
+    # run_group hides the GPUs from its (Ray worker) process for a CPU task; here that process is pytest's, and the
+    # NDIF stack started later by test_remote_parity would inherit CUDA_VISIBLE_DEVICES="" (Ray then refuses to start)
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", before or "")  # teardown restores the value, or its absence
+    if before is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     copy = tmp_path / "run"
     shutil.copytree(study.run_dir, copy, ignore=shutil.ignore_patterns("finetune", "stages", "report.*"))
     cfg = study.cfg.model_copy(deep=True)
