@@ -22,11 +22,16 @@ from nnsight_inoc.cli.options import PUBLISH, int_list, ray_options, study_optio
 from nnsight_inoc.core.layout import BENCH_DIR, COMPARE_DIR
 
 
-@click.group()
+@click.group(context_settings={"max_content_width": 120})
 @click.option("--debug", is_flag=True, envvar="NNSIGHT_INOC_DEBUG",
               help="Show the full traceback of an error instead of one line [env NNSIGHT_INOC_DEBUG=1].")
 def main(debug: bool) -> None:
-    """nnsight_inoc: does inoculation prompting rotate training gradients away from a trait direction?"""
+    """nnsight_inoc: does inoculation prompting rotate training gradients away from a trait direction?
+
+    The stages, in order: data build, extract, align, (transfer), finetune, drift, report; `run` does them all,
+    reusing what is done. A first try on a CPU: `run --preset smoke` (every stage on a 135M model, about 6 minutes).
+    Every stage command takes the study options (--config, --preset, --run-dir, ...; see `<command> --help`).
+    """
 
 
 @main.group()
@@ -87,7 +92,7 @@ def models_fetch(name: str, drop_gguf: bool | None) -> None:
 
 @main.group()
 def data() -> None:
-    """Prompt splits."""
+    """Prompt splits: `data build` makes the disjoint direction, SFT and eval splits."""
 
 
 @data.command("build")
@@ -130,11 +135,15 @@ def extract(**opts: Any) -> None:
 
 @main.command()
 @click.option("--condition", default="all", show_default=True,
-              help="A configured condition name (neutral, inoc, explicit, ...), 'lossmatch', or 'all'.")
+              help="A configured condition name (neutral, inoc, explicit, ...), 'lossmatch' (the loss-matched "
+                   "control, chosen here from a pool of trait-free prompts), or 'all'.")
 @study_options
 @handle_errors
 def align(condition: str, **opts: Any) -> None:
-    """Per-example gradient alignment cos(-g, v) under training-time system prompts, with controls."""
+    """Per-example gradient alignment cos(-g, v) under training-time system prompts, with controls.
+
+    Needs `extract` (the direction v) in the run folder; writes align/ there (summary, per-example rows, plots).
+    """
     from nnsight_inoc.stages.align import check_condition, run_align
 
     check_condition(resolve(opts).cfg, condition)  # a bad name costs a second, not a model load
