@@ -31,6 +31,14 @@ def study(tmp_path_factory):
     return open_study(cfg, run_dir, "pytest")
 
 
+def copy_without_runs(run_dir: Path, dest: Path) -> None:
+    """The run folder without its finetune runs, stage marks and report: extract, align and the SFT set are kept, so
+    another executor can train the same plan into ``dest``."""
+    import shutil
+
+    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("finetune", "stages", "report.*"))
+
+
 def test_extract_then_align_all(study):
     from nnsight_inoc.stages.align import run_align
     from nnsight_inoc.stages.extract import run_extract
@@ -173,14 +181,13 @@ def test_parallel_workers_match_sequential_runs(study, tmp_path):
     """`finetune --gpus 0,0`: two worker processes share the runs, each run is done once, and every
     number equals the sequential run's (a run's numerics must not depend on the number of workers)."""
     import os
-    import shutil
     import subprocess
     import sys
 
     from nnsight_inoc.core.config import dump_toml
 
     copy = tmp_path / "run"
-    shutil.copytree(study.run_dir, copy, ignore=shutil.ignore_patterns("finetune", "stages", "report.*"))
+    copy_without_runs(study.run_dir, copy)
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(dump_toml(study.cfg))
     env = {k: v for k, v in os.environ.items() if k != "NNSIGHT_INOC_QUIET"}  # CI sets it; the count reads the bars
@@ -203,7 +210,6 @@ def test_grouped_executor_matches_sequential_runs(study, tmp_path):
     """execution.executor = "grouped": every run of a seed in one pass of the shared base (K = 4 here, the four
     main conditions), equal to the sequential PEFT runs to fp32 round-off; adapters reload in plain PEFT; drift
     measured with the runs' adapters attached together gives the same answers."""
-    import shutil
 
     from peft import PeftModel
 
@@ -212,7 +218,7 @@ def test_grouped_executor_matches_sequential_runs(study, tmp_path):
     from nnsight_inoc.study import open_study
 
     copy = tmp_path / "run"
-    shutil.copytree(study.run_dir, copy, ignore=shutil.ignore_patterns("finetune", "stages", "report.*"))
+    copy_without_runs(study.run_dir, copy)
     cfg = study.cfg.model_copy(deep=True)
     cfg.execution.executor = "grouped"
     grouped_study = open_study(cfg, copy, "pytest grouped")
@@ -252,7 +258,6 @@ def test_a_ray_seed_task_trains_its_runs_grouped(study, tmp_path, monkeypatch):
     batched decode; the files it returns equal the sequential runs' to fp32 round-off, as the grouped executor's do."""
     import json
     import os
-    import shutil
 
     from nnsight_inoc.stages.plan import build_plan
     from nnsight_inoc.stages.ray_exec import build_groups, prepare, run_group
@@ -265,7 +270,7 @@ def test_a_ray_seed_task_trains_its_runs_grouped(study, tmp_path, monkeypatch):
     if before is None:
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     copy = tmp_path / "run"
-    shutil.copytree(study.run_dir, copy, ignore=shutil.ignore_patterns("finetune", "stages", "report.*"))
+    copy_without_runs(study.run_dir, copy)
     cfg = study.cfg.model_copy(deep=True)
     cfg.execution.executor = "grouped"
     driver = open_study(cfg, copy, "pytest ray seed task")
@@ -305,7 +310,7 @@ def test_ray_executor_matches_sequential_and_resumes(study, tmp_path):
     run_finetune(study, "main")  # the sequential reference: already there when the tests above ran
     run_drift(study, "main")
     ref, copy = study.run_dir / "finetune", tmp_path / "run"
-    shutil.copytree(study.run_dir, copy, ignore=shutil.ignore_patterns("finetune", "stages", "report.*"))
+    copy_without_runs(study.run_dir, copy)
     shutil.copytree(ref / "neutral_seed0", copy / "finetune" / "neutral_seed0")  # finished before
     shutil.copytree(ref / "inoc_seed1", copy / "finetune" / "inoc_seed1", ignore=shutil.ignore_patterns("drift.json"))
     kept = {p: p.stat().st_mtime_ns for p in (copy / "finetune" / "neutral_seed0").rglob("*")}

@@ -50,8 +50,8 @@ class DriftConfig(_Section):
 
     panel: list[str] = Field(
         default_factory=list,
-        description="Trait-free test system prompts never used in training (checked when the plan is built and "
-        "against the base model's answers); the neutral prompt is measured and reported on its own besides. "
+        description="Trait-free test system prompts never used in training (checked before the model loads, when the plan "
+        "is built and against the base model's answers); the neutral prompt is measured and reported on its own besides. "
         "Empty (the default, as published before issue 16) = neutral only; the shipped presets list five.",
     )
     panel_prompts: int = Field(50, ge=1, description="Held-out eval prompts answered under each panel prompt.")

@@ -30,7 +30,8 @@ class RunFolderBusy(RuntimeError):
     """Another live process holds the run folder's lock; the message names its PID and command."""
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this host (one owned by another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -49,7 +50,7 @@ def holders(run_dir: Path) -> list[dict[str, Any]]:
             rec = json.loads(f.read_text())
         except (OSError, ValueError):
             continue  # being written or removed right now
-        if rec.get("host") != socket.gethostname() or _alive(int(rec.get("pid", -1))):
+        if rec.get("host") != socket.gethostname() or pid_alive(int(rec.get("pid", -1))):
             out.append(rec)
     return out
 
@@ -68,7 +69,7 @@ def _clear_dead(layout: RunLayout) -> None:
     host = socket.gethostname()
     for f in layout.lock_dir.glob(f"{host}.*.json"):
         pid = f.name[len(host) + 1 : -len(".json")]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             f.unlink(missing_ok=True)
 
 

@@ -28,22 +28,13 @@ from typing import Any, Sequence
 
 from nnsight_inoc.core import artifacts as A
 from nnsight_inoc.core.layout import OWNER
+from nnsight_inoc.core.lock import pid_alive
 from nnsight_inoc.core.progress import log, task
 from nnsight_inoc.stages.executors import execute_run
 from nnsight_inoc.stages.plan import build_plan
 from nnsight_inoc.study import Study
 
 ORPHAN_CLAIM_S = 60.0  # a claim folder without an owner file this old was left by a dead claimant
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def claim(claims: Path, name: str) -> bool:
@@ -64,7 +55,7 @@ def claim(claims: Path, name: str) -> bool:
             log(f"claim {name}: no owner file after {ORPHAN_CLAIM_S} s, taking over")
             A.write_json(folder / OWNER, me)
             return json.loads((folder / OWNER).read_text()) == me
-        if owner.get("host") != me["host"] or _alive(int(owner["pid"])) or owner == me:
+        if owner.get("host") != me["host"] or pid_alive(int(owner["pid"])) or owner == me:
             return owner == me
         log(f"claim {name}: holder pid {owner['pid']} is gone, taking over")
         A.write_json(folder / OWNER, me)

@@ -87,3 +87,16 @@ def test_a_stale_record_without_a_lock_does_not_block(tmp_path):
     assert holders(tmp_path / "run") == []  # a dead process on this host is not a holder
     with run_folder_lock(tmp_path / "run", "new"):
         assert not layout.lock_holder(socket.gethostname(), pid).exists()
+
+
+def test_pid_alive():
+    import os
+    import subprocess
+    import sys
+
+    from nnsight_inoc.core.lock import pid_alive
+
+    assert pid_alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its PID no longer names a process
+    assert not pid_alive(child.pid)

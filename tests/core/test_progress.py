@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import Progress, TimeRemainingColumn
 
 from nnsight_inoc.core import progress as P
+from tests._progress import capture_bars
 
 
 class Clock:
@@ -38,18 +39,12 @@ def test_eta_shows_after_the_first_batch_even_when_a_batch_takes_minutes():
 
 @pytest.fixture
 def terminal(monkeypatch):
-    out = io.StringIO()
-    monkeypatch.setattr(P, "console", Console(file=out, force_terminal=True, width=120))
-    monkeypatch.delenv("NNSIGHT_INOC_QUIET", raising=False)
-    return out
+    return capture_bars(monkeypatch, terminal=True)
 
 
 @pytest.fixture
 def logfile(monkeypatch):
-    out = io.StringIO()
-    monkeypatch.setattr(P, "console", Console(file=out, force_terminal=False, width=200))
-    monkeypatch.delenv("NNSIGHT_INOC_QUIET", raising=False)
-    return out
+    return capture_bars(monkeypatch, terminal=False)
 
 
 def test_nested_bars_share_one_display_and_leave_one_line_per_run(terminal):

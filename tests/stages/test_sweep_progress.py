@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import re
 from types import SimpleNamespace
 
 import pytest
 import torch
-from rich.console import Console
 
 from nnsight_inoc.core import progress as P
 from nnsight_inoc.core.config import from_dict
@@ -19,15 +17,13 @@ from nnsight_inoc.stages.finetune import train_run
 from nnsight_inoc.stages.plan import RunSpec
 from nnsight_inoc.study import SFTSet
 from tests._plans import plan_of
+from tests._progress import capture_bars
 from tests._tiny import save_tiny_checkpoint
 
 
 @pytest.fixture
 def logfile(monkeypatch):
-    out = io.StringIO()
-    monkeypatch.setattr(P, "console", Console(file=out, force_terminal=False, width=200))
-    monkeypatch.delenv("NNSIGHT_INOC_QUIET", raising=False)
-    return out
+    return capture_bars(monkeypatch, terminal=False)
 
 
 def test_training_shows_one_bar_per_run_with_its_loss(tmp_path, logfile):
