@@ -138,7 +138,7 @@ def compare_group(study: Study, names: Sequence[str], adapters: Sequence[Path], 
 
 def summarise(groups: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Counts over every group: answers, identical ones, flips, ties, and the largest mean-score difference
-    (over runs with scorable answers; None when there are none)."""
+    (over runs with scorable answers, None when there are none; the runs without are listed by name)."""
     runs = [r for g in groups for r in g["runs"]]
     flips = [f for g in groups for f in g["flips"]]
     n = sum(r["answers"] for r in runs)
@@ -146,6 +146,7 @@ def summarise(groups: Sequence[dict[str, Any]]) -> dict[str, Any]:
     ties = sum(bool(f["tie"]) for f in flips)
     return {"answers": n, "identical": same, "flips": len(flips), "ties": ties,
             "identical_or_ties": same + ties == n,
+            "runs_without_scorable_answers": [r["run"] for r in runs if r["mean_score_diff"] is None],
             "max_mean_score_diff": max((r["mean_score_diff"] for r in runs if r["mean_score_diff"] is not None),
                                        default=None)}
 

@@ -40,12 +40,13 @@ def test_a_flip_is_a_tie_only_when_the_tokens_are_closer_than_the_arrangements_d
 
 
 def test_summary_counts():
-    groups = [{"runs": [{"answers": 4, "identical": 3, "mean_score_diff": 0.0},
-                        {"answers": 4, "identical": 4, "mean_score_diff": 0.25}],
+    groups = [{"runs": [{"run": "a", "answers": 4, "identical": 3, "mean_score_diff": 0.0},
+                        {"run": "b", "answers": 4, "identical": 4, "mean_score_diff": 0.25},
+                        {"run": "c", "answers": 4, "identical": 4, "mean_score_diff": None}],
                "flips": [{"tie": True}]}]
     s = gf.summarise(groups)
-    assert (s["answers"], s["identical"], s["flips"], s["ties"], s["identical_or_ties"]) == (8, 7, 1, 1, True)
-    assert s["max_mean_score_diff"] == 0.25
+    assert (s["answers"], s["identical"], s["flips"], s["ties"], s["identical_or_ties"]) == (12, 11, 1, 1, True)
+    assert s["max_mean_score_diff"] == 0.25 and s["runs_without_scorable_answers"] == ["c"]
 
 
 def _trained_looking_runs(tmp_path):
