@@ -44,8 +44,9 @@ def check_panel(panel: Sequence[str], training: Collection[str], trait: Trait) -
     Raises:
         ConfigError: naming ``drift.panel`` and the offending prompts.
     """
-    if len(set(panel)) != len(panel):
-        raise ConfigError("drift.panel lists a prompt twice")
+    twice = sorted({p for p in panel if panel.count(p) > 1})
+    if twice:
+        raise ConfigError(f"drift.panel lists a prompt twice: {twice}")
     used = [p for p in panel if p in training]
     if used:
         raise ConfigError(f"drift.panel prompts are also training prompts: {used}")

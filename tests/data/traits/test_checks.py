@@ -32,8 +32,8 @@ def test_small_or_trait_naming_pools_are_usage_errors():
 def test_panel_checks():
     check_panel([], {"x"}, CAPS)  # no panel: drift under the neutral prompt only
     check_panel(["Answer the question below."], {"You are a helpful assistant."}, CAPS)
-    with pytest.raises(ConfigError, match="twice"):
-        check_panel(["A.", "A."], set(), CAPS)
+    with pytest.raises(ConfigError, match=r"twice: \['A.'\]"):
+        check_panel(["A.", "A.", "B."], set(), CAPS)
     with pytest.raises(ConfigError, match=r"also training prompts: \['A.'\]"):
         check_panel(["A.", "B."], {"A."}, CAPS)
     with pytest.raises(ConfigError, match="mention the trait"):
