@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from nnsight_inoc.core.config_controls import DriftConfig, LeakConfig, TransferConfig
+from nnsight_inoc.core.config_manipulations import InterveneConfig, SteeringConfig  # noqa: F401 (re-exported)
 from nnsight_inoc.core.errors import UsageProblem
 from nnsight_inoc.core.section import _Section
 from nnsight_inoc.core.toml_text import to_toml
@@ -202,57 +203,6 @@ class FinetuneConfig(_Section):
     )
 
 
-class SteeringConfig(_Section):
-    """Preventative steering: LoRA training under the neutral prompt with alpha * scale(l) * v(l)
-    added to decoder layer l's output on every token; removed at test. One condition per
-    (alpha, layer set). A top-level section (not inside [finetune]) so that editing the sweep
-    does not invalidate the already-trained prompt conditions, whose train.json records
-    the finetune section."""
-
-    alphas: list[float] = Field(
-        default_factory=lambda: [0.05, 0.1, 0.2, 0.4],
-        min_length=1,
-        description="Steering coefficients. With units='resid_norm' each is a fraction of the median per-token "
-        "residual-stream norm at the layer (base model, neutral prompt, probe examples): 0.1 adds a vector a tenth "
-        "as long as a typical residual. With units='absolute' the vector added is alpha * v(l), v unit-norm.",
-    )
-    layer_sets: list[list[int]] = Field(
-        default_factory=list,
-        description="Layer sets to steer, each trained with every alpha. Empty = [[L//2], [L//2 - L//7, L//2, "
-        "L//2 + L//7]] for an L-layer model ([[14], [10, 14, 18]] for the 28-layer study model). Checked against "
-        "the model when used.",
-    )
-    units: Literal["resid_norm", "absolute"] = Field(
-        "resid_norm",
-        description="How alpha is scaled: relative to the layer's median residual norm (comparable across layers "
-        "and models) or absolute (v is unit-norm, so alpha is the added vector's length).",
-    )
-
-    @field_validator("alphas")
-    @classmethod
-    def _finite_nonzero(cls, v: list[float]) -> list[float]:
-        bad = [a for a in v if a == 0 or a != a or abs(a) == float("inf")]
-        if bad:
-            raise ValueError(f"alphas must be finite and non-zero (alpha 0 is the neutral condition), got {bad}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"alphas repeat: {v}")
-        return v
-
-    @field_validator("layer_sets")
-    @classmethod
-    def _layer_sets(cls, v: list[list[int]]) -> list[list[int]]:
-        for ls in v:
-            if not ls:
-                raise ValueError("a layer set is empty")
-            if any(l < 0 for l in ls):
-                raise ValueError(f"layer indices must be >= 0, got {ls}")
-            if sorted(set(ls)) != ls:
-                raise ValueError(f"each layer set must be strictly increasing, got {ls}")
-        if len({tuple(ls) for ls in v}) != len(v):
-            raise ValueError(f"layer sets repeat: {v}")
-        return v
-
-
 class ExecutionConfig(_Section):
     """How the finetune plan's runs are executed: never what they compute.
 
@@ -283,6 +233,7 @@ class StudyConfig(_Section):
     align: AlignConfig = Field(default_factory=AlignConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     steering: SteeringConfig = Field(default_factory=SteeringConfig)
+    intervene: InterveneConfig = Field(default_factory=InterveneConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     leak: LeakConfig = Field(default_factory=LeakConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)

@@ -21,6 +21,7 @@ from nnsight_inoc.measures.alignment import (
     with_sum,
 )
 from nnsight_inoc.trace.chat import Systems, encode_chats, gradient_index, per_row
+from nnsight_inoc.trace.edit import GradEdit
 from nnsight_inoc.trace.loss import NonFiniteError
 from nnsight_inoc.trace.tracing import TracedLM, capture_gradients
 
@@ -50,6 +51,7 @@ def gradient_metrics(
     batch_size: int,
     ids: Sequence[str] | None = None,
     steer: dict[int, torch.Tensor] | None = None,
+    edit: GradEdit | None = None,
     label: str = "",
     on_batch: Callable[[int], None] | None = None,
 ) -> GradientMetrics:
@@ -57,7 +59,9 @@ def gradient_metrics(
     unit direction ``v`` (L, d).
 
     ``steer`` ({layer: (d,) vector}) steers the forward pass as preventative-steering training
-    does. Raises :class:`NonFiniteError` naming ``label`` and the examples (``ids``, else their
+    does; ``edit`` (:class:`~nnsight_inoc.trace.edit.GradEdit`, K run blocks dividing every batch) applies a
+    gradient-intervention arm inside the backward pass, so the metrics are those of the edited gradient
+    training under the arm descends. Raises :class:`NonFiniteError` naming ``label`` and the examples (``ids``, else their
     indices) when a loss or gradient is NaN/inf or a gradient is exactly zero (no angle).
     """
     if len(prompts) != len(completions) or not prompts:
@@ -70,7 +74,7 @@ def gradient_metrics(
         batch = encode_chats(tok, systems[s : s + batch_size], prompts[s : s + batch_size],
                              completions[s : s + batch_size], n_assistant=n_assistant)
         try:
-            res = capture_gradients(tlm, batch, gradient_index(batch), steer=steer)
+            res = capture_gradients(tlm, batch, gradient_index(batch), steer=steer, edit=edit)
         except NonFiniteError as err:
             raise NonFiniteError(f"{label}, examples {names[s:s + batch_size]}: {err}") from err
         g = with_sum(res.grads)

@@ -15,7 +15,7 @@ from typing import Any
 from nnsight_inoc.core.progress import log, task
 from nnsight_inoc.stages.drift import drift_run
 from nnsight_inoc.stages.finetune import (
-    check_trained,
+    check_run,
     free_memory,
     needs_training,
     train_run,
@@ -34,7 +34,7 @@ def execute_run(study: Study, plan: FinetunePlan, run: RunSpec, *, with_drift: b
     """
     files = study.layout.run(run.condition, run.seed)
     if not needs_training(files):
-        rec = check_trained(study, files.train_json, run.system_prompt, run.steer, run.prompting.record())
+        rec = check_run(study, files, run)
         log(f"finetune {run.name}: already trained, reusing")
     else:
         if files.train_json.is_file():

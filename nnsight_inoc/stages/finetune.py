@@ -24,13 +24,16 @@ from nnsight_inoc.core.config import NEUTRAL_CONDITION
 from nnsight_inoc.core.layout import RunFiles, RunLayout
 from nnsight_inoc.core.progress import task
 from nnsight_inoc.measures.alignment import position_names
+from nnsight_inoc.measures.intervention import InterveneSpec
 from nnsight_inoc.measures.steering import SteerSpec, same_steering, steering_vectors
 from nnsight_inoc.probes.gradients import gradient_metrics
 from nnsight_inoc.probes.losses import example_losses
 from nnsight_inoc.probes.residuals import residual_scale
+from nnsight_inoc.stages.intervene import intervention_setup, same_intervention
 from nnsight_inoc.stages.plan import FinetunePlan, RunSpec
 from nnsight_inoc.study import SFTSet, Study
 from nnsight_inoc.trace.chat import Systems, encode_chats
+from nnsight_inoc.trace.edit import GradEdit
 from nnsight_inoc.trace.tracing import TracedLM, wrap
 from nnsight_inoc.train.lora import (
     Precision,
@@ -58,15 +61,23 @@ def precision(study: Study) -> Precision:
 
 
 def check_trained(study: Study, train_json: Path, system: str, steer: SteerSpec | None = None,
-                  leak: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A finished run's record, refusing one trained with another config, prompt, content leak or steering."""
+                  leak: dict[str, Any] | None = None, intervene: InterveneSpec | None = None) -> dict[str, Any]:
+    """A finished run's record, refusing one trained with another config, prompt, content leak, steering or
+    gradient intervention."""
     rec = A.read_json(train_json)
     if (rec["finetune_config"] != study.cfg.finetune.model_dump() or rec["system_prompt"] != system
             or rec.get("leak") != leak):
         raise ValueError(f"{train_json} was trained with another config or prompt; use a new --run-dir")
     if not same_steering(rec.get("steering"), steer):
         raise ValueError(f"{train_json} was trained with other steering; use a new --run-dir")
+    if not same_intervention(rec.get("intervention"), intervene):
+        raise ValueError(f"{train_json} was trained with another gradient intervention; use a new --run-dir")
     return rec
+
+
+def check_run(study: Study, files: RunFiles, run: RunSpec) -> dict[str, Any]:
+    """:func:`check_trained` with everything ``run`` was planned with (prompt, steering, leak, intervention)."""
+    return check_trained(study, files.train_json, run.system_prompt, run.steer, run.prompting.record(), run.intervene)
 
 
 def needs_training(files: RunFiles) -> bool:
@@ -100,14 +111,15 @@ def content_loss_pre(study: Study, plan: FinetunePlan, run: RunSpec) -> float | 
 
 def probe(
     study: Study, tlm: TracedLM, system_prompt: Systems, sft: SFTSet, v: torch.Tensor, step: int,
-    steer: dict[int, torch.Tensor] | None = None,
+    steer: dict[int, torch.Tensor] | None = None, edit: GradEdit | None = None,
 ) -> dict[str, Any]:
     """Mean cos(-g, v) per layer and position ((L, P) float32), and mean loss, on the first n_probe SFT examples.
 
     With ``steer`` the probe's forward pass is steered like training, so g is the gradient a
     steered training step actually sees. Runs in eval mode (no dropout, so probes of different
     steps are comparable) and clears the parameter gradients its backward accumulates, leaving
-    the model in train mode.
+    the model in train mode. With ``edit`` (a gradient-intervention arm) the probe reads the edited
+    gradient, so it shows the alignment the intervention leaves (0 at every edited layer for zero_v).
     """
     n = study.cfg.finetune.n_probe
     bs = study.cfg.align.batch_size
@@ -116,7 +128,7 @@ def probe(
         m = gradient_metrics(tlm, study.loaded.tokenizer, rows_of(system_prompt, range(n)), sft.prompts[:n],
                              sft.completions[:n], v,
                              n_assistant=study.cfg.align.n_assistant_tokens, batch_size=bs, ids=sft.ids[:n],
-                             steer=steer, label=f"probe at step {step}")
+                             steer=steer, edit=edit, label=f"probe at step {step}")
     finally:
         for p in tlm.hf_model.parameters():
             p.grad = None
@@ -204,6 +216,8 @@ def train_run(study: Study, plan: FinetunePlan, run: RunSpec, dest: RunLayout | 
     losses: list[float] = []
     probes: list[dict[str, Any]] = []
     vectors, steer_record = steering_setup(study, run.steer, sft, v)
+    edit, intervention_record = intervention_setup(study, run.intervene, sft, v, system_prompt)
+    edit = edit.to(device) if edit is not None else None
     content0 = content_loss_pre(study, plan, run)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -217,7 +231,7 @@ def train_run(study: Study, plan: FinetunePlan, run: RunSpec, dest: RunLayout | 
         for step in range(cfg.steps + 1):
             if step in at:
                 tp = time.time()
-                probes.append(probe(study, tlm, system_prompt, sft, v, step, steer=vectors))
+                probes.append(probe(study, tlm, system_prompt, sft, v, step, steer=vectors, edit=edit))
                 t_probe += time.time() - tp  # probe() returns CPU tensors: the GPU work is finished here
                 bar.note(bar_note(losses, probes))
             if step == cfg.steps:
@@ -225,13 +239,13 @@ def train_run(study: Study, plan: FinetunePlan, run: RunSpec, dest: RunLayout | 
             idx = order[step]
             batch = encode_chats(tok, rows_of(system_prompt, idx), [sft.prompts[i] for i in idx],
                                  [sft.completions[i] for i in idx], n_assistant=k)
-            losses.append(train_step(model, opt, params, batch, step, prec, steer=vectors, tlm=tlm))
+            losses.append(train_step(model, opt, params, batch, step, prec, steer=vectors, tlm=tlm, edit=edit))
             bar(1)
             bar.note(bar_note(losses, probes))
         t_loop = time.time() - t_steps0
     save_adapter(model, files.folder)
     probes[0]["content_loss"] = content0
-    record = train_record(study, run, sft, order, losses, probes, steer_record, device,
+    record = train_record(study, run, sft, order, losses, probes, steer_record, device, intervention=intervention_record,
                           wall_s=time.time() - t0,
                           timing_s={"train_steps": t_loop - t_probe, "probes": t_probe,
                                     "setup_and_save": time.time() - t0 - t_loop})
@@ -243,7 +257,7 @@ def train_run(study: Study, plan: FinetunePlan, run: RunSpec, dest: RunLayout | 
 def train_record(
     study: Study, run: RunSpec, sft: SFTSet, order: list[list[int]], losses: list[float], probes: list[dict[str, Any]],
     steer_record: dict[str, Any] | None, device: torch.device, *, wall_s: float, timing_s: dict[str, float],
-    executor: dict[str, Any] | None = None,
+    executor: dict[str, Any] | None = None, intervention: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What ``train.json`` holds for one run, whichever executor trained it (:class:`~nnsight_inoc.core.schema.TrainRecord`)."""
     cfg, k = study.cfg.finetune, study.cfg.align.n_assistant_tokens
@@ -264,6 +278,7 @@ def train_record(
                     **({"content_loss": p["content_loss"]} if "content_loss" in p else {})} for p in probes],
         "sign_note": SIGN_NOTE_TRAIN,
         "steering": steer_record,
+        "intervention": intervention,  # a gradient-intervention arm: arm, layers, directions, restore_v's factors
         "wall_s": wall_s,
         # Where the run's time went: the loss of each step is read back as a float, so step times include
         # the GPU work.

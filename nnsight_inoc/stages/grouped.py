@@ -27,7 +27,7 @@ from nnsight_inoc.probes.gradients import gradient_metrics
 from nnsight_inoc.stages.drift import drift_group
 from nnsight_inoc.stages.finetune import (
     check_inputs,
-    check_trained,
+    check_run,
     content_loss_pre,
     free_memory,
     needs_training,
@@ -36,9 +36,11 @@ from nnsight_inoc.stages.finetune import (
     train_record,
     train_run,
 )
+from nnsight_inoc.stages.intervene import intervention_setup
 from nnsight_inoc.stages.plan import FinetunePlan, RunSpec, build_plan
 from nnsight_inoc.study import SFTSet, Study
 from nnsight_inoc.trace.chat import Batch, encode_chats, per_row
+from nnsight_inoc.trace.edit import GradEdit, stack_edits
 from nnsight_inoc.train import grouped as G
 from nnsight_inoc.train.grouped_io import save_peft
 from nnsight_inoc.train.lora import seeded
@@ -57,12 +59,13 @@ def step_batch(study: Study, sft: SFTSet, runs: Sequence[RunSpec], idx: list[int
 
 
 def probe_group(study: Study, grouped: G.GroupedLora, runs: Sequence[RunSpec], sft: SFTSet, v: torch.Tensor,
-                step: int) -> list[dict[str, Any]]:
+                step: int, edit: GradEdit | None = None) -> list[dict[str, Any]]:
     """Every run's probe (mean cos(-g, v) (L, P) and loss on the first n_probe SFT examples) from one trace per batch.
 
     Batch c holds K row blocks of the same ``align.batch_size`` examples (block k under run
     k's prompt); each run's means are summed batch by batch in float64, as the one-run probe
-    sums them. The base stays in eval mode; the probe's gradients on the adapters are cleared.
+    sums them. The base stays in eval mode; the probe's gradients on the adapters are cleared. ``edit``
+    (one block per run) applies the runs' gradient interventions, each to its own rows, as in training.
     """
     n, bs, K = study.cfg.finetune.n_probe, study.cfg.align.batch_size, len(runs)
     order: list[tuple[int, int]] = []  # (run, example) of each row, chunk-major then run-major
@@ -76,7 +79,7 @@ def probe_group(study: Study, grouped: G.GroupedLora, runs: Sequence[RunSpec], s
             m = gradient_metrics(study.tlm, study.loaded.tokenizer, [systems[k][i] for k, i in order],
                                  [sft.prompts[i] for _, i in order], [sft.completions[i] for _, i in order], v,
                                  n_assistant=study.cfg.align.n_assistant_tokens, batch_size=K * bs,
-                                 ids=[f"{runs[k].name}:{sft.ids[i]}" for k, i in order],
+                                 ids=[f"{runs[k].name}:{sft.ids[i]}" for k, i in order], edit=edit,
                                  label=f"grouped probe at step {step}")
     finally:
         for p in grouped.parameters():
@@ -114,6 +117,9 @@ def train_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec], dest:
     at = set(probe_steps(cfg.steps, cfg.probe_every))
     base = study.loaded.hf_model
     content0 = [content_loss_pre(study, plan, run) for run in runs]
+    setups = [intervention_setup(study, run.intervene, sft, v, plan.sft_systems(run)) for run in runs]
+    edit = stack_edits([e for e, _ in setups], study.tlm.d_model)
+    edit = edit.to(device) if edit is not None else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with seeded(seed, device):  # the same init as each run's own get_peft_model under its seed
@@ -126,7 +132,7 @@ def train_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec], dest:
     for step in range(cfg.steps + 1):
         if step in at:
             tp = time.time()
-            for k, p in enumerate(probe_group(study, grouped, runs, sft, v, step)):
+            for k, p in enumerate(probe_group(study, grouped, runs, sft, v, step, edit)):
                 probes[k].append(p)
             t_probe += time.time() - tp
             log(f"finetune group seed {seed} ({names}) step {step}: probe loss "
@@ -134,7 +140,7 @@ def train_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec], dest:
         if step == cfg.steps:
             break
         for k, loss in enumerate(G.train_step(grouped, base, opt, step_batch(study, sft, runs, order[step]), step,
-                                              prec)):
+                                              prec, edit=edit, tlm=study.tlm)):
             losses[k].append(loss)
     t_loop = time.time() - t_steps0
     base.eval()
@@ -147,7 +153,8 @@ def train_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec], dest:
         files = layout.run(run.condition, run.seed)
         save_peft(grouped, k, files.adapter, study.loaded.location)
         probes[k][0]["content_loss"] = content0[k]
-        rec = train_record(study, run, sft, order, losses[k], probes[k], None, device, wall_s=wall / K,
+        rec = train_record(study, run, sft, order, losses[k], probes[k], None, device, intervention=setups[k][1],
+                           wall_s=wall / K,
                            timing_s={"train_steps": t_loop - t_probe, "probes": t_probe,
                                      "setup_and_save": time.time() - t0 - t_loop}, executor=group)
         A.write_json(files.train_json, rec)  # last: its presence marks a trained run
@@ -234,7 +241,7 @@ def execute_seed_runs(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec],
     for run in runs:
         files = study.layout.run(run.condition, run.seed)
         if not needs_training(files):
-            done.append(check_trained(study, files.train_json, run.system_prompt, run.steer, run.prompting.record()))
+            done.append(check_run(study, files, run))
             continue
         todo.append(run)
     for run in [r for r in todo if r.steer is not None]:  # one vector per run: trained alone

@@ -21,8 +21,10 @@ from nnsight_inoc.core.config import LOSSMATCH_CONDITION, NEUTRAL_CONDITION
 from nnsight_inoc.core.layout import run_name
 from nnsight_inoc.core.progress import log
 from nnsight_inoc.data.traits.checks import check_panel as check_panel_prompts
+from nnsight_inoc.measures.intervention import InterveneSpec
 from nnsight_inoc.measures.leak import DEFAULT_TEMPLATE, Prompting
 from nnsight_inoc.measures.steering import SteerSpec, steer_specs
+from nnsight_inoc.stages.intervene import arm_prompts, intervene_specs
 from nnsight_inoc.stages.leak import leak_conditions
 from nnsight_inoc.study import (
     SFTSet,
@@ -37,7 +39,7 @@ WHICH = ("main", "variants", "all", "steering")
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One LoRA run: a training-time system prompt (or steering) at one seed.
+    """One LoRA run: a training-time system prompt, with steering or a gradient intervention or neither, at one seed.
 
     ``system_prompt`` is the fixed prompt; a content-leak run (``leak_words`` > 0) gives every
     chat its own prompt, the fixed one followed by the first words of the model's untraited
@@ -50,6 +52,7 @@ class RunSpec:
     steer: SteerSpec | None = None
     leak_words: int = 0
     leak_template: str = DEFAULT_TEMPLATE
+    intervene: InterveneSpec | None = None  # a gradient-intervention arm (stages/intervene.py)
 
     @property
     def name(self) -> str:
@@ -125,7 +128,8 @@ def training_conditions(study: Study, which: str) -> dict[str, str]:
     """Main conditions (incl. the loss-matched prompt if `align` chose one) and/or wording variants.
 
     ``steering``: the main conditions (the baselines it is compared with) plus every
-    preventative-steering condition of ``[steering]``, each trained under the neutral prompt.
+    preventative-steering condition of ``[steering]``, each trained under the neutral prompt. The
+    gradient-intervention arms of ``[intervene]`` are main conditions (each under its base prompt).
     """
     if which not in WHICH:
         raise ValueError(f"which must be main, variants, all or steering, not {which!r}")
@@ -138,6 +142,11 @@ def training_conditions(study: Study, which: str) -> dict[str, str]:
         else:
             log("finetune: no align/lossmatch.json yet, so the loss-matched condition is not trained")
     if which in ("main", "all"):
+        arms = arm_prompts(study)
+        clash = [n for n in arms if n in out]
+        if clash:
+            raise ValueError(f"intervention arm names clash with condition names: {clash}")
+        out.update(arms)
         leaks = leak_conditions(study)
         clash = [n for n in leaks if n in out]
         if clash:
@@ -195,10 +204,11 @@ def build_plan(study: Study, which: str, *, for_training: bool = True) -> Finetu
     conditions = training_conditions(study, which)
     check_panel(study)
     specs = steering_specs(study) if which == "steering" else {}
+    arms = intervene_specs(study) if which in ("main", "all") else {}
     leaks = leak_conditions(study)
     _, meta = load_directions(study)
     runs = [RunSpec(c, seed, system, specs.get(c), leaks[c].leak_words if c in leaks else 0,
-                    leaks[c].template if c in leaks else DEFAULT_TEMPLATE)
+                    leaks[c].template if c in leaks else DEFAULT_TEMPLATE, arms.get(c))
             for c, system in conditions.items() for seed in study.cfg.finetune.seeds]
     return FinetunePlan(which=which, v=training_direction(study).detach().float().cpu(), layer=int(meta["layer"]),
                         sft=ensure_sft(study) if for_training else None, drift_prompts=drift_prompts(study),

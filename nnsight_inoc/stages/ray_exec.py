@@ -44,7 +44,7 @@ from nnsight_inoc.core.layout import RunLayout
 from nnsight_inoc.core.progress import log
 from nnsight_inoc.stages.drift import run_drift
 from nnsight_inoc.stages.executors import execute_run
-from nnsight_inoc.stages.finetune import check_trained, needs_training
+from nnsight_inoc.stages.finetune import check_run, needs_training
 from nnsight_inoc.stages.grouped import execute_seed_runs
 from nnsight_inoc.stages.plan import FinetunePlan, RunSpec, build_plan
 from nnsight_inoc.study import Study, open_study, sft_available
@@ -198,7 +198,7 @@ def _run_state(study: Study, run: RunSpec) -> str:
     """
     files = study.layout.run(run.condition, run.seed)
     if files.train_json.is_file() and not needs_training(files):
-        check_trained(study, files.train_json, run.system_prompt, run.steer)
+        check_run(study, files, run)
         return "done" if files.drift_json.is_file() else "measure"
     if files.train_json.is_file():
         log(f"finetune {run.name}: train.json without its adapter or drift.json, training again")

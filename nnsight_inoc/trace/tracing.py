@@ -28,6 +28,7 @@ from torch import nn
 
 from nnsight_inoc.trace.chat import Batch
 from nnsight_inoc.trace.context import collect_trace_cycles, to_host, trace_context
+from nnsight_inoc.trace.edit import GradEdit, edited_backward
 from nnsight_inoc.trace.loss import (
     check_finite,
     loss_targets,
@@ -235,6 +236,7 @@ def capture_gradients(
     index: torch.Tensor,
     layers: list[int] | None = None,
     steer: dict[int, torch.Tensor] | None = None,
+    edit: GradEdit | None = None,
 ) -> GradResult:
     """Per-example loss and its gradient w.r.t. every requested layer's output.
 
@@ -246,9 +248,20 @@ def capture_gradients(
     measures the gradient that steered training sees. The gradient is taken w.r.t.
     the layer output before the addition; it equals the gradient w.r.t. the steered
     output, since d(h + c)/dh is the identity.
+
+    ``edit`` (a gradient-intervention arm, :class:`~.edit.GradEdit`; its K run blocks must divide the
+    batch) changes the gradient at its layers' outputs inside the backward pass, in reverse layer
+    order, so it flows on to earlier layers; the gradients returned are the edited ones (what training
+    under the arm descends). Local only.
     """
     layers = _check_layers(tlm, layers)
     steer = _check_steer(tlm, steer)
+    if edit is not None:
+        if tlm.remote:
+            raise TracingError("gradient interventions run locally only (they edit the backward pass of training)")
+        _check_layers(tlm, list(edit.layers))
+        if edit.is_identity():
+            edit = None
     if (batch.completion_len == 0).any():
         raise ValueError("every example needs a completion to define a loss")
     batch = batch.to(tlm.device)
@@ -264,7 +277,8 @@ def capture_gradients(
             dec = _get(tlm.envoy, tlm.decoder_path)
             dec.embed_tokens.output.requires_grad_(True)
             got: dict[int, torch.Tensor] = {}
-            for l in sorted(set(layers) | set(steer)):  # modules in forward order
+            edited = set(edit.layers) if edit is not None else set()
+            for l in sorted(set(layers) | set(steer) | edited):  # modules in forward order
                 if l in steer:
                     got[l] = _add_to_output(dec.layers[l], steer[l])
                 else:
@@ -275,9 +289,12 @@ def capture_gradients(
             per_ex = per_example_loss(logits, targets)
             total = per_ex.sum()
             with total.backward():
-                grads_rev = nnsight.save(
-                    [upcast(hs[j].grad[rows.to(dev), index.to(dev)]) for j in reversed(range(len(hs)))]
-                )
+                if edit is None:
+                    grads_rev = nnsight.save(
+                        [upcast(hs[j].grad[rows.to(dev), index.to(dev)]) for j in reversed(range(len(hs)))]
+                    )
+                else:
+                    grads_rev = nnsight.save(edited_backward(got, edit, set(layers), rows, index))
             loss_saved = nnsight.save(per_ex.detach())
     grads_dev = torch.stack(list(reversed(grads_rev)), dim=1).detach()
     check_finite(loss_saved, grads_dev, layers)  # on the device, before the copy

@@ -27,7 +27,10 @@ import torch
 from torch import nn
 
 from nnsight_inoc.trace.chat import Batch
+from nnsight_inoc.trace.edit import GradEdit
+from nnsight_inoc.trace.intervened import intervened_step_losses
 from nnsight_inoc.trace.loss import NonFiniteError, loss_targets, per_example_loss
+from nnsight_inoc.trace.tracing import TracedLM
 from nnsight_inoc.train.lora import Precision
 
 
@@ -267,7 +270,7 @@ def check_step(grouped: GroupedLora, losses: torch.Tensor, step: int) -> list[fl
 
 def train_step(
     grouped: GroupedLora, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch, step: int,
-    precision: Precision | None = None,
+    precision: Precision | None = None, edit: GradEdit | None = None, tlm: TracedLM | None = None,
 ) -> list[float]:
     """One AdamW update of all K runs; returns each run's loss (its own ``batch_loss``) before the update.
 
@@ -276,11 +279,16 @@ def train_step(
     The base runs in training mode for the step and gets its previous mode back afterwards.
     ``precision`` is the training precision policy (autocast, TF32), as for one run
     (:func:`nnsight_inoc.train.lora.train_step`); None = the tensors' own precision.
+    ``edit`` (K run blocks, identity for runs without an intervention) applies the runs' gradient
+    interventions in the backward pass, each on its own row block, through the nnsight trace of ``tlm``
+    (which must wrap ``model``).
     Raises :class:`NonFiniteRunError` naming the run and module on any NaN/inf.
     """
     n = int(batch.input_ids.shape[0])
     if n % grouped.k:
         raise ValueError(f"{n} rows cannot be split into {grouped.k} equal run blocks")
+    if edit is not None and (edit.k != grouped.k or tlm is None or tlm.hf_model is not model):
+        raise ValueError("an intervened grouped step needs one edit block per run and the TracedLM wrapping the model")
     was_training = model.training  # the base is shared with other stages: give its mode back
     model.train()
     try:
@@ -291,8 +299,13 @@ def train_step(
         with matmul:
             with grouped.attached(model, n // grouped.k), (precision.autocast(device) if precision
                                                            else contextlib.nullcontext()):
-                losses = grouped_loss(model, batch, grouped.k)
-            losses.sum().backward()
+                if edit is None:
+                    losses = grouped_loss(model, batch, grouped.k)
+                else:
+                    assert tlm is not None
+                    losses = intervened_step_losses(tlm, batch, edit)
+            if edit is None:
+                losses.sum().backward()
         out = check_step(grouped, losses, step)
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -29,6 +29,8 @@ from nnsight_inoc.core.artifacts import folder_written_atomically
 from nnsight_inoc.core.config import FinetuneConfig
 from nnsight_inoc.core.layout import ADAPTER_DIR
 from nnsight_inoc.trace.chat import Batch
+from nnsight_inoc.trace.edit import GradEdit
+from nnsight_inoc.trace.intervened import intervened_step_losses
 from nnsight_inoc.trace.loss import NonFiniteError, loss_targets, per_example_loss
 from nnsight_inoc.trace.tracing import TracedLM, steered_loss
 
@@ -192,27 +194,36 @@ def train_step(
     precision: Precision,
     steer: dict[int, torch.Tensor] | None = None,
     tlm: TracedLM | None = None,
+    edit: GradEdit | None = None,
 ) -> float:
     """One AdamW update; returns the loss. Any NaN/inf loss or gradient raises naming the step.
 
     With ``steer`` ({layer: vector}) the loss comes from :func:`~nnsight_inoc.trace.tracing.steered_loss`
     on ``tlm`` (which must wrap ``model``): the vectors are added to those layers' outputs on every
-    token during this forward pass only.
+    token during this forward pass only. With ``edit`` (a gradient-intervention arm, one run) the
+    forward and the edited backward pass run in one trace on ``tlm``
+    (:func:`~nnsight_inoc.trace.intervened.intervened_step_losses`), inside the same autocast and
+    matmul-precision contexts.
     """
     device = next(iter(params.values())).device
     model.train()
     opt.zero_grad(set_to_none=True)  # also clears whatever a probe's backward left behind
+    if (steer or edit is not None) and (tlm is None or tlm.hf_model is not model):
+        raise ValueError("steered or intervened training needs the TracedLM wrapping the model being trained")
     with precision.matmul_precision(device):
         with precision.autocast(device):
-            if steer:
-                if tlm is None or tlm.hf_model is not model:
-                    raise ValueError("steered training needs the TracedLM wrapping the model being trained")
+            if edit is not None:
+                assert tlm is not None
+                loss = intervened_step_losses(tlm, batch.to(device), edit, steer)[0]
+            elif steer:
+                assert tlm is not None
                 loss = steered_loss(tlm, batch.to(device), steer)
             else:
                 loss = batch_loss(model, batch.to(device))
         if not torch.isfinite(loss):
             raise NonFiniteError(f"step {step}: non-finite training loss {float(loss.detach())}")
-        loss.backward()
+        if edit is None:
+            loss.backward()
     check_grads(params, step)
     opt.step()
     opt.zero_grad(set_to_none=True)

@@ -1,0 +1,161 @@
+"""The gradient-intervention arms as training conditions, end to end on a tiny random Qwen2 (issue 22).
+
+Pinned here: the arms are main conditions under their base prompts; every probe of zero_v reads
+exactly 0 alignment at every layer and position; restore_v's step-0 probe equals the neutral run's
+at a_sum at every edited layer (its factors recorded); flip_v reverses the top layer's alignment;
+zero_rand records its seeded directions; the grouped executor equals the sequential one with the
+arms in the group (each edit on its own row block); a run trained under another intervention is
+refused; configs are validated before any training.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nnsight_inoc.core.artifacts import read_json
+from nnsight_inoc.core.config import ConfigError, from_dict
+from nnsight_inoc.measures.intervention import ARMS, InterveneSpec, random_directions, unit
+from nnsight_inoc.stages.plan import build_plan, training_conditions
+from tests._study import tiny_study_folder
+from tests.test_pipeline import copy_without_runs
+
+ALL_ARMS = ["zero_v", "zero_rand", "flip_v", "restore_v"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from nnsight_inoc.stages.extract import run_extract
+    from nnsight_inoc.stages.executors import run_finetune
+    from nnsight_inoc.study import open_study
+
+    root = tmp_path_factory.mktemp("arms")
+    cfg, run_dir = tiny_study_folder(root, intervene={"arms": ALL_ARMS})
+    cfg.finetune.seeds = [0]
+    st = open_study(cfg, run_dir, "pytest")
+    run_extract(st)
+    run_finetune(st, "main")
+    return st
+
+
+def _tj(run_dir, cond: str, seed: int = 0) -> dict:
+    return read_json(run_dir / "finetune" / f"{cond}_seed{seed}" / "train.json")
+
+
+def test_arms_are_main_conditions_under_their_base_prompts(study):
+    conds = training_conditions(study, "main")
+    prompts = study.cfg.align.conditions
+    for arm in ALL_ARMS:
+        assert conds[arm] == prompts[ARMS[arm]["base"]]
+    assert "zero_v" not in training_conditions(study, "variants")
+    plan = build_plan(study, "main", for_training=False)
+    spec = next(r for r in plan.runs if r.condition == "zero_rand").intervene
+    assert spec == InterveneSpec("zero_rand", tuple(range(study.tlm.n_layers)), 0)
+
+
+def test_zero_v_probe_reads_no_alignment_at_any_layer(study):
+    rec = _tj(study.run_dir, "zero_v")
+    assert rec["intervention"]["arm"] == "zero_v" and rec["intervention"]["scale"] == 0.0
+    neutral = _tj(study.run_dir, "neutral")
+    for p, pn in zip(rec["probes"], neutral["probes"]):
+        assert float(torch.tensor(p["cos"]).abs().max()) < 1e-5  # every layer, every position
+    assert float(torch.tensor(neutral["probes"][0]["cos"]).abs().max()) > 1e-3
+    assert rec["losses"] != neutral["losses"] or rec["probes"][-1]["loss"] != neutral["probes"][-1]["loss"]
+
+
+def test_restore_v_step0_alignment_equals_neutral_at_a_sum(study):
+    rec = _tj(study.run_dir, "restore_v")
+    inoc, neutral = _tj(study.run_dir, "inoc"), _tj(study.run_dir, "neutral")
+    j = rec["positions"].index("a_sum")
+    got = torch.tensor(rec["probes"][0]["cos"])[:, j]
+    want = torch.tensor(neutral["probes"][0]["cos"])[:, j]
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-4)
+    assert not torch.allclose(torch.tensor(inoc["probes"][0]["cos"])[:, j], want, atol=2e-4)
+    restore = rec["intervention"]["restore"]
+    assert set(restore["factors"]) == {str(l) for l in range(study.tlm.n_layers)}
+    assert restore["max_abs_gap"] < 1e-3 and all(s >= 0 for s in restore["factors"].values())
+    assert rec["system_prompt"] == inoc["system_prompt"]
+    assert rec["probes"][0]["loss"] == pytest.approx(inoc["probes"][0]["loss"], rel=1e-6)  # forward unchanged
+
+
+def test_flip_v_reverses_the_top_layer_and_zero_rand_records_its_directions(study):
+    flip, neutral = _tj(study.run_dir, "flip_v"), _tj(study.run_dir, "neutral")
+    top = study.tlm.n_layers - 1
+    torch.testing.assert_close(torch.tensor(flip["probes"][0]["cos"])[top],
+                               -torch.tensor(neutral["probes"][0]["cos"])[top], rtol=1e-4, atol=1e-6)
+    rand = _tj(study.run_dir, "zero_rand")["intervention"]
+    u = random_directions(study.tlm.n_layers, study.tlm.d_model, 0)
+    v = unit(build_plan(study, "main", for_training=False).v)
+    assert rand["rand_seed"] == 0 and len(rand["directions_sha256"]) == 64
+    assert rand["cos_with_v"]["0"] == pytest.approx(float((u[0].double() * v[0].double()).sum()), abs=1e-6)
+
+
+def test_grouped_executor_equals_sequential_with_the_arms(study, tmp_path):
+    from nnsight_inoc.stages.executors import run_finetune
+    from nnsight_inoc.study import open_study
+
+    copy = tmp_path / "run"
+    copy_without_runs(study.run_dir, copy)
+    cfg = study.cfg.model_copy(deep=True)
+    cfg.execution.executor = "grouped"
+    grouped = open_study(cfg, copy, "pytest grouped")
+    records = run_finetune(grouped, "main")
+    assert {r["executor"]["k"] for r in records} == {len(records)}
+    for arm in ("neutral", *ALL_ARMS):
+        seq, grp = _tj(study.run_dir, arm), _tj(copy, arm)
+        torch.testing.assert_close(torch.tensor(grp["losses"]), torch.tensor(seq["losses"]), rtol=1e-5, atol=1e-6)
+        for pg, ps in zip(grp["probes"], seq["probes"]):
+            torch.testing.assert_close(torch.tensor(pg["cos"]), torch.tensor(ps["cos"]), rtol=0, atol=2e-5)
+        assert grp["intervention"] == seq["intervention"] or arm == "restore_v"
+    r_seq, r_grp = _tj(study.run_dir, "restore_v"), _tj(copy, "restore_v")
+    for l, s in r_seq["intervention"]["restore"]["factors"].items():
+        assert r_grp["intervention"]["restore"]["factors"][l] == pytest.approx(s, rel=1e-4)
+
+
+def test_a_run_trained_under_another_intervention_is_refused(study):
+    from nnsight_inoc.stages.finetune import check_trained
+
+    files = study.layout.run("zero_v", 0)
+    rec = json.loads(files.train_json.read_text())
+    spec = InterveneSpec("zero_v", tuple(rec["intervention"]["layers"]), 0)
+    check_trained(study, files.train_json, rec["system_prompt"], None, rec["leak"], spec)
+    with pytest.raises(ValueError, match="another gradient intervention"):
+        check_trained(study, files.train_json, rec["system_prompt"], None, rec["leak"],
+                      InterveneSpec("zero_v", (0,), 0))
+    with pytest.raises(ValueError, match="another gradient intervention"):
+        check_trained(study, files.train_json, rec["system_prompt"], None, rec["leak"], None)
+
+
+def test_config_is_validated_before_training(study):
+    with pytest.raises(ConfigError, match="arms"):
+        from_dict({"intervene": {"arms": ["zero_v", "zero_v"]}})
+    with pytest.raises(ConfigError, match="intervene.arms"):
+        from_dict({"intervene": {"arms": ["nope"]}})
+    with pytest.raises(ConfigError, match="layers"):
+        from_dict({"intervene": {"layers": [3, 1]}})
+    from nnsight_inoc.stages.intervene import intervene_specs
+
+    cfg = study.cfg.model_copy(deep=True)
+    cfg.intervene.layers = [0, 99]
+    study_bad = type(study).__new__(type(study))
+    study_bad.__dict__.update(study.__dict__)
+    study_bad.cfg = cfg
+    with pytest.raises(ValueError, match="layers \\[99\\]"):
+        intervene_specs(study_bad)
+    cfg2 = study.cfg.model_copy(deep=True)
+    cfg2.align.conditions = {"neutral": "You are a helpful assistant.", "explicit": "Respond in ALL CAPS."}
+    cfg2.align.lossmatch_target = "neutral"
+    study_bad.cfg = cfg2
+    with pytest.raises(ValueError, match="restore_v trains under the 'inoc' prompt"):
+        intervene_specs(study_bad)
+
+
+def test_config_arm_names_are_the_defined_arms():
+    from typing import get_args
+
+    from nnsight_inoc.core.config_manipulations import InterveneConfig
+
+    (lit,) = get_args(InterveneConfig.model_fields["arms"].annotation)
+    assert set(get_args(lit)) == set(ARMS)
