@@ -53,6 +53,8 @@ def fingerprints(study: Study) -> dict[str, str]:
     ft: dict[str, Any] = {"up": fp["align"], "finetune": c.finetune.model_dump()}
     if c.finetune.which == "steering":  # only then does the sweep shape the runs (other fingerprints unchanged)
         ft["steering"] = c.steering.model_dump()
+    if c.intervene.arms and c.finetune.which in ("main", "all"):  # issue 22's arms, when they are in the sweep
+        ft["intervene"] = c.intervene.model_dump()
     fp["transfer"] = _hash({**ft, "transfer": c.transfer.model_dump(), "panel": c.drift.panel,
                             "gen": c.extract.max_new_tokens})
     fp["finetune"] = _hash(ft)

@@ -31,6 +31,7 @@ from nnsight_inoc.core.layout import OWNER
 from nnsight_inoc.core.lock import pid_alive
 from nnsight_inoc.core.progress import log, task
 from nnsight_inoc.stages.executors import execute_run
+from nnsight_inoc.stages.grouped import execute_seed_runs
 from nnsight_inoc.stages.plan import build_plan
 from nnsight_inoc.study import Study
 
@@ -67,14 +68,26 @@ def claim(claims: Path, name: str) -> bool:
 def run_worker(study: Study, which: str, only_seeds: Sequence[int] | None = None) -> list[str]:
     """The claim-based executor: train and measure drift for every run not complete and not held.
 
-    Walks the plan seed-major (:meth:`FinetunePlan.seed_major`); returns the runs done here.
+    Walks the plan seed-major (:meth:`FinetunePlan.seed_major`); returns the runs done here. Under
+    ``execution.executor = "grouped"`` a worker claims every free run of a seed at once and trains them
+    K at a time in one pass of the base, each group's drift measured in one batched decode
+    (:func:`~nnsight_inoc.stages.grouped.execute_seed_runs`), so a campaign cut short leaves whole seeds.
     """
     plan = build_plan(study, which)
     done: list[str] = []
     t0 = time.time()
     runs = plan.seed_major(only_seeds)
+    grouped = study.cfg.execution.executor == "grouped"
     with task(f"worker sweep ({which})", len(runs)) as sweep:  # runs done here or elsewhere both count
-        for run in runs:
+        seeds = list(dict.fromkeys(r.seed for r in runs)) if grouped else []
+        for seed in seeds:
+            mine = [r for r in runs if r.seed == seed and not study.layout.run(r.condition, r.seed).drift_json.is_file()
+                    and claim(study.layout.claims_dir, r.name)]
+            if mine:
+                execute_seed_runs(study, plan, mine, with_drift=True)
+                done += [r.name for r in mine]
+            sweep(sum(r.seed == seed for r in runs))
+        for run in [] if grouped else runs:
             files = study.layout.run(run.condition, run.seed)
             if not files.drift_json.is_file() and claim(study.layout.claims_dir, run.name):
                 execute_run(study, plan, run, with_drift=True)

@@ -159,3 +159,24 @@ def test_config_arm_names_are_the_defined_arms():
 
     (lit,) = get_args(InterveneConfig.model_fields["arms"].annotation)
     assert set(get_args(lit)) == set(ARMS)
+
+
+def test_a_grouped_claim_worker_trains_whole_seeds_with_drift(study, tmp_path):
+    """A claim worker under execution.executor = "grouped" takes a seed's free runs at once (the campaign on one GPU)."""
+    from nnsight_inoc.stages.workers import run_worker
+    from nnsight_inoc.study import open_study
+
+    copy = tmp_path / "run"
+    copy_without_runs(study.run_dir, copy)
+    cfg = study.cfg.model_copy(deep=True)
+    cfg.execution.executor = "grouped"
+    worker = open_study(cfg, copy, "pytest worker")
+    done = run_worker(worker, "main")
+    conds = list(training_conditions(worker, "main"))
+    assert sorted(done) == sorted(f"{c}_seed0" for c in conds)
+    for c in conds:
+        rec = _tj(copy, c)
+        assert rec["executor"]["k"] == len(conds)
+        drift = read_json(copy / "finetune" / f"{c}_seed0" / "drift.json")
+        assert drift["measured_with"] == [f"{x}_seed0" for x in conds]
+    assert run_worker(worker, "main") == []  # nothing left: every run has drift.json
