@@ -55,16 +55,16 @@ def headline(v: Verdict) -> str:
     return v.reason.split(". ", 1)[0]
 
 
-def _not_run(summ: Mapping[str, Any] | None, needed: Sequence[str], claim: str) -> Verdict | None:
+def _not_run(summ: Mapping[str, Any] | None, needed: Sequence[str]) -> Verdict | None:
     """Inconclusive "not run" when the summary or any of ``needed`` conditions is absent; None otherwise."""
     if summ is None:
-        return Verdict(INCONCLUSIVE, f"not run: no {DRIFT_SUMMARY}", (f"{claim}: drift not measured",))
+        return Verdict(INCONCLUSIVE, f"not run: no {DRIFT_SUMMARY}", ("drift not measured",))  # as drift_rules says it
     have = {r["condition"] for r in summ["rows"]}
     missing = [c for c in needed if c not in have]
     if not missing:
         return None
     return Verdict(INCONCLUSIVE, f"not run: no {', '.join(missing)} runs in the drift summary",
-                   (f"{claim}: not run ({', '.join(missing)} missing)",))
+                   (f"{', '.join(missing)} runs: not run",))
 
 
 def c9_sufficiency(summ: Mapping[str, Any] | None) -> Verdict:
@@ -72,7 +72,7 @@ def c9_sufficiency(summ: Mapping[str, Any] | None) -> Verdict:
     zero_rand < 0, each by :func:`.contrast_rules.contrast_verdict` (t-interval over >= 3 paired seeds below 0,
     estimate below -0.05). Supported when both are; decided against when either is, naming which; else
     inconclusive with both contrasts' shortfalls. ``summ``: the drift summary (None when absent)."""
-    gone = _not_run(summ, (ZERO_V, NEUTRAL, ZERO_RAND), "C9")
+    gone = _not_run(summ, (ZERO_V, NEUTRAL, ZERO_RAND))
     if gone is not None:
         return gone
     assert summ is not None
@@ -99,7 +99,7 @@ def c10_necessity(summ: Mapping[str, Any] | None) -> Verdict:
     :func:`.contrast_rules.contrast_verdict` (t-interval over >= 3 paired seeds above 0, estimate above +0.05).
     Decided against when restoring v's share leaves inoculation's protection intact (the whole interval
     inside +-0.05, or below 0). restore_v - neutral is described beside it."""
-    gone = _not_run(summ, (RESTORE_V, INOC), "C10")
+    gone = _not_run(summ, (RESTORE_V, INOC))
     if gone is not None:
         return gone
     assert summ is not None
@@ -121,14 +121,14 @@ def c11_factorial(summ: Mapping[str, Any] | None) -> Verdict:
     run, by :func:`.contrast_rules.contrast_verdict`. The label is X = inoc's when run, else the first X's;
     every other X is reported beside it. Same content leak, same loss match: if supported, something other
     than the leak's content carries inoculation's effect."""
-    gone = _not_run(summ, (), "C11")
+    gone = _not_run(summ, ())
     if gone is not None:
         return gone
     assert summ is not None
     xs = factorial_targets(list(dict.fromkeys(r["condition"] for r in summ["rows"])))
     if not xs:
         return Verdict(INCONCLUSIVE, f"not run: no {INOC_LEAK}<X> runs with their {LEAK}<X> in the drift summary",
-                       (f"C11: not run ({INOC_LEAK}<X> and {LEAK}<X> missing)",))
+                       (f"{INOC_LEAK}<X> and {LEAK}<X> runs: not run",))
     m, rows = main_drift(summ), summ["rows"]
     vs = {x: seed_verdict(rows, f"{INOC_LEAK}{x}", f"{LEAK}{x}", m, LESS)[0] for x in xs}
     main = INOC if INOC in vs else xs[0]

@@ -89,7 +89,7 @@ def test_monitoring_within_and_control_c_and_answer(report):
     assert "Not measured in this run (the align conditions have no content_loss" in md
     answer = _verdict(md, "Answer")
     assert "**inconclusive**" in answer and "What fell short" in answer
-    assert "C9: not run (zero_v, zero_rand missing) (C9)" in answer  # the published sweep has no causal arms
+    assert "zero_v, zero_rand runs: not run (C9)" in answer  # the published sweep has no causal arms
     for cid in ("C9", "C10", "C11"):
         assert "not run" in _verdict(md, cid)
     assert "projection_vs_score_drift.png" in md and "data:image/png;base64," in htm
