@@ -174,7 +174,9 @@ class DriftSummary(TypedDict):
 
     Issue 16 (absent from older runs): ``main_drift`` (the drift the verdicts use), ``panel`` (from
     ``stats.intervals.panel_intervals``), and relation entries for the loss split, transfer, rank, AUROC,
-    ``collinearity`` and ``transfer_ranking`` (see ``stats.relation``).
+    ``collinearity`` and ``transfer_ranking`` (see ``stats.relation``). Issue 22 (absent from older runs):
+    ``contrasts`` = {measure, method, min_seeds, negligible_drift, pairs: {"a-b": per-seed contrast block of
+    ``stats.contrasts.seed_contrast``}}, what the drift verdicts read.
     """
 
     layer: int
@@ -189,6 +191,7 @@ class DriftSummary(TypedDict):
     condition_means: dict[str, dict[str, float]]
     main_drift: NotRequired[str]
     panel: NotRequired[dict[str, Any]]
+    contrasts: NotRequired[dict[str, Any]]
 
 
 class TrainRecord(TypedDict):

@@ -1,4 +1,5 @@
-"""Every claim of the study with its verdict: the alignment claims C1-C4 and the drift claims C5-C8."""
+"""Every claim of the study with its verdict: the alignment claims C1-C4, the drift claims C5-C8 and the causal
+arms' claims C9-C11 (issue 22)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from nnsight_inoc.report.alignment_rules import (
     direction_cap_reason,
     direction_shortfall,
 )
+from nnsight_inoc.report.causal_rules import CAUSAL_CLAIMS, causal_verdicts
 from nnsight_inoc.report.drift_rules import DRIFT_CLAIMS, drift_verdicts
 from nnsight_inoc.report.verdicts import Verdict, cap
 
@@ -26,5 +28,5 @@ def all_verdicts(run_dir: Path, extract: Mapping[str, Any], align: Mapping[str, 
     example = example if example is not None else align.get("example_regression")
     gated = [c1_rotation(align), c2_beyond_lossmatch(align), c3_beyond_random(align), c4_regression(align, example)]
     gated = [cap(v, bad is not None, bad or "", direction_shortfall(extract)) for v in gated]
-    verdicts = gated + drift_verdicts(run_dir, align)
-    return [(cid, claim, v) for (cid, claim), v in zip(CLAIMS + DRIFT_CLAIMS, verdicts)]
+    verdicts = gated + drift_verdicts(run_dir, align) + causal_verdicts(run_dir)
+    return [(cid, claim, v) for (cid, claim), v in zip(CLAIMS + DRIFT_CLAIMS + CAUSAL_CLAIMS, verdicts, strict=True)]

@@ -114,7 +114,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         ("collinearity: max abs r(alignment, loss reduction) (acceptance <= 0.5)",
          [f"{r['drift']['collinearity']:.3f}" if r["drift"] and r["drift"].get("collinearity") is not None
           else "n/a" for r in rows]),
-        *[(f"{cid}", [r["verdicts"][cid] for r in rows]) for cid in ("C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8")],
+        *[(f"{cid}", [r["verdicts"][cid] for r in rows]) for cid in ("C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8",
+                                                                             "C9", "C10", "C11")],
         ("answer: drift reduced by rotated gradients?", [f"**{r['answer']}**" for r in rows]),
         ("what fell short", ["; ".join(r["answer_shortfall"]).replace("|", "/") or "-" for r in rows]),
     ]
@@ -122,8 +123,9 @@ def render(rows: list[dict[str, Any]]) -> str:
            "Each column is one study's run folder; every number and verdict is the one its own report shows "
            "(`nnsight_inoc/report/alignment_rules.py`, `nnsight_inoc/report/drift_rules.py`). Signs: cos(-g, v) < 0 = away from "
            "the trait; drift = trait score after minus before under the neutral test prompt (or the mean over the panel of "
-           "test prompts, where measured). Verdict rules as of issue 16 (fixed reporting layer and a_sum for C1-C4; "
-           "paired intervals for C5/C8; capped verdicts state their uncapped label).", "",
+           "test prompts, where measured). Verdict rules as of issue 22 (fixed reporting layer and a_sum for C1-C4; "
+           "C5, C8-C11 by per-seed contrasts with a t-interval over seeds and the +-0.05 negligible band; the answer "
+           "needs C5, C2, C9, C10; capped verdicts state their uncapped label).", "",
            "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     out += ["| " + " | ".join([name, *cells]) + " |" for name, cells in lines]
     return "\n".join(out) + "\n"

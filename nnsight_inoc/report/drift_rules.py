@@ -1,29 +1,33 @@
-"""Verdicts about drift (C5-C8).
+"""Verdicts about drift: C5 and C8 (paired contrasts) and C6, C7 (correlational description).
 
 Kept apart from :mod:`.alignment_rules` (the alignment claims C1-C4) because these read the
 finetune stage's summary, not the align stage's. Same contract: every rule returns a
-:class:`~.verdicts.Verdict` with the numbers that decided it, from thresholds defined here; the
-answer to the study's question is in :mod:`.answer`.
+:class:`~.verdicts.Verdict` with the numbers that decided it, from thresholds defined here or in
+:mod:`.contrast_rules`; the causal arms' claims C9-C11 are in :mod:`.causal_rules`, the answer to the
+study's question in :mod:`.answer`.
 
-Issue 16 rules:
+Rules pre-registered in issue 22, before any sweep (replacing issue 16's):
 
-* Drift comparisons (C5, C8) are decided by a paired interval, never by "lower on every seed": with
-  3 seeds that happens 1 time in 8 by chance, and the exact sign-flip test cannot go below p = 0.25
-  (:func:`~nnsight_inoc.stats.pairing.min_sign_flip_p`), so no seed count this small can be a test on its
-  own. With a panel of test prompts the interval is over panel prompts and seeds at once (crossed
-  bootstrap); without one, a t-interval over the paired seeds. Seed agreement and the sign-flip p are
-  reported beside it.
-* The main drift measure is the panel mean when the runs have one, else the neutral test prompt's.
-* C7 controls for both parts of the loss reduction (trait and content) when they were measured.
+* Drift comparisons (C5, C8) are decided at the unit of replication, the trained model: each run's main
+  drift (the panel mean when the runs have a panel, else the neutral test prompt's) is paired by seed,
+  with a t-interval over seeds (:func:`.contrast_rules.contrast_verdict`; at least 3 paired seeds). Panel
+  test prompts are test conditions, never replicates: the crossed bootstrap over prompts and seeds stays
+  in the summary as description and decides nothing. Supported only when the interval excludes 0 AND the
+  estimate lies beyond the +-0.05 negligible band; decided against when the whole interval lies inside
+  the band or beyond 0 the other way.
+* C6 and C7 are correlational description across training prompts (alignment vs drift), outside the
+  answer: C7 is capped by the collinearity of alignment with the loss reduction whatever the data. C7
+  controls for both parts of the loss reduction (trait and content) when they were measured.
 * A capped verdict says what it was before the cap.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from nnsight_inoc.core.layout import FINETUNE_DIR, SUMMARY_JSON
+from nnsight_inoc.report.contrast_rules import LESS, seed_verdict
 from nnsight_inoc.report.load import drift_summary
 from nnsight_inoc.report.verdicts import (
     INCONCLUSIVE,
@@ -36,13 +40,9 @@ from nnsight_inoc.report.verdicts import (
     loss_gap_share,
     loss_match_shortfall,
 )
-from nnsight_inoc.stats.intervals import CI_LEVEL, mean_ci
-from nnsight_inoc.stats.pairing import min_sign_flip_p, paired_diffs, sign_flip_p
 from nnsight_inoc.stats.relation import MAX_COLLINEARITY, MIN_GROUPS
 
-MIN_SEEDS = 3
 NEGLIGIBLE_R = 0.1  # |r| below this with a CI spanning 0 = "not supported" rather than "inconclusive"
-NEGLIGIBLE_DRIFT = 0.05  # a drift difference whose whole CI lies within +-this (trait-score units) is no difference
 DRIFT_SUMMARY = f"{FINETUNE_DIR}/{SUMMARY_JSON}"  # as the verdicts name it
 
 
@@ -56,62 +56,23 @@ def main_drift(summ: Mapping[str, Any]) -> str:
     return summ.get("main_drift") or summ.get("relation", {}).get("main_target") or "drift_score"
 
 
-def _seed_words(rows: Sequence[Mapping[str, Any]], a: str, b: str) -> tuple[list[int], list[float], str]:
-    """Per-seed differences on the neutral test prompt, their sign agreement and the exact sign-flip p."""
-    seeds, diffs = paired_diffs(rows, a, b, "drift_score")
-    if not diffs or any(d != d for d in diffs):
-        return seeds, diffs, f"{a} - {b} drift per seed {seeds}: " + ", ".join(f"{d:+.3f}" for d in diffs)
-    neg = sum(d < 0 for d in diffs)
-    return seeds, diffs, (
-        f"{a} - {b} drift in trait score (neutral test prompt) per seed {seeds}: " + ", ".join(f"{d:+.3f}" for d in diffs)
-        + f"; {neg}/{len(diffs)} seeds lower (reported, not a test); exact sign-flip p {sign_flip_p(diffs):.3f} "
-        f"(the smallest possible with {len(diffs)} seeds is {min_sign_flip_p(len(diffs)):.3f})")
-
-
-def _interval_verdict(m: float, lo: float, hi: float, what: str) -> Verdict:
-    """Below 0 when the CI lies below 0; not supported when it lies above 0 or within +-NEGLIGIBLE_DRIFT."""
-    nums = f"{what} {m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-    if hi < 0:
-        return Verdict(SUPPORTED, nums)
-    if lo > 0:
-        return Verdict(NOT_SUPPORTED, f"the other way: {nums}")
-    if -NEGLIGIBLE_DRIFT < lo and hi < NEGLIGIBLE_DRIFT:
-        return Verdict(NOT_SUPPORTED, f"no difference beyond +-{NEGLIGIBLE_DRIFT}: {nums}")
-    return Verdict(INCONCLUSIVE, f"CI includes 0: {nums}",
-                   (f"{what}: the CI's upper end {hi:+.3f} must be below 0 ({hi:.3f} short)",))
-
-
 def paired_drift(summ: Mapping[str, Any], a: str, b: str) -> Verdict:
-    """a's drift below b's, by a paired interval: over panel prompts and seeds when the summary has the
-    panel contrast, else a t-interval over the paired seeds (at least MIN_SEEDS)."""
-    rows = summ["rows"]
-    seeds, diffs, seed_desc = _seed_words(rows, a, b)
-    panel = summ.get("panel", {}).get("contrasts", {}).get(f"{a}-{b}")
-    if panel is not None and "error" not in panel:
-        v = _interval_verdict(panel["mean"], panel["lo"], panel["hi"],
-                              f"{a} - {b} drift, mean over {panel['n_cols']} panel test prompts x {panel['n_rows']} "
-                              f"seeds [95% crossed bootstrap CI over prompts and seeds]")
-        return Verdict(v.label, f"{v.reason}; {seed_desc}", v.shortfall)
-    if any(d != d for d in diffs):
-        return Verdict(INCONCLUSIVE, f"drift not computable for some seed; {seed_desc}", ("drift not computable",))
-    if len(seeds) < MIN_SEEDS:
-        return Verdict(INCONCLUSIVE, f"fewer than {MIN_SEEDS} paired seeds; {seed_desc}",
-                       (f"paired seeds {a} vs {b}: {len(seeds)}, needed {MIN_SEEDS}",))
-    m, lo, hi, n = mean_ci(diffs)
-    v = _interval_verdict(m, lo, hi, f"{a} - {b} drift (neutral test prompt), mean over {n} seeds "
-                                     f"[{CI_LEVEL:.0%} t-interval over seeds]")
-    return Verdict(v.label, f"{v.reason}; {seed_desc}", v.shortfall)
+    """a's drift below b's at the unit of replication: each run's main drift (:func:`main_drift`), paired by
+    seed, t-interval over at least MIN_SEEDS seeds, estimate beyond +-NEGLIGIBLE_DRIFT
+    (:func:`.contrast_rules.contrast_verdict`)."""
+    return seed_verdict(summ["rows"], a, b, main_drift(summ), LESS)[0]
 
 
 def c5_drift(run_dir: Path) -> Verdict:
-    """C5: inoculation reduces drift: inoc - neutral drift below 0 by its paired interval."""
+    """C5: inoculation reduces drift: inoc - neutral < 0 (pre-registered in issue 22, before any sweep): the
+    t-interval over >= 3 paired seeds below 0 and the estimate below -NEGLIGIBLE_DRIFT (0.05 trait score)."""
     summ = drift_summary(run_dir)
     return _not_run(run_dir) if summ is None else paired_drift(summ, "inoc", "neutral")
 
 
 def c8_drift_beyond_lossmatch(run_dir: Path, align: Mapping[str, Any]) -> Verdict:
     """C8: inoculation's drift is below the loss-matched control's (the content leak when measured, else the
-    pool prompt), by the paired interval.
+    pool prompt): inoc - control < 0 by the rule of C5 (pre-registered in issue 22, before any sweep).
 
     At most inconclusive when the loss match is incomplete (the same limit as C2): a prompt that
     lowers the loss less could drift more for that reason alone.
@@ -170,6 +131,7 @@ def _extras(summ: Mapping[str, Any], pred: str, target: str) -> str:
 
 def c6_drift_tracks_alignment(run_dir: Path) -> Verdict:
     """C6: across training prompts, alignment before training predicts drift (r > 0, CI over conditions).
+    Correlational description (issue 22): reported, not part of the answer.
 
     Also says which predictor has the larger |r|: alignment or the prompt's loss reduction (and its parts).
     """
@@ -195,7 +157,8 @@ def c6_drift_tracks_alignment(run_dir: Path) -> Verdict:
 
 def c7_alignment_beyond_loss(run_dir: Path) -> Verdict:
     """C7: alignment predicts drift beyond the prompt's loss reduction (partial r > 0, CI over conditions);
-    given both its parts (trait, content) when they were measured, else given the total.
+    given both its parts (trait, content) when they were measured, else given the total. Correlational
+    description (issue 22): reported, not part of the answer, since collinearity caps it whatever the data.
 
     At most inconclusive when alignment and the loss reduction are nearly collinear across the runs
     (|r| > MAX_COLLINEARITY): then no partial correlation can say which carries the relation, and the
@@ -228,8 +191,8 @@ def c7_alignment_beyond_loss(run_dir: Path) -> Verdict:
 
 DRIFT_CLAIMS = (
     ("C5", "Inoculation reduces drift"),
-    ("C6", "Drift tracks alignment"),
-    ("C7", "... beyond the training prompt's loss reduction"),
+    ("C6", "Drift tracks alignment (correlational description, not part of the answer)"),
+    ("C7", "... beyond the training prompt's loss reduction (correlational description, not part of the answer)"),
     ("C8", "Inoculation reduces drift beyond the loss-matched control"),
 )
 

@@ -1,5 +1,6 @@
-"""Report sections on drift: the per-condition table, the panel of test prompts, the alignment-drift relation
-(linear, rank and AUROC summaries, collinearity) and the transfer ranking.
+"""Report sections on drift: the per-condition table, the paired contrasts at the unit of replication (issue 22:
+what the drift verdicts read), the panel of test prompts, the alignment-drift relation (linear, rank and AUROC
+summaries, collinearity) and the transfer ranking.
 
 The panel, transfer and loss-split parts appear when the drift summary has them; a summary from before
 issue 16 reads as before, with the rank/AUROC/collinearity entries the loader adds from its rows.
@@ -12,6 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from nnsight_inoc.core.artifacts import read_json
 from nnsight_inoc.core.layout import RunLayout
+from nnsight_inoc.report.contrast_rules import contrasts
 from nnsight_inoc.report.drift_rules import main_drift
 from nnsight_inoc.report.load import Run, drift_summary
 from nnsight_inoc.report.render import Block
@@ -77,9 +79,39 @@ def section_drift(run: Run) -> list[Block]:
         ("table", ["condition", "seeds", "trait score pre", "post", "drift", f"projection drift (layer {summ['layer']})",
                    "cos(-g, v) before training", "cos during", "loss reduction", *[names[k] for k in extra],
                    "trait under training prompt, post"], rows)]
-    blocks += section_panel(summ) + section_relation(summ) + section_transfer(summ)
+    blocks += section_contrasts(summ) + section_panel(summ) + section_relation(summ) + section_transfer(summ)
     blocks += _plots(run.layout.drift_plots(steering=False)) + _plots([run.layout.projection_vs_score_plot(False)])
     return blocks
+
+
+def _cell(x: Any, spec: str = "+.3f") -> str:
+    return "n/a" if x is None or x != x else format(x, spec)
+
+
+def section_contrasts(summ: Mapping[str, Any]) -> list[Block]:
+    """The paired drift contrasts the verdicts read (C5, C8-C11): per-seed differences of each run's main drift,
+    their mean with a t-interval over seeds, the exact sign-flip p, the seeds. From the summary's ``contrasts``
+    block; a summary from before issue 22 gets them computed here from its rows (the same function)."""
+    blk = summ.get("contrasts")
+    added = blk is None
+    if added:
+        blk = contrasts(summ["rows"], main_drift(summ))
+    if not blk["pairs"]:
+        return []
+    rows = [[k, ", ".join(_cell(d) for d in b["per_seed"]) or "-",
+             f"{_cell(b['estimate'])} [{_cell(b['lo'])}, {_cell(b['hi'])}]", _cell(b["sign_flip_p"], ".3f"),
+             str(b["n_seeds"])] for k, b in blk["pairs"].items()]
+    measure = ("the mean over the panel's test prompts within each run" if blk["measure"] == "drift_panel_score"
+               else "the neutral test prompt's drift")
+    return [("h3", "Paired drift contrasts at the unit of replication (what the drift verdicts read)"),
+            ("p", f"Each run is one trained model; its drift is {measure}. a - b per seed (same seed: same batches, "
+                  f"step order and LoRA initialisation), then the mean over seeds with a {CI_LEVEL:.0%} t-interval "
+                  "over seeds; panel test prompts are test conditions, never replicates. The exact sign-flip p is "
+                  f"description (0.25 at best with 3 seeds). Negligible band +-{blk['negligible_drift']} trait score."
+                  + (" Computed by the report from the summary's rows (the summary predates this block)."
+                     if added else "")),
+            ("table", ["contrast a - b", "per seed", f"mean [{CI_LEVEL:.0%} t-interval over seeds]",
+                       "sign-flip p", "seeds"], rows)]
 
 
 def section_panel(summ: Mapping[str, Any]) -> list[Block]:
@@ -101,7 +133,8 @@ def section_panel(summ: Mapping[str, Any]) -> list[Block]:
     other = [[k, f"{v['mean']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]" if "mean" in v else v.get("error", "")]
              for k, v in panel["contrasts"].items() if not k.endswith("-neutral")]
     blocks: list[Block] = [
-        title, ("p", f"{len(panel['prompts'])} trait-free test prompts never used in training: "
+        title, ("p", f"{len(panel['prompts'])} trait-free test prompts never used in training (description: the "
+                     "crossed interval below treats the prompts as if replicates, so no verdict reads it): "
                      + "; ".join(f'"{p}"' for p in panel["prompts"]) + f". Interval: {panel['method']}. The neutral "
                      f"test prompt's drift is shown beside it ({CI_LEVEL:.0%} t-interval over seeds)."),
         ("table", ["condition", "panel drift [CI]", "minus neutral's, paired [CI]", "neutral test prompt drift [CI]",

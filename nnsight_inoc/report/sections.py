@@ -1,7 +1,7 @@
 """Report generator: ``report.md`` and a self-contained ``report.html`` from a run folder's JSON.
 
 Why generated, not hand-written: the conclusions must follow from the numbers by the rules
-in :mod:`.alignment_rules` and :mod:`.drift_rules`, the same way on every run, so a reader can check each verdict
+in :mod:`.alignment_rules`, :mod:`.drift_rules` and :mod:`.causal_rules`, the same way on every run, so a reader can check each verdict
 against the numbers printed next to it. Nothing is invented: stages whose files are absent
 are reported as "not run". Both files come from one list of blocks, so they cannot disagree.
 """
@@ -15,6 +15,7 @@ from nnsight_inoc.core.artifacts import write_text
 from nnsight_inoc.core.layout import ALIGN_PLOTS, EXTRACT_PLOTS, RunLayout, null_plot
 from nnsight_inoc.models.cache import PRESETS
 from nnsight_inoc.report import alignment_rules as R
+from nnsight_inoc.report import contrast_rules as CR
 from nnsight_inoc.report import drift_rules as DR
 from nnsight_inoc.report.answer import REQUIRED, answer
 from nnsight_inoc.report.claims import all_verdicts
@@ -37,6 +38,7 @@ from nnsight_inoc.report.verdicts import (
     layer_ranges,
     loss_gap_share,
 )
+from nnsight_inoc.stats.intervals import CI_LEVEL
 from nnsight_inoc.stats.pairing import min_sign_flip_p
 from nnsight_inoc.stats.relation import MAX_COLLINEARITY, MIN_GROUPS
 
@@ -184,7 +186,8 @@ def section_alignment(run: Run) -> list[Block]:
 
 
 def section_verdicts(run: Run) -> list[Block]:
-    """Each claim with its label and the numbers that decided it (rules in :mod:`.alignment_rules`, :mod:`.drift_rules`)."""
+    """Each claim with its label and the numbers that decided it (rules in :mod:`.alignment_rules`,
+    :mod:`.drift_rules`, :mod:`.causal_rules`), then the answer (:mod:`.answer`)."""
     rules = (f"Rules (issue 16): C1-C4 are judged at one layer and position fixed by rule before any contrast is "
              f"seen: extract's reporting layer (chosen by held-out AUROC, then monitoring r) and {R.REPORT_POSITION} "
              "(the assistant tokens that carry the SFT loss); every layer and the final prompt token are shown as "
@@ -194,15 +197,24 @@ def section_verdicts(run: Run) -> list[Block]:
              f"{MAX_LOSS_GAP_SHARE:.0%} of the inoc - neutral loss gap. C3: the null alone. C4: inoc's change in "
              "alignment at zero change in loss, per example (control C), CI below 0. C1-C4 at most inconclusive if "
              f"the direction fails AUROC >= {R.AUROC_MIN} or pooled monitoring r >= {R.R_MIN}.")
-    rules += (f" C5 and C8: the paired drift difference's CI below 0 (over panel test prompts and seeds when measured, "
-              f"else a t-interval over >= {DR.MIN_SEEDS} seeds); not supported when it lies above 0 or within "
-              f"+-{DR.NEGLIGIBLE_DRIFT}. Seed agreement is reported, never a test: with 3 seeds the exact sign-flip p "
-              f"cannot go below {min_sign_flip_p(3):.2f}. C8 at most inconclusive with an incomplete loss match, as C2. "
-              "C6 and C7 need the lower end of the r interval (bootstrap over conditions) above 0 with >= "
-              f"{MIN_GROUPS} training prompts, and are not supported when it lies below 0 or |r| < {DR.NEGLIGIBLE_R}; "
-              "C7 controls for both parts of the loss reduction when measured, and is at most inconclusive when "
-              f"alignment and the loss reduction are collinear (|r| > {MAX_COLLINEARITY}). A capped verdict states its "
-              f"uncapped verdict. The answer needs {', '.join(REQUIRED)}; when inconclusive it names what fell short.")
+    rules += (" Drift rules (pre-registered in issue 22, before any sweep): every drift contrast a - b is read at "
+              "the unit of replication, the trained model: each run's main drift (the mean over the panel's test "
+              "prompts when measured, else the neutral test prompt's), paired by seed, mean of the per-seed "
+              f"differences with a {CI_LEVEL:.0%} t-interval over >= {CR.MIN_SEEDS} seeds (panel prompts are test "
+              "conditions, never replicates). Supported only when the interval excludes 0 in the predicted "
+              f"direction AND the estimate lies beyond +-{CR.NEGLIGIBLE_DRIFT}; not supported when the whole "
+              "interval lies inside that band or beyond 0 the other way; otherwise inconclusive, naming how far it "
+              "fell short. Seed agreement and the exact sign-flip p are reported, never a test: with 3 seeds it "
+              f"cannot go below {min_sign_flip_p(3):.2f}. C5: inoc - neutral < 0. C8: inoc - the loss-matched "
+              "control < 0, at most inconclusive with an incomplete loss match, as C2. C9 (sufficiency): zero_v - "
+              "neutral < 0 and zero_v - zero_rand < 0. C10 (necessity): restore_v - inoc > 0. C11 (factorial): "
+              "inoc_leak_X - leak_X < 0 for each X, labelled by X = inoc. C6 and C7 are correlational description "
+              "and outside the answer: they need the lower end of the r interval (bootstrap over conditions) above 0 "
+              f"with >= {MIN_GROUPS} training prompts, and are not supported when it lies below 0 or |r| < "
+              f"{DR.NEGLIGIBLE_R}; C7 controls for both parts of the loss reduction when measured, and is at most "
+              f"inconclusive when alignment and the loss reduction are collinear (|r| > {MAX_COLLINEARITY}). A capped "
+              f"verdict states its uncapped verdict. The answer needs {', '.join(REQUIRED)}: not supported when C5 "
+              "is, or C9 or C10 is; when inconclusive it names what fell short.")
     out: list[Block] = [("h2", "5. Verdicts"), ("p", rules)]
     verdicts = all_verdicts(run.dir, run.extract, run.align, run.example)
     for cid, claim, (v, why) in verdicts:

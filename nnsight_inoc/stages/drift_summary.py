@@ -14,6 +14,10 @@ Issue 16 additions, each present only when the runs carry its inputs:
   drift measure (``main_drift``), the neutral test prompt's drift stays beside it;
 * cross-context transfer per training prompt (``transfer``, the inner product; see
   :func:`transfer_values`).
+
+Issue 22: ``contrasts``, the paired drift contrasts the verdicts read, at the unit of replication (per-seed
+differences of each run's main drift, t-interval over seeds, sign-flip p; ``report.contrast_rules.contrasts``)
+for the standard pairs whose conditions were both run. The panel's crossed bootstrap stays as description.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from nnsight_inoc.core.config import NEUTRAL_CONDITION
 from nnsight_inoc.core.layout import RunLayout
 from nnsight_inoc.core.schema import DriftRecord, TrainRecord, read_checked
 from nnsight_inoc.report import plots
+from nnsight_inoc.report.contrast_rules import contrasts
 from nnsight_inoc.report.controls import leak_target, matched_control
 from nnsight_inoc.stages.plan import training_conditions
 from nnsight_inoc.stats.correlation import pearson_spearman
@@ -188,6 +193,7 @@ def summarise_runs(layout: RunLayout, conditions: Sequence[str], seeds: Sequence
         "correlations": corr,  # runs as independent pairs; `relation` resamples conditions (see stats.relation)
         "relation": relation,
         "condition_means": condition_means(rows, keys),
+        "contrasts": contrasts(rows, main),  # what the drift verdicts read (issue 22)
     }
     if any(r.get("drift_panel_by_prompt") for r in rows):
         conds = list(dict.fromkeys(r["condition"] for r in rows))

@@ -38,16 +38,22 @@ def test_three_lower_seeds_are_not_a_test(tmp_path):
     assert DR.c5_drift(tmp_path).label == SUPPORTED
 
 
-def test_panel_interval_decides_when_measured(tmp_path):
+def test_per_seed_panel_means_decide_not_the_crossed_bootstrap(tmp_path):
+    """Issue 22: the crossed bootstrap over panel prompts and seeds (pseudo-replication) decides nothing; C5
+    reads each run's panel mean, paired by seed, with a t-interval over seeds."""
     rows = _rows({"inoc": [-0.8, -0.82, -0.85]})  # the neutral test prompt alone would say supported
-    _write(tmp_path, rows, panel=_panel(-0.3, -0.7, 0.1))
+    for r, panel in zip(rows, [0.9] * 3 + [0.6, 0.9, 0.7]):
+        r["drift_panel_score"] = panel  # inoc - neutral per seed on the panel: -0.3, 0.0, -0.2
+    _write(tmp_path, rows, panel=_panel(-0.5, -0.6, -0.4), main_drift="drift_panel_score")  # crossed: "below 0"
     v = DR.c5_drift(tmp_path)
-    assert v.label == INCONCLUSIVE and "panel test prompts" in v.reason and "crossed bootstrap" in v.reason
-    _write(tmp_path, rows, panel=_panel(-0.01, -0.03, 0.02))
+    assert v.label == INCONCLUSIVE and "crossed" not in v.reason
+    assert "mean over the panel's test prompts within each run" in v.reason and "-0.300, +0.000, -0.200" in v.reason
+    assert v.shortfall[0].startswith("inoc - neutral drift: the CI's upper end")
+    for r, panel in zip(rows[3:], (0.88, 0.89, 0.895)):
+        r["drift_panel_score"] = panel  # consistently lower by about 0.01: inside the negligible band
+    _write(tmp_path, rows, panel=_panel(-0.5, -0.6, -0.4), main_drift="drift_panel_score")
     v = DR.c5_drift(tmp_path)
-    assert v.label == NOT_SUPPORTED and "no difference beyond" in v.reason
-    _write(tmp_path, rows, panel=_panel(-0.5, -0.6, -0.4))
-    assert DR.c5_drift(tmp_path).label == SUPPORTED
+    assert v.label == NOT_SUPPORTED and "negligible band" in v.reason
 
 
 def test_c8_uses_the_leak_control_and_states_the_uncapped_verdict(tmp_path):

@@ -49,10 +49,14 @@ def report(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_panel_drift_decides_c5_and_c6(report):
+    """Issue 22: C5 reads each run's panel mean paired by seed (t-interval over seeds), not the crossed bootstrap."""
     md, _ = report
     assert "### Drift under a panel of test prompts" in md and S.PANEL[0] in md
     c5 = _verdict(md, "C5")
-    assert "panel test prompts" in c5 and "crossed bootstrap" in c5 and "sign-flip p 0.250" in c5
+    assert "mean over the panel's test prompts within each run" in c5 and "crossed" not in c5
+    assert "t-interval over seeds" in c5 and "sign-flip p 0.250" in c5
+    table = md.split("### Paired drift contrasts at the unit of replication")[1].split("\n#")[0]
+    assert "| inoc-neutral |" in table and "| explicit-neutral |" in table
     assert "align_pre~drift_panel_score" in _verdict(md, "C6")
 
 
@@ -85,4 +89,7 @@ def test_monitoring_within_and_control_c_and_answer(report):
     assert "Not measured in this run (the align conditions have no content_loss" in md
     answer = _verdict(md, "Answer")
     assert "**inconclusive**" in answer and "What fell short" in answer
+    assert "zero_v, zero_rand runs: not run (C9)" in answer  # the published sweep has no causal arms
+    for cid in ("C9", "C10", "C11"):
+        assert "not run" in _verdict(md, cid)
     assert "projection_vs_score_drift.png" in md and "data:image/png;base64," in htm

@@ -291,39 +291,6 @@ def test_drift_rules(tmp_path):
     assert DR.c8_drift_beyond_lossmatch(tmp_path, _align_with_losses(1.0, 0.9, 0.9))[0] == INCONCLUSIVE
 
 
-def test_answer_needs_drift_rotation_and_alignment_beyond_loss():
-    """Issue 16 adds the loss-matched comparison (C2, C8) to what the answer needs; the earlier assertions
-    hold with C2 and C8 supported."""
-    from nnsight_inoc.report.answer import answer
-
-    S, N, I = SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE
-    both = {"C2": S, "C8": S}
-    assert answer({"C1": S, "C5": S, "C7": S, **both})[0] == S
-    label, text = answer({"C1": I, "C5": S, "C7": N, **both})
-    assert label == N and "C1" in text and "C7" in text
-    assert answer({"C1": S, "C5": S, "C7": I, **both})[0] == I
-    assert answer({"C1": S, "C5": N, "C7": S, **both})[0] == N
-    assert answer({"C1": S, "C5": I, "C7": S, **both})[0] == I
-    assert answer({"C1": S, "C5": S, "C7": S, "C2": I, "C8": S})[0] == I  # the loss-matched comparison counts
-    assert answer({"C1": S, "C5": S, "C7": S, "C2": S, "C8": N})[0] == N
-    with pytest.raises(ValueError, match="missing"):
-        answer({"C1": S, "C5": S, "C7": S})
-
-
-def test_inconclusive_answer_names_what_fell_short():
-    from nnsight_inoc.report.answer import answer
-    from nnsight_inoc.report.verdicts import Verdict
-
-    loss = "loss match (lossmatch): leaves 49% of the inoc - neutral loss gap"
-    v = {"C1": Verdict(SUPPORTED, ""), "C5": Verdict(SUPPORTED, ""),
-         "C2": Verdict(INCONCLUSIVE, "capped", (loss,)), "C8": Verdict(INCONCLUSIVE, "capped", (loss,)),
-         "C7": Verdict(INCONCLUSIVE, "capped", ("collinearity: |r| 0.993, cap 0.95",))}
-    label, text = answer(v)
-    assert label == INCONCLUSIVE and "What fell short" in text
-    assert text.count(loss) == 1 and f"{loss} (C2, C8)" in text and "0.993" in text
-    assert answer(v).shortfall == (loss, "collinearity: |r| 0.993, cap 0.95")
-
-
 def _align_with_losses(neutral: float, inoc: float, lossmatch: float) -> dict:
     return {"contrasts": {"inoc-neutral": {"loss": {"diff": inoc - neutral}},
                           "inoc-lossmatch": {"loss": {"diff": inoc - lossmatch}}}}

@@ -42,6 +42,24 @@ def test_panel_drift_is_the_main_measure(new_run):
     assert "inoc-lossmatch" in pairs and pairs["inoc-neutral"]["hi"] < 0
 
 
+def test_contrasts_at_the_unit_of_replication(new_run):
+    """Issue 22: the per-seed contrasts the verdicts read, on each run's panel mean, for the standard pairs run."""
+    from nnsight_inoc.stats.intervals import mean_ci
+
+    layout, summ = new_run
+    blk = summ["contrasts"]
+    assert blk["measure"] == "drift_panel_score" and blk["negligible_drift"] == 0.05 and blk["min_seeds"] == 3
+    assert list(blk["pairs"]) == ["inoc-neutral", "lossmatch-neutral", "explicit-neutral"]  # no causal arms run
+    by = {(r["condition"], r["seed"]): r["drift_panel_score"] for r in summ["rows"]}
+    c = blk["pairs"]["inoc-neutral"]
+    diffs = [by["inoc", s] - by["neutral", s] for s in S.SEEDS]
+    assert c["per_seed"] == pytest.approx(diffs) and c["seeds"] == list(S.SEEDS) and c["n_seeds"] == 3
+    m, lo, hi, _ = mean_ci(diffs)
+    assert (c["estimate"], c["lo"], c["hi"]) == pytest.approx((m, lo, hi)) and c["sign_flip_p"] == pytest.approx(0.25)
+    on_disk = json.loads(layout.summary(False).read_text())["contrasts"]["pairs"]["inoc-neutral"]
+    assert on_disk["per_seed"] == pytest.approx(diffs)
+
+
 def test_transfer_and_the_new_relation_entries(new_run):
     layout, summ = new_run
     for r in summ["rows"]:
@@ -72,6 +90,7 @@ def test_published_runs_reproduce_the_published_relation(tmp_path):
         for k in ("r", "lo", "hi"):
             assert new["relation"][key][k] == pytest.approx(old["relation"][key][k], abs=1e-12)
     assert new["main_drift"] == "drift_score" and "panel" not in new
+    assert new["contrasts"]["measure"] == "drift_score" and "inoc-neutral" in new["contrasts"]["pairs"]
     assert all(r["loss_reduction_trait"] is None for r in new["rows"])
 
 
