@@ -1,0 +1,83 @@
+"""One look per condition across every plot of a study, the reading order of conditions, and families.
+
+Why one map: a reader compares plots side by side, so ``inoc`` must be the same colour and marker in
+the headline, the cosine-vs-layer plot and the projection plot. :func:`condition_styles` gives the
+fixed conditions of the design (:data:`CANONICAL`) fixed slots of :func:`~.plots.style`, whatever
+subset a plot shows, and the others slots in the order of the study's condition list; the run-folder
+renderer builds the map once from every condition in the folder and passes it to every figure.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import matplotlib
+import matplotlib.pyplot as plt
+
+from nnsight_inoc.core.artifacts import write_bytes
+from nnsight_inoc.report.plots import style
+
+matplotlib.use("Agg")
+
+MAIN = ("neutral", "inoc")
+ARMS = ("zero_v", "zero_rand", "flip_v", "restore_v")  # the causal arms, shown beside the main conditions
+CONTROLS = ("lossmatch", "leak_inoc", "inoc_leak_inoc", "explicit")
+CANONICAL = MAIN + ARMS + CONTROLS
+FAMILIES = ("main", "loss-matched", "leak factorial", "causal arm", "steering", "variants")
+
+
+def condition_order(names: Iterable[str]) -> list[str]:
+    """neutral, inoc, the causal arms, the controls (lossmatch, leak_inoc, inoc_leak_inoc, explicit),
+    then every other condition in first-seen order; each name once."""
+    seen = list(dict.fromkeys(names))
+    return [c for c in CANONICAL if c in seen] + [c for c in seen if c not in CANONICAL]
+
+
+def condition_styles(names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Condition -> {color, marker, linestyle}: canonical conditions keep their slot in every plot,
+    the rest take the next slots in :func:`condition_order`; no two conditions share a look (< 220)."""
+    out = {c: style(i) for i, c in enumerate(CANONICAL)}
+    for k, c in enumerate(c for c in condition_order(names) if c not in CANONICAL):
+        out[c] = style(len(CANONICAL) + k)
+    return out
+
+
+def family(name: str) -> str:
+    """The family a condition belongs to, from its name alone."""
+    if name in ("neutral", "inoc", "explicit"):
+        return "main"
+    if name == "lossmatch":
+        return "loss-matched"
+    if name.startswith(("leak_", "inoc_leak_")):
+        return "leak factorial"
+    if name in ARMS:
+        return "causal arm"
+    if name.startswith("steer_"):
+        return "steering"
+    return "variants"
+
+
+FAMILY_STYLE = {f: {"color": c, "marker": m} for f, c, m in zip(
+    FAMILIES, ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#ff7f0e"), "osD^vP")}
+
+
+def save(fig: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+def legend_outside(ax: Any, n: int, **kw: Any) -> Any:
+    """A legend right of the axes, never over the data."""
+    return ax.legend(fontsize=6 if n > 10 else 8, ncol=2 if n > 16 else 1, loc="center left",
+                     bbox_to_anchor=(1.01, 0.5), **kw)
+
+
+def styles_for(names: Iterable[str], styles: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Mapping[str, Any]]:
+    """The study's map when given (falling back for a name it lacks), else one built from these names."""
+    names = list(names)
+    base = condition_styles(names)
+    return {c: (styles[c] if styles and c in styles else base[c]) for c in names}
