@@ -67,8 +67,8 @@ def headline_drift(path: Path, rows: Sequence[Mapping[str, Any]], contrasts: Map
     source = "finetune summary" if contrasts else "computed here"
     con = dict(contrasts) if contrasts else seed_contrasts(rows, key)
     con = {k: v for k, v in con.items() if isinstance(v, Mapping) and "mean" in v}
-    fig, axes = plt.subplots(1, 2 if con else 1, figsize=(12.5 if con else 7.5, 4.6), squeeze=False,
-                             gridspec_kw={"width_ratios": [max(3, len(conds)), max(2, len(con))]} if con else None)
+    fig, axes = plt.subplots(1, 2 if con else 1, figsize=(14 if con else 7.5, 4.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [max(3, len(conds)), max(4, 2.2 * len(con))]} if con else None)
     ax = axes[0, 0]
     n_dots = 0
     seeds_per = []
@@ -101,12 +101,14 @@ def headline_drift(path: Path, rows: Sequence[Mapping[str, Any]], contrasts: Map
                 bx.vlines(j, lo, hi, color=st["color"], lw=2)
                 if clipped:
                     drawn["clipped"].append(name)
-            p = c.get("p_sign_flip")
-            bx.annotate(f"n={c.get('n_seeds', '?')}" + (f"\nsign-flip p {p:.2f}" if p is not None else ""),
-                        (j, c["mean"]), textcoords="offset points", xytext=(8, -4), fontsize=6)
         bx.axhline(0, color="grey", lw=0.7)
-        bx.set_xlim(-0.6, len(con) - 0.2)
-        bx.set_xticks(np.arange(len(con)), [k.replace("-", " - ") for k in con], rotation=30, ha="right", fontsize=8)
+        bx.set_xlim(-0.6, len(con) - 0.4)
+        ticks = []
+        for k, c in con.items():
+            p = c.get("p_sign_flip")
+            ticks.append(f"{k.replace('-', ' - ')}\nn = {c.get('n_seeds', '?')} seeds"
+                         + (f"\nsign-flip p {p:.2f}" if p is not None else ""))
+        bx.set_xticks(np.arange(len(con)), ticks, fontsize=7)
         bx.set_ylabel("paired difference in drift (a - b)")
         note = "; clipped to [-1, 1], the range of a score difference" if drawn["clipped"] else ""
         bx.set_title(f"Contrasts the verdicts read ({source}): mean and 95% t-interval\nover paired seeds{note}; "

@@ -1,10 +1,9 @@
 """One look per condition across every plot of a study, the reading order of conditions, and families.
 
 Why one map: a reader compares plots side by side, so ``inoc`` must be the same colour and marker in
-the headline, the cosine-vs-layer plot and the projection plot. :func:`condition_styles` gives the
-fixed conditions of the design (:data:`CANONICAL`) fixed slots of :func:`~.plots.style`, whatever
-subset a plot shows, and the others slots in the order of the study's condition list; the run-folder
-renderer builds the map once from every condition in the folder and passes it to every figure.
+the headline, the cosine-vs-layer plot and the projection plot. :func:`condition_styles` gives each
+condition of the study a slot of :func:`~.plots.style` in reading order (:func:`condition_order`); the
+run-folder renderer builds the map once from every condition in the folder and passes it to every figure.
 """
 
 from __future__ import annotations
@@ -36,12 +35,10 @@ def condition_order(names: Iterable[str]) -> list[str]:
 
 
 def condition_styles(names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Condition -> {color, marker, linestyle}: canonical conditions keep their slot in every plot,
-    the rest take the next slots in :func:`condition_order`; no two conditions share a look (< 220)."""
-    out = {c: style(i) for i, c in enumerate(CANONICAL)}
-    for k, c in enumerate(c for c in condition_order(names) if c not in CANONICAL):
-        out[c] = style(len(CANONICAL) + k)
-    return out
+    """Condition -> {color, marker, linestyle} for a study's conditions, slots in :func:`condition_order`:
+    build it once from every condition of the study and pass it to each plot, so a condition looks the
+    same everywhere; up to 20 conditions all differ in colour, and no two share colour and marker (< 220)."""
+    return {c: style(i) for i, c in enumerate(condition_order(names))}
 
 
 def family(name: str) -> str:

@@ -11,12 +11,11 @@ def test_order_puts_main_then_arms_then_controls_then_the_rest() -> None:
                                       "frame_quirk"]
 
 
-def test_a_condition_keeps_its_look_whatever_the_subset() -> None:
-    big = condition_styles(["neutral", "inoc", "near_titles", "explicit", "frame_quirk"])
-    small = condition_styles(["inoc", "explicit"])
-    assert big["inoc"] == small["inoc"] and big["explicit"] == small["explicit"]
-    looks = {(s["color"], s["marker"]) for s in big.values()}
-    assert len(looks) == len(big)
+def test_one_map_per_study_distinct_colours_up_to_20() -> None:
+    study = ["neutral", "inoc", "explicit", "lossmatch"] + [f"variant{i}" for i in range(16)]
+    big = condition_styles(study)
+    assert len({s["color"] for s in big.values()}) == 20
+    assert len({(s["color"], s["marker"]) for s in condition_styles(study + ["x", "y"]).values()}) == 22
     assert styles_for(["inoc", "new"], big)["inoc"] == big["inoc"] and "new" in styles_for(["inoc", "new"], big)
 
 
