@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from nnsight_inoc.stats.bootstrap import bootstrap_mean_ci_by_col
+from nnsight_inoc.stats.relation import collinearity
 
 N_BOOT = 2000
 
@@ -59,7 +60,29 @@ def tables(r: dict[str, Any]) -> str:
         x = r["relation"][p]
         out.append(f"| {p} | {x['r_alignment_loss_reduction']:+.3f} | {x['r_alignment_trait_part']:+.3f} | "
                    f"{x['r_alignment_content_part']:+.3f} | {x['without_leak']:+.3f} |")
+    col = design_collinearity(r)
+    out += ["", f"(These r leave neutral out: {len(r['conditions']) - 1} prompts, as `experiments/controls_probe.py` "
+            "computed them.)", "", f"**Collinearity** (the package's measure, `stats.relation.collinearity`, over all "
+            f"{col['n_prompts']} training prompts, neutral included, at the reporting layer, a_sum): "
+            f"r(alignment, loss reduction) {col['r_loss_reduction']:+.3f}; multiple R of alignment on the trait and "
+            f"content parts {col['multiple_r_loss_split']:.3f}; max {col['max_abs_r']:.3f} against the design "
+            f"acceptance <= {col['acceptance_abs_r']} ({'met' if col['meets_acceptance'] else 'not met'}) and the "
+            f"verdict cap {col['cap_abs_r']}."]
     return "\n".join(out) + "\n"
+
+
+def design_collinearity(r: dict[str, Any]) -> dict[str, Any]:
+    """``stats.relation.collinearity`` over the probe's training prompts (one row per prompt, neutral included):
+    alignment = mean cos(-g, v) at the reporting layer, a_sum; loss reduction and its trait and content parts
+    against neutral. The max of |r| and the multiple R is what the design acceptance (<= 0.5) reads."""
+    L, j, neu = r["layer"], r["positions"].index("a_sum"), r["conditions"]["neutral"]
+    rows = []
+    for name, d in r["conditions"].items():
+        red = neu["mean_loss"] - d["mean_loss"]
+        red_c = neu["mean_content_loss"] - d["mean_content_loss"]
+        rows.append({"condition": name, "align_pre": d["mean_cos"][L][j], "loss_reduction": red,
+                     "loss_reduction_trait": red - red_c, "loss_reduction_content": red_c})
+    return {**collinearity(rows), "n_prompts": len(rows)}
 
 
 def contrasts(conds: dict[str, Any]) -> list[tuple[str, str]]:

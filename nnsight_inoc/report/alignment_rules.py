@@ -37,6 +37,7 @@ from nnsight_inoc.report.verdicts import (
     fmt_p,
     layer_ranges,
     loss_gap_share,
+    loss_gap_words,
     loss_match_shortfall,
 )
 
@@ -188,7 +189,7 @@ def c2_beyond_lossmatch(align: Mapping[str, Any]) -> Verdict:
     share = loss_gap_share(align, control)
     gap = align["contrasts"][f"inoc-{control}"]["loss"]
     why = (f"loss match incomplete: inoc - {control} loss {gap['diff']:+.4f} [{gap['lo']:+.4f}, {gap['hi']:+.4f}] "
-           f"is {share:.0%} of inoc - neutral (limit {MAX_LOSS_GAP_SHARE:.0%})")
+           f"is {loss_gap_words(align, control)} of inoc - neutral (limit {MAX_LOSS_GAP_SHARE:.0%})")
     return cap(fixed_contrast(align, f"inoc-{control}"), share > MAX_LOSS_GAP_SHARE, why,
                loss_match_shortfall(share, control))
 

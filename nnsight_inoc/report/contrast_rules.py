@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+from nnsight_inoc.report.intervals_fmt import SCORE_DIFF_RANGE, clip_interval, clip_note
 from nnsight_inoc.report.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict
 from nnsight_inoc.stats.contrasts import METHOD, PANEL_MEASURE, seed_contrast
 
@@ -73,7 +74,9 @@ def describe(blk: Mapping[str, Any], predicted: str = LESS) -> str:
     per = ", ".join(f"{d:+.3f}" for d in blk["per_seed"])
     est = _num(blk["estimate"])
     lo, hi = _num(blk["lo"]), _num(blk["hi"])
-    ci = f" [{lo:+.3f}, {hi:+.3f}] ({blk['level']:.0%} t-interval over seeds)" if _finite(lo, hi) else ""
+    lo_p, hi_p, clipped = clip_interval(lo, hi, SCORE_DIFF_RANGE)  # printed within the possible range
+    ci = (f" [{lo_p:+.3f}, {hi_p:+.3f}] ({blk['level']:.0%} t-interval over seeds"
+          f"{'; ' + clip_note(SCORE_DIFF_RANGE) if clipped else ''})" if _finite(lo, hi) else "")
     side = sum(d < 0 for d in blk["per_seed"]) if predicted == LESS else sum(d > 0 for d in blk["per_seed"])
     flip = blk.get("sign_flip_p")
     flip_txt = (f"; exact sign-flip p {flip:.3f} (the smallest possible with {n} seeds is "

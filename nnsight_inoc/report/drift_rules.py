@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 from nnsight_inoc.core.layout import FINETUNE_DIR, SUMMARY_JSON
 from nnsight_inoc.report.contrast_rules import LESS, seed_verdict
+from nnsight_inoc.report.intervals_fmt import CORR_RANGE, fmt_ci
 from nnsight_inoc.report.load import drift_summary
 from nnsight_inoc.report.verdicts import (
     INCONCLUSIVE,
@@ -38,6 +39,7 @@ from nnsight_inoc.report.verdicts import (
     cap,
     control_of,
     loss_gap_share,
+    loss_gap_words,
     loss_match_shortfall,
 )
 from nnsight_inoc.stats.relation import MAX_COLLINEARITY, MIN_GROUPS
@@ -84,7 +86,8 @@ def c8_drift_beyond_lossmatch(run_dir: Path, align: Mapping[str, Any]) -> Verdic
     if not any(r["condition"] == control for r in summ["rows"]):
         return Verdict(INCONCLUSIVE, f"no {control} runs in the drift summary", (f"no {control} runs",))
     share = loss_gap_share(align, control)
-    why = (f"loss match incomplete (the {control} control leaves {share:.0%} of the inoc - neutral loss gap, "
+    why = (f"loss match incomplete (the {control} control leaves {loss_gap_words(align, control)} of the inoc - "
+           f"neutral loss gap, "
            f"limit {MAX_LOSS_GAP_SHARE:.0%})")
     return cap(paired_drift(summ, "inoc", control), share > MAX_LOSS_GAP_SHARE, why,
                loss_match_shortfall(share, control))
@@ -96,7 +99,7 @@ def _relation(summ: Mapping[str, Any], key: str) -> tuple[Mapping[str, Any] | No
         return None, f"no clustered relation '{key}' in the summary (`cli.py drift --summary-only` writes it)"
     if "error" in rel:
         return None, f"{key}: {rel['error']}"
-    return rel, (f"{key}: r {rel['r']:+.2f} [{rel['lo']:+.2f}, {rel['hi']:+.2f}] over {rel['n_runs']} runs of "
+    return rel, (f"{key}: r {fmt_ci(rel['r'], rel['lo'], rel['hi'], 2, CORR_RANGE)} over {rel['n_runs']} runs of "
                  f"{rel['n_groups']} conditions (bootstrap over conditions)")
 
 
@@ -142,6 +145,9 @@ def c6_drift_tracks_alignment(run_dir: Path) -> Verdict:
     rel, desc = _relation(summ, f"align_pre~{target}")
     v = _r_verdict(rel, desc, f"r(alignment, {target})")
     why = v.reason + _extras(summ, "align_pre", target)
+    # beside r, always: r alone cannot say whether alignment or the loss reduction carries the relation
+    partial, pdesc = _relation(summ, f"align_pre~{target}|loss_reduction")
+    why += f"; partial r given loss reduction: {pdesc if partial is not None else 'not computed'}"
     others = {}
     for pred in ("loss_reduction", "loss_reduction_trait", "loss_reduction_content", "transfer"):
         o, odesc = _relation(summ, f"{pred}~{target}")

@@ -15,6 +15,7 @@ from nnsight_inoc.core.artifacts import read_json
 from nnsight_inoc.core.layout import RunLayout
 from nnsight_inoc.report.contrast_rules import contrasts
 from nnsight_inoc.report.drift_rules import main_drift
+from nnsight_inoc.report.figures_run import DRIFT_FIGURES
 from nnsight_inoc.report.load import Run, drift_summary
 from nnsight_inoc.report.render import Block
 from nnsight_inoc.stats.intervals import CI_LEVEL, mean_ci
@@ -81,7 +82,8 @@ def section_drift(run: Run) -> list[Block]:
                    "trait under training prompt, post"], rows)]
     blocks += section_contrasts(summ) + section_panel(summ) + section_relation(summ) + section_transfer(summ)
     blocks += _plots(run.layout.drift_plots(steering=False)) + _plots([run.layout.projection_vs_score_plot(False)])
-    return blocks
+    figs = [run.layout.finetune_dir / n for n in DRIFT_FIGURES]  # report/figures_run.py, when drawn
+    return blocks + _plots([p for p in figs if p.is_file()])
 
 
 def _cell(x: Any, spec: str = "+.3f") -> str:

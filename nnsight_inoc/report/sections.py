@@ -21,6 +21,7 @@ from nnsight_inoc.report.answer import REQUIRED, answer
 from nnsight_inoc.report.claims import all_verdicts
 from nnsight_inoc.report.controls import prompt_label
 from nnsight_inoc.report.drift_sections import section_drift
+from nnsight_inoc.report.figures_run import ALIGN_FIGURES
 from nnsight_inoc.report.load import Run, drift_summary, load_run, steering_summary
 from nnsight_inoc.report.loss_sections import (
     section_control_c,
@@ -182,6 +183,7 @@ def section_alignment(run: Run) -> list[Block]:
         out += [("p", "Precision check: not run (no precision_check.json).")]
     extra = [run.layout.align_dir / null_plot("inoc", c, p) for c in a["conditions"] if c.startswith("leak_")
              for p in ("a_sum", "final_prompt")]
+    extra += [run.layout.align_dir / n for n in ALIGN_FIGURES]  # report/figures_run.py, when their inputs existed
     return out + _plots([run.layout.align_dir / n for n in ALIGN_PLOTS] + [p for p in extra if p.is_file()])
 
 

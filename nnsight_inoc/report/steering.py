@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from nnsight_inoc.measures.steering import is_steering
+from nnsight_inoc.report.intervals_fmt import SCORE_DIFF_RANGE, STEP0, fmt_ci, zero_width
 from nnsight_inoc.stats.intervals import CI_LEVEL
 from nnsight_inoc.stats.pairing import paired_mean_ci
 
@@ -87,13 +88,18 @@ def comparison(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"vs_neutral": vs_neutral, "vs_inoc": vs_inoc}
 
 
-def _fmt(ci: tuple[float, float, float, int], d: int = 3) -> str:
+def _fmt(ci: tuple[float, float, float, int], d: int = 3, bounds: tuple[float, float] | None = SCORE_DIFF_RANGE,
+         step0: bool = False) -> str:
+    """mean [t-interval] (n); clipped to ``bounds`` with a note; a step-0 difference identical over seeds (LoRA
+    B = 0 at init: the probe sees the base model) reads 'seed-independent (step 0)', not a zero-width CI."""
     m, lo, hi, n = ci
     if n == 0:
         return "n/a"
     if lo != lo:
         return f"{m:+.{d}f} (n={n})"
-    return f"{m:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}] (n={n})"
+    if step0 and zero_width(m, lo, hi):
+        return f"{m:+.{d}f}, {STEP0} (n={n})"
+    return f"{fmt_ci(m, lo, hi, d, bounds)} (n={n})"
 
 
 def section(summary: Mapping[str, Any] | None) -> list[tuple]:
@@ -120,12 +126,13 @@ def section(summary: Mapping[str, Any] | None) -> list[tuple]:
     for c, eff in res["vs_neutral"].items():
         s = spec.get(c, {})
         table.append([c, f"{s['alpha']:g}" if "alpha" in s else "-", ",".join(map(str, s.get("layers", []))) or "-",
-                      *[_fmt(eff[k], 4 if k.startswith("align") else 3) for k, _ in EFFECTS]])
+                      *[_fmt(eff[k], 4, None, step0=k == "align_pre") if k.startswith("align") else _fmt(eff[k])
+                        for k, _ in EFFECTS]])
     blocks: list[tuple] = [title, ("p", intro), ("table", head, table)]
     if not res["vs_inoc"]:
         blocks.append(("p", "No inoc runs in this summary: steering cannot be compared with inoculation."))
         return blocks
-    comp = [[c, _fmt(x["drift"]), x["drift_words"], _fmt(x["cos"], 4), x["cos_words"], x["alike_words"]]
+    comp = [[c, _fmt(x["drift"]), x["drift_words"], _fmt(x["cos"], 4, None), x["cos_words"], x["alike_words"]]
             for c, x in res["vs_inoc"].items()]
     blocks.append(("table", ["steering condition", "drift: steer - inoc", "which reduces drift more",
                              "cos during: steer - inoc", "which moves cos more", "acts like inoculation?"], comp))

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from nnsight_inoc.report.intervals_fmt import fmt_share
+
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
 INCONCLUSIVE = "inconclusive"
@@ -88,6 +90,14 @@ def loss_gap_share(align: Mapping[str, Any], control: str | None = None) -> floa
     if full == 0:
         raise ValueError("inoc and neutral have identical mean loss; the loss-match share is undefined")
     return abs(gap) / abs(full)
+
+
+def loss_gap_words(align: Mapping[str, Any], control: str | None = None) -> str:
+    """The share of :func:`loss_gap_share` as printed: a percentage, or both losses when inoc - neutral is
+    near zero (a percentage of almost nothing is not a number a reader can use)."""
+    control = control or control_of(align)
+    return fmt_share(align["contrasts"][f"inoc-{control}"]["loss"]["diff"],
+                     align["contrasts"]["inoc-neutral"]["loss"]["diff"], "nats of inoc - neutral")
 
 
 def loss_match_shortfall(share: float, control: str) -> str:

@@ -32,6 +32,7 @@ from nnsight_inoc.measures.alignment import SIGN_NOTE
 from nnsight_inoc.report import plots
 from nnsight_inoc.report.control_c import MODEL_NOTE, example_level_at
 from nnsight_inoc.report.controls import LEAK_MATCH_TOLERANCE, compact_prompt, leak_target
+from nnsight_inoc.report.figures_run import render_run_figures
 from nnsight_inoc.stats.bootstrap import (
     bootstrap_col_means,
     bootstrap_mean_ci_by_col,
@@ -166,6 +167,7 @@ def summarise(study: Study) -> dict[str, Any]:
     A.write_json(layout.align_summary, summary)
     n_rows = _write_rows(layout.align_rows, conds, positions)
     _plots(layout.align_dir, conds, per_cond, contrasts, positions, dirs)
+    render_run_figures(layout.root)  # cos vs layer, loss split, dial, Δcos vs parts when their inputs exist
     study.prov.stage("align_summary", time.time() - t0, n_rows=n_rows)
     _log_headline(summary)
     return summary

@@ -33,6 +33,7 @@ from nnsight_inoc.core.schema import DriftRecord, TrainRecord, read_checked
 from nnsight_inoc.report import plots
 from nnsight_inoc.report.contrast_rules import contrasts
 from nnsight_inoc.report.controls import leak_target, matched_control
+from nnsight_inoc.report.figures_run import render_run_figures
 from nnsight_inoc.stages.plan import training_conditions
 from nnsight_inoc.stats.correlation import pearson_spearman
 from nnsight_inoc.stats.intervals import panel_intervals
@@ -201,6 +202,8 @@ def summarise_runs(layout: RunLayout, conditions: Sequence[str], seeds: Sequence
     steering = which == "steering"
     A.write_json(layout.summary(steering), summary)
     write_plots(layout, steering, rows, layer, relation)
+    if not steering:  # the figures of report/figures_*.py that this folder's files allow (the rest say why not)
+        render_run_figures(layout.root)
     return summary
 
 

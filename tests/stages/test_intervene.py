@@ -27,8 +27,8 @@ ALL_ARMS = ["zero_v", "zero_rand", "flip_v", "restore_v"]
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    from nnsight_inoc.stages.extract import run_extract
     from nnsight_inoc.stages.executors import run_finetune
+    from nnsight_inoc.stages.extract import run_extract
     from nnsight_inoc.study import open_study
 
     root = tmp_path_factory.mktemp("arms")
