@@ -39,6 +39,12 @@ STUDIES = {s: (f"gpu/{s}_gpu.toml", f"artifacts/{s}_{MODEL}") for s in ("allcaps
 # run-to-run floor the TF32 differences are judged against (issue 7, study time).
 DERIVED = {"allcaps_tf32": ("gpu/allcaps_tf32_gpu.toml", "allcaps"), "allcaps_rerun": ("gpu/allcaps_gpu.toml", "allcaps")}
 STUDIES.update({d: (cfg, STUDIES[src][1]) for d, (cfg, src) in DERIVED.items()})
+# Issue 23's decisive sweep: its own config and run folder (artifacts/decisive_<trait>_<model>: the trait's data/ at
+# first; later sessions start from the published folder copied back, so finished runs are skipped).
+STUDIES.update({f"decisive_{t}": (f"gpu/decisive_{t}.toml", f"artifacts/decisive_{t}_{MODEL}") for t in ("allcaps", "spanish")})
+# CAMPAIGN_STUDIES restricts the run folders set up and bundled (at most 8 files come back from a device call).
+if os.environ.get("CAMPAIGN_STUDIES"):
+    STUDIES = {s: STUDIES[s] for s in os.environ["CAMPAIGN_STUDIES"].split(",")}
 PREP = tuple(os.environ.get("CAMPAIGN_PREP", "spanish,politeness").split(","))  # allcaps extract/align were published earlier; its run folder travels with them
 # A job is study:which or study:which:seeds (seeds joined by '+', e.g. allcaps:steering:0 then later
 # allcaps:steering:1+2), so a sweep's first seed can come before another study's runs.

@@ -115,3 +115,22 @@ def test_prep_runs_transfer_only_where_the_config_enables_it(tmp_path, monkeypat
         (run / f).write_text("{}")
     campaign.prep("resumed", 0)
     assert [c for c, _ in calls] == ["transfer"]
+
+
+def test_decisive_studies_have_their_configs_and_folders_and_can_be_selected(monkeypatch):
+    """Issue 23: the decisive sweep's studies load with the arms and the grouped executor; CAMPAIGN_STUDIES restricts
+    what is set up and bundled (a device call returns at most 8 files)."""
+    from nnsight_inoc.core.config import load_config
+
+    root = Path(campaign.__file__).parent.parent
+    for t in ("allcaps", "spanish"):
+        cfg_path, folder = campaign.STUDIES[f"decisive_{t}"]
+        cfg = load_config(root / cfg_path)
+        assert cfg.trait.name == t and cfg.intervene.arms == ["zero_v", "zero_rand", "flip_v", "restore_v"]
+        assert cfg.execution.executor == "grouped" and cfg.leak.targets == ["inoc"] and cfg.finetune.which == "main"
+        assert folder == f"artifacts/decisive_{t}_{campaign.MODEL}"
+    monkeypatch.setenv("CAMPAIGN_STUDIES", "decisive_allcaps")
+    spec = importlib.util.spec_from_file_location("campaign_selected", ROOT / "gpu" / "campaign.py")
+    selected = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(selected)
+    assert list(selected.STUDIES) == ["decisive_allcaps"]

@@ -44,7 +44,7 @@ def test_the_steering_table_shows_no_zero_width_step0_interval() -> None:
 def test_c5_clips_and_c6_shows_the_partial_r(tmp_path) -> None:
     _write(tmp_path, _rows({"inoc": [-0.99, -0.6, -0.98]}))
     v = DR.c5_drift(tmp_path)
-    assert "(CI clipped to [-1, 1], the possible range)" in v.reason
+    assert "CI clipped to [-1, 1], the possible range" in v.reason and "[-1.000, " in v.reason
     rel = {"collinearity": {}, "align_pre~drift_score": {"r": 0.76, "lo": 0.56, "hi": 0.93, "n_runs": 48, "n_groups": 16},
            "align_pre~drift_score|loss_reduction": {"r": -0.70, "lo": -0.91, "hi": -0.26, "n_runs": 48,
                                                     "n_groups": 16}}
