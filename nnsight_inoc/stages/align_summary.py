@@ -86,6 +86,28 @@ def _ci_block(x: np.ndarray, n_boot: int, seed: int) -> dict[str, list[float]]:
     return {"mean": est.tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
 
 
+def position_contrast(ca: dict[str, Any], cb: dict[str, Any], j: int, D: np.ndarray, delta_r: np.ndarray, nb: int,
+                      seed: int) -> dict[str, list[float]]:
+    """One contrast a - b at position column ``j`` of ``ca``/``cb``'s cos and norm (n, L, P), every layer: the
+    paired bootstrap, the exact and Monte-Carlo random-direction nulls from the mean unit -gradient difference
+    ``D`` (L, d) and its projections on the random directions ``delta_r`` (L, K), Holm and BH across layers."""
+    diff, lo, hi, pv = paired_bootstrap_diff_by_col(ca["cos"][:, :, j].numpy(), cb["cos"][:, :, j].numpy(), nb, rng=seed)
+    dim = D.shape[-1]
+    d_norm = np.linalg.norm(D, axis=-1)
+    p_exact = sphere_null_p(diff, d_norm, dim)
+    p_mc = null_p_values(diff[:, None], delta_r[:, None, :])[:, 0]
+    sd = d_norm / np.sqrt(dim)
+    return {
+        "diff_cos": diff.tolist(), "lo": lo.tolist(), "hi": hi.tolist(),
+        "p_boot": pv.tolist(), "p_boot_holm": holm(pv).tolist(), "p_boot_bh": benjamini_hochberg(pv).tolist(),
+        "null_p_exact": p_exact.tolist(), "null_p_exact_holm": holm(p_exact).tolist(),
+        "null_p_mc": p_mc.tolist(), "null_p_mc_holm": holm(p_mc).tolist(),
+        "null_sd": sd.tolist(), "null_z": (diff / sd).tolist(),
+        "null_mc_sd": delta_r.std(-1).tolist(),
+        "diff_norm": (ca["norm"][:, :, j] - cb["norm"][:, :, j]).mean(0).tolist(),
+    }
+
+
 def summarise(study: Study) -> dict[str, Any]:
     t0 = time.time()
     cfg = study.cfg.align
@@ -117,25 +139,9 @@ def summarise(study: Study) -> dict[str, Any]:
                                                          conds[b]["loss"].numpy()[:, None], nb, rng=seed)
         block["loss"] = {"diff": float(dl[0]), "lo": float(dlo[0]), "hi": float(dhi[0]), "p": float(dp[0])}
         D = (conds[a]["mean_unit_neg_grad"] - conds[b]["mean_unit_neg_grad"]).double().numpy()  # (L, P, d)
-        dim = D.shape[-1]
         delta_r_all = D @ dirs.T  # (L, P, K): the same contrast measured along each random direction
         for j, p in enumerate(positions):
-            diff, lo, hi, pv = paired_bootstrap_diff_by_col(
-                conds[a]["cos"][:, :, j].numpy(), conds[b]["cos"][:, :, j].numpy(), nb, rng=seed
-            )
-            d_norm = np.linalg.norm(D[:, j], axis=-1)
-            p_exact = sphere_null_p(diff, d_norm, dim)
-            p_mc = null_p_values(diff[:, None], delta_r_all[:, j][:, None, :])[:, 0]
-            sd = d_norm / np.sqrt(dim)
-            block[p] = {
-                "diff_cos": diff.tolist(), "lo": lo.tolist(), "hi": hi.tolist(),
-                "p_boot": pv.tolist(), "p_boot_holm": holm(pv).tolist(), "p_boot_bh": benjamini_hochberg(pv).tolist(),
-                "null_p_exact": p_exact.tolist(), "null_p_exact_holm": holm(p_exact).tolist(),
-                "null_p_mc": p_mc.tolist(), "null_p_mc_holm": holm(p_mc).tolist(),
-                "null_sd": sd.tolist(), "null_z": (diff / sd).tolist(),
-                "null_mc_sd": delta_r_all[:, j].std(-1).tolist(),
-                "diff_norm": (conds[a]["norm"][:, :, j] - conds[b]["norm"][:, :, j]).mean(0).tolist(),
-            }
+            block[p] = position_contrast(conds[a], conds[b], j, D[:, j], delta_r_all[:, j], nb, seed)
         contrasts[key] = block
     regression = _regressions({n: c for n, c in conds.items() if n in LEGACY_CONDITIONS}, positions, nb, seed)
     summary = {
