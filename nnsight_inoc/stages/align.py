@@ -25,7 +25,6 @@ from nnsight_inoc.stages.lossmatch import select_lossmatch
 from nnsight_inoc.stages.other_traits import other_trait_directions
 from nnsight_inoc.study import SFTSet, Study, ensure_sft, load_directions
 
-
 BEYOND_METHOD = ("the first n_assistant_tokens completion tokens after the completion's first W whitespace-separated "
                  "words, W = the longest quote of the leak factorial; the first such token is the first whose "
                  "character span (tokenizer offsets) starts at or after the end of word W; examples with fewer text "

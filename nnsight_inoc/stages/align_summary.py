@@ -32,6 +32,8 @@ from nnsight_inoc.measures.alignment import SIGN_NOTE
 from nnsight_inoc.report import plots
 from nnsight_inoc.report.control_c import MODEL_NOTE, example_level_at
 from nnsight_inoc.report.controls import LEAK_MATCH_TOLERANCE, compact_prompt, leak_target
+from nnsight_inoc.stages.align_beyond import beyond_leak, leak_shift
+from nnsight_inoc.stages.align_structured import structured_null
 from nnsight_inoc.stats.bootstrap import (
     bootstrap_col_means,
     bootstrap_mean_ci_by_col,
@@ -169,12 +171,33 @@ def summarise(study: Study) -> dict[str, Any]:
     lm_path = layout.lossmatch
     if lm_path.is_file():
         summary["lossmatch"] = {k: v for k, v in A.read_json(lm_path).items() if k != "candidates"}
+    summary.update(_issue22_blocks(layout, conds, positions, layer, any_c["direction_position"], dirs, nb, seed))
     A.write_json(layout.align_summary, summary)
     n_rows = _write_rows(layout.align_rows, conds, positions)
     _plots(layout.align_dir, conds, per_cond, contrasts, positions, dirs)
     study.prov.stage("align_summary", time.time() - t0, n_rows=n_rows)
     _log_headline(summary)
     return summary
+
+
+def _issue22_blocks(layout: RunLayout, conds: dict[str, Any], positions: list[str], layer: int, direction_position: str,
+                    dirs: np.ndarray, nb: int, seed: int) -> dict[str, Any]:
+    """Issue 22's blocks, each only when its inputs were measured (older align folders get none of them):
+    ``beyond_leak`` and ``leak_shift`` (:mod:`.align_beyond`), ``structured_null`` (:mod:`.align_structured`)."""
+    leak = A.read_json(layout.leak) if layout.leak.is_file() else None
+    v = others = None
+    if layout.directions.is_file():
+        blob = A.load_torch(layout.directions)
+        v = blob["v"][:, list(blob["positions"]).index(direction_position)][layer].double().numpy()
+    if layout.other_directions.is_file():
+        other = A.load_torch(layout.other_directions)
+        if other["position"] == direction_position:
+            others = {n: x[layer].double().numpy() for n, x in other["v"].items()}
+    blocks = {"beyond_leak": beyond_leak(conds, contrast_pairs(list(conds)), dirs, nb, seed, position_contrast,
+                                         _ci_block),
+              "leak_shift": leak_shift(conds, positions, leak, nb, seed),
+              "structured_null": structured_null(conds, positions, layer, v, others, nb, seed)}
+    return {k: b for k, b in blocks.items() if b is not None}
 
 
 def loss_split(conds: dict[str, Any], nb: int, seed: int) -> dict[str, Any]:
