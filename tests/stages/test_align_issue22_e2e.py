@@ -109,3 +109,19 @@ def test_other_trait_direction_is_built_as_extract_builds_v(done):
     other = load_torch(study.layout.other_directions)
     assert set(other["v"]) == {"spanish", "politeness"} and other["position"] == "final_prompt"
     assert np.allclose([float(x.norm(dim=-1).max()) for x in other["v"].values()], 1.0)
+
+
+def test_the_report_reads_the_new_blocks_as_loaded(done):
+    """As the report loads the summary (JSON null as NaN): C1, C2 and the new sections read the real blocks."""
+    from nnsight_inoc.report import alignment_rules as R
+    from nnsight_inoc.report.leak_sections import section_leak_shift, section_structured_null
+    from nnsight_inoc.report.load import _nulls_to_nan
+
+    study, _, _ = done
+    align = _nulls_to_nan(read_json(study.layout.align_summary))
+    c2 = R.c2_beyond_lossmatch(align)
+    assert "b_sum" in c2.reason and "inside the quote" in c2.reason
+    c1 = R.c1_rotation(align)
+    assert "structured null at layer" in c1.reason
+    text = repr(section_leak_shift(align) + section_structured_null(align))
+    assert "leak_w3" in text and "trait spanish" in text and "neutral-gradient PC1" in text
