@@ -4,7 +4,6 @@ obvious; old summaries without the new blocks keep their sphere verdict and say 
 from __future__ import annotations
 
 from nnsight_inoc.report import alignment_rules as R
-from nnsight_inoc.report.leak_sections import section_leak_shift, section_structured_null
 from nnsight_inoc.report.structured_rules import structured_check
 from nnsight_inoc.report.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 
@@ -107,23 +106,3 @@ def test_c2_on_an_old_summary_reads_a_sum_and_says_why():
     assert v.label == SUPPORTED and "predates issue 22" in v.reason and "layer 3, a_sum" in v.reason
     plain = R.c2_beyond_lossmatch(_align())  # no leak: the pool prompt, read as before
     assert "predates" not in plain.reason and "b_sum" not in plain.reason
-
-
-def test_sections_render_old_and_new_summaries():
-    old = _align()
-    assert "Not measured" in repr(section_leak_shift(old)) and "Not measured" in repr(section_structured_null(old))
-    a = _align(structured=_structured())
-    a["leak_shift"] = {"conditions": {"leak_inoc": {"base": "neutral", "words": 6, "quoted": {"a1": _block(0.016),
-                                                                                               "a_sum": _block(0.016)},
-                                                    "beyond": {"b_sum": _block(0.001)},
-                                                    "quoted_same_examples": {"a_sum": _block(0.015)}},
-                                      "inoc_leak_x": {"error": "its base condition was not measured"}}}
-    a["beyond_leak"] = {"words": 6, "positions": ["b1", "b_sum"], "n_examples": 9, "n_excluded": 1,
-                        "excluded_ids": ["e9"]}
-    blocks = section_leak_shift(a)
-    table = blocks[-1]
-    assert table[0] == "table" and table[1][-2:] == ["b1", "b_sum"]
-    assert table[2][0][:3] == ["leak_inoc", "neutral", "6"] and "+0.0160" in table[2][0][4]
-    assert "e9" in blocks[1][1]
-    s = section_structured_null(a)
-    assert "neutral-gradient PC1" in repr(s) and "lossmatch" in repr(s)
