@@ -10,7 +10,7 @@ Layout of ``<run>/`` (``artifacts/<trait>_<model>/`` by default)::
     config.toml  provenance.json  provenance.worker<i>.json  report.md  report.html
     precision_check.json  sft_completions.json
     data/splits.json  data/data_card.json
-    extract/directions.pt  extract/extract_summary.json  extract/monitoring.csv  extract/*.png
+    extract/directions.pt  extract/other_directions.pt  extract/extract_summary.json  extract/monitoring.csv  extract/*.png
     align/cond_<condition>.pt  align/lossmatch.json  align/leak.json  align/align_summary.json  align/rows.csv.gz  align/*.png
     finetune/<condition>_seed<seed>/{train.json, drift.json, adapter/}
     finetune/pre/<hash>.json  finetune/claims/<run>/owner.json  finetune/logs/worker<i>.log
@@ -44,6 +44,7 @@ DATA_CARD = "data_card.json"
 
 EXTRACT_DIR = "extract"
 DIRECTIONS = "directions.pt"
+OTHER_DIRECTIONS = "other_directions.pt"  # the other registered traits' v(l), the structured null of C1 (issue 22)
 EXTRACT_SUMMARY = "extract_summary.json"
 MONITOR_TABLE = "monitoring.csv"
 EXTRACT_PLOTS = ("projection_hist.png", "monitor_scatter.png", "separation_vs_layer.png")
@@ -217,6 +218,10 @@ class RunLayout:
     @property
     def directions(self) -> Path:
         return self.extract_dir / DIRECTIONS
+
+    @property
+    def other_directions(self) -> Path:
+        return self.extract_dir / OTHER_DIRECTIONS
 
     @property
     def extract_summary(self) -> Path:

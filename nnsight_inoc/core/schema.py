@@ -101,6 +101,15 @@ class AlignSummary(TypedDict):
     ``stats.regression.example_level_effect``; ``loss_split`` = ``{parts, conditions: {c: {total, content,
     trait: {mean, lo, hi, p}}}, without_content_loss}``; ``leak_match`` = ``{leak_<t>: {target, dial,
     reduction, target_reduction, gap_share: {mean, lo, hi}, tolerance, matched}}``.
+
+    Issue 22 (absent from older runs; stages/align_beyond.py, stages/align_structured.py): ``beyond_leak`` =
+    ``{words, positions: [b1.., b_sum], method, n_examples, n_excluded, excluded_ids, without, conditions: {c:
+    {cos: {position: MeanCI}}}, contrasts: {a-b: {position: <the contrasts' per-layer keys>}}}`` (or ``{error,
+    without}``); ``leak_shift`` = ``{note, beyond_error, conditions: {leak_c: {base, words, quoted: {a..: {diff_cos,
+    lo, hi, p_boot}}, beyond: {b..: ...}, quoted_same_examples: {a_sum: ...}}}}``; ``structured_null`` =
+    ``{contrast, layer, position, n_examples, v, other_traits: {trait: entry} | null, pcs: {n, of, directions:
+    {pc<i>: entry + explained_variance}}, trait_free: {t: {shift, inoc_minus}}}`` with each entry ``{diff_cos,
+    lo, hi, p_boot[, cos_with_v]}`` at the reporting layer.
     """
 
     sign_convention: str
@@ -118,6 +127,9 @@ class AlignSummary(TypedDict):
     example_regression: NotRequired[dict[str, Any]]
     loss_split: NotRequired[dict[str, Any]]
     leak_match: NotRequired[dict[str, Any]]
+    beyond_leak: NotRequired[dict[str, Any]]
+    leak_shift: NotRequired[dict[str, Any]]
+    structured_null: NotRequired[dict[str, Any]]
 
 
 class LossMatch(TypedDict):

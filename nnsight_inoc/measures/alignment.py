@@ -23,6 +23,17 @@ def position_names(n_assistant: int) -> list[str]:
     return ["final_prompt"] + [f"a{i + 1}" for i in range(n_assistant)] + ["a_sum"]
 
 
+def beyond_position_names(n: int) -> list[str]:
+    """Issue 22's positions beyond the longest quoted leak: b1..bn (completion tokens after the quoted words)
+    and their sum b_sum."""
+    return [f"b{i + 1}" for i in range(n)] + ["b_sum"]
+
+
+def with_total(grads: torch.Tensor) -> torch.Tensor:
+    """Append the sum over all positions: (B, L, k, d) -> (B, L, k + 1, d) (the b positions and b_sum)."""
+    return torch.cat([grads, grads.sum(2, keepdim=True)], dim=2)
+
+
 def with_sum(grads: torch.Tensor) -> torch.Tensor:
     """Append the sum of the assistant-token gradients: (B, L, 1 + k, d) -> (B, L, 2 + k, d)."""
     return torch.cat([grads, grads[:, :, 1:].sum(2, keepdim=True)], dim=2)

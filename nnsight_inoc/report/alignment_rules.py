@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from nnsight_inoc.report.control_c import at_layer
+from nnsight_inoc.report.controls import leak_target
+from nnsight_inoc.report.structured_rules import NOT_MEASURED, structured_check
 from nnsight_inoc.report.verdicts import (
     ALPHA,
     INCONCLUSIVE,
@@ -155,16 +157,25 @@ def layer_description(align: Mapping[str, Any], contrast: str, *, use_boot: bool
     return "all layers, Holm, description only: " + "; ".join(parts)
 
 
-def fixed_contrast(align: Mapping[str, Any], contrast: str, *, use_boot: bool = True, use_null: bool = True) -> Verdict:
+def contrast_numbers(align: Mapping[str, Any], contrast: str, position: str = REPORT_POSITION,
+                     source: Mapping[str, Any] | None = None) -> tuple[tuple[float, ...], str]:
+    """(diff, lo, hi, p boot, exact null p) at the reporting layer and ``position`` of ``source`` (default the
+    summary's ``contrasts``; issue 22's ``beyond_leak["contrasts"]`` for the b positions), and them in words."""
+    layer = int(align["layer"])
+    b = (align["contrasts"] if source is None else source)[contrast][position]
+    d, lo, hi, pb, pn = (b[k][layer] for k in ("diff_cos", "lo", "hi", "p_boot", "null_p_exact"))
+    return (d, lo, hi, pb, pn), (f"layer {layer}, {position}: {contrast} cos {d:+.4f} [{lo:+.4f}, {hi:+.4f}], "
+                                 f"bootstrap p {fmt_p(pb)}, exact random-direction null p {fmt_p(pn)}")
+
+
+def fixed_contrast(align: Mapping[str, Any], contrast: str, *, use_boot: bool = True, use_null: bool = True,
+                   position: str = REPORT_POSITION, source: Mapping[str, Any] | None = None) -> Verdict:
     """One contrast at the reporting layer and :data:`REPORT_POSITION`: supported when the difference is
     below 0 with its bootstrap CI below 0 (``use_boot``) and the exact random-direction null p < ALPHA
     (``use_null``); not supported otherwise (no effect, one toward the trait, or one any direction shows).
-    One pre-specified test, so neither p is adjusted for layers."""
-    layer = int(align["layer"])
-    b = align["contrasts"][contrast][REPORT_POSITION]
-    d, lo, hi, pb, pn = (b[k][layer] for k in ("diff_cos", "lo", "hi", "p_boot", "null_p_exact"))
-    nums = (f"layer {layer}, {REPORT_POSITION}: {contrast} cos {d:+.4f} [{lo:+.4f}, {hi:+.4f}], bootstrap p "
-            f"{fmt_p(pb)}, exact random-direction null p {fmt_p(pn)}")
+    One pre-specified test, so neither p is adjusted for layers. ``position``/``source``: see
+    :func:`contrast_numbers` (the layer description is of the summary's own positions either way)."""
+    (d, lo, hi, pb, pn), nums = contrast_numbers(align, contrast, position, source)
     ci_ok = hi < 0 if use_boot else True
     null_ok = pn < ALPHA if use_null else True
     desc = layer_description(align, contrast, use_boot=use_boot, use_null=use_null)
@@ -177,21 +188,55 @@ def fixed_contrast(align: Mapping[str, Any], contrast: str, *, use_boot: bool = 
 
 
 def c1_rotation(align: Mapping[str, Any]) -> Verdict:
-    """C1: inoc - neutral < 0 at the reporting layer and a_sum (bootstrap CI below 0, exact null p < ALPHA)."""
-    return fixed_contrast(align, "inoc-neutral")
+    """C1: inoc - neutral < 0 at the reporting layer and a_sum (bootstrap CI below 0, exact null p < ALPHA), and,
+    when the summary has issue 22's structured null, beyond it (:mod:`.structured_rules`): a sphere-supported
+    C1 that the structured null does not confirm is inconclusive, naming the shortfall."""
+    sphere = fixed_contrast(align, "inoc-neutral")
+    check = structured_check(align.get("structured_null"))
+    if check is None:
+        return Verdict(sphere.label, f"{sphere.reason}; {NOT_MEASURED}", sphere.shortfall)
+    ok, nums, short = check
+    if sphere.label != SUPPORTED:
+        return Verdict(sphere.label, f"{sphere.reason}; {nums}", sphere.shortfall)
+    if ok:
+        return Verdict(SUPPORTED, f"{sphere.reason}; beyond the structured null: {nums}")
+    return Verdict(INCONCLUSIVE, f"the random-sphere rule passes but not the structured null ({'; '.join(short)}): "
+                                 f"{nums}; sphere rule: {sphere.reason}", short)
+
+
+def _c2_position(align: Mapping[str, Any], control: str) -> tuple[Verdict, str]:
+    """C2's uncapped verdict and where it was read: at b_sum (beyond the longest quote) when the control is a
+    content leak and the summary has ``beyond_leak``; else at a_sum as before issue 22 (and, for a leak,
+    saying that a_sum lies inside the quoted words)."""
+    key = f"inoc-{control}"
+    bl = align.get("beyond_leak")
+    if leak_target(control) is None:
+        return fixed_contrast(align, key), ""
+    if isinstance(bl, Mapping) and key in bl.get("contrasts", {}):
+        v = fixed_contrast(align, key, position="b_sum", source=bl["contrasts"])
+        _, quoted = contrast_numbers(align, key)
+        where = (f"judged at b_sum, the {len(bl['positions']) - 1} completion tokens after the longest quote "
+                 f"({bl['words']} words; {bl['n_examples']} examples, {bl['n_excluded']} excluded as too short); "
+                 f"inside the quote (description, not the verdict): {quoted}")
+        return Verdict(v.label, f"{v.reason}; {where}", v.shortfall), where
+    note = ("judged at a_sum, inside the quoted words: positions beyond the quote were not measured (the summary "
+            "predates issue 22)")
+    v = fixed_contrast(align, key)
+    return Verdict(v.label, f"{v.reason}; {note}", v.shortfall), note
 
 
 def c2_beyond_lossmatch(align: Mapping[str, Any]) -> Verdict:
-    """C2: the C1 rule on inoc - control (the content leak when measured, else the pool prompt); at most
-    inconclusive when the loss match is incomplete, because then a remaining difference may still be a
-    loss effect."""
+    """C2: the C1 rule (sphere part) on inoc - control (the content leak when measured, else the pool prompt); at
+    most inconclusive when the loss match is incomplete, because then a remaining difference may still be a
+    loss effect. Against a content leak it is read beyond the longest quote (b_sum, issue 22) when measured:
+    inside the quote the quote itself turns the gradient toward v."""
     control = control_of(align)
     share = loss_gap_share(align, control)
     gap = align["contrasts"][f"inoc-{control}"]["loss"]
     why = (f"loss match incomplete: inoc - {control} loss {gap['diff']:+.4f} [{gap['lo']:+.4f}, {gap['hi']:+.4f}] "
            f"is {loss_gap_words(align, control)} of inoc - neutral (limit {MAX_LOSS_GAP_SHARE:.0%})")
-    return cap(fixed_contrast(align, f"inoc-{control}"), share > MAX_LOSS_GAP_SHARE, why,
-               loss_match_shortfall(share, control))
+    verdict, _ = _c2_position(align, control)
+    return cap(verdict, share > MAX_LOSS_GAP_SHARE, why, loss_match_shortfall(share, control))
 
 
 def c3_beyond_random(align: Mapping[str, Any]) -> Verdict:

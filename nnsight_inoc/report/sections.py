@@ -22,6 +22,7 @@ from nnsight_inoc.report.claims import all_verdicts
 from nnsight_inoc.report.controls import prompt_label
 from nnsight_inoc.report.drift_sections import section_drift
 from nnsight_inoc.report.figures_run import ALIGN_FIGURES
+from nnsight_inoc.report.leak_sections import section_leak_shift, section_structured_null
 from nnsight_inoc.report.load import Run, drift_summary, load_run, steering_summary
 from nnsight_inoc.report.loss_sections import (
     section_control_c,
@@ -171,7 +172,8 @@ def section_alignment(run: Run) -> list[Block]:
                     f"({'complete' if loss_gap_share(a, 'lossmatch') <= MAX_LOSS_GAP_SHARE else 'INCOMPLETE'}; "
                     f"limit {MAX_LOSS_GAP_SHARE:.0%})",
                     f"The loss-matched comparison (C2, C8) uses: {control_of(a)}"])]
-    out += section_loss_split(run) + section_leak_match(run) + section_control_c(run)
+    out += section_loss_split(run) + section_leak_match(run) + section_leak_shift(a) + section_structured_null(a)
+    out += section_control_c(run)
     out += section_legacy_regression(a)
     if run.precision is not None:
         pr = run.precision
@@ -194,9 +196,12 @@ def section_verdicts(run: Run) -> list[Block]:
              f"seen: extract's reporting layer (chosen by held-out AUROC, then monitoring r) and {R.REPORT_POSITION} "
              "(the assistant tokens that carry the SFT loss); every layer and the final prompt token are shown as "
              f"description. C1: the inoc - neutral difference and its bootstrap CI below 0, exact random-direction "
-             f"null p < {ALPHA}. C2: the same on inoc - the loss-matched control (the content leak leak_inoc when "
-             f"measured, else the pool prompt), at most inconclusive when the control leaves more than "
-             f"{MAX_LOSS_GAP_SHARE:.0%} of the inoc - neutral loss gap. C3: the null alone. C4: inoc's change in "
+             f"null p < {ALPHA}, and (issue 22, when measured) |change along v| above that along every other trait's "
+             "direction and every leading principal component of the neutral gradients, and inoc - each trait-free "
+             "prompt away from 0 on the same side (else inconclusive, naming what beat v). C2: the same sphere rule "
+             "on inoc - the loss-matched control (the content leak leak_inoc when measured, read at b_sum beyond the "
+             "longest quote when measured, else the pool prompt), at most inconclusive when the control leaves more "
+             f"than {MAX_LOSS_GAP_SHARE:.0%} of the inoc - neutral loss gap. C3: the null alone. C4: inoc's change in "
              "alignment at zero change in loss, per example (control C), CI below 0. C1-C4 at most inconclusive if "
              f"the direction fails AUROC >= {R.AUROC_MIN} or pooled monitoring r >= {R.R_MIN}.")
     rules += (" Drift rules (pre-registered in issue 22, before any sweep): every drift contrast a - b is read at "

@@ -20,9 +20,15 @@ from nnsight_inoc.measures.leak import Prompting
 from nnsight_inoc.probes.gradients import gradient_metrics
 from nnsight_inoc.probes.losses import example_losses
 from nnsight_inoc.stages.align_summary import summarise
-from nnsight_inoc.stages.leak import leak_conditions, select_leak
+from nnsight_inoc.stages.leak import leak_conditions, longest_quote, select_leak
 from nnsight_inoc.stages.lossmatch import select_lossmatch
+from nnsight_inoc.stages.other_traits import other_trait_directions
 from nnsight_inoc.study import SFTSet, Study, ensure_sft, load_directions
+
+BEYOND_METHOD = ("the first n_assistant_tokens completion tokens after the completion's first W whitespace-separated "
+                 "words, W = the longest quote of the leak factorial; the first such token is the first whose "
+                 "character span (tokenizer offsets) starts at or after the end of word W; examples with fewer text "
+                 "tokens beyond are excluded for every condition")
 
 
 def check_condition(cfg: StudyConfig, condition: str) -> None:
@@ -54,12 +60,16 @@ def condition_prompts(study: Study, sft: SFTSet, wanted: list[str]) -> dict[str,
     return {c: conds[c] for c in wanted}
 
 
-def measure_condition(study: Study, name: str, prompting: Prompting | str, sft: SFTSet, v: torch.Tensor
-                      ) -> dict[str, Any]:
+def measure_condition(study: Study, name: str, prompting: Prompting | str, sft: SFTSet, v: torch.Tensor,
+                      beyond_words: int = 0, unit_layer: int | None = None) -> dict[str, Any]:
     """Gradient metrics for every SFT example under one training-time prompt (what cond_<name>.pt holds).
 
     Also the loss split (issue 16): ``content_loss`` is each example's loss of its UNTRAITED answer
     under the same prompt (the content part); ``loss - content_loss`` is the trait part.
+
+    Issue 22: ``beyond_words`` = W > 0 adds ``beyond`` (alignment at the completion tokens after the first W
+    words, outside every quoted leak); ``unit_layer`` adds ``units`` (each example's -g/|g| at that layer and
+    a_sum, what C1's structured null projects on other directions). Neither changes any other entry.
     """
     prompting = Prompting(prompting) if isinstance(prompting, str) else prompting
     cfg = study.cfg.align
@@ -68,12 +78,22 @@ def measure_condition(study: Study, name: str, prompting: Prompting | str, sft: 
     with task(f"align: {name}", n) as adv:
         m = gradient_metrics(study.tlm, study.loaded.tokenizer, systems, sft.prompts, sft.completions, v,
                              n_assistant=cfg.n_assistant_tokens, batch_size=cfg.batch_size, ids=sft.ids,
-                             label=f"condition {name}", on_batch=adv)
+                             label=f"condition {name}", on_batch=adv, beyond_words=beyond_words,
+                             keep_units=None if unit_layer is None else (unit_layer, "a_sum"))
     content = None
     if sft.untraited is not None:
         content = torch.from_numpy(example_losses(study.tlm, study.loaded.tokenizer, systems, sft.prompts,
                                                   sft.untraited, cfg.batch_size))
+    extra: dict[str, Any] = {}
+    if m.units is not None:
+        extra["units"] = {"layer": unit_layer, "position": "a_sum", "neg_unit": m.units}
+    if m.beyond is not None:
+        b = m.beyond
+        extra["beyond"] = {"words": b.words, "positions": b.positions, "rows": b.rows, "excluded": b.excluded,
+                           "method": BEYOND_METHOD, "cos": b.cos, "proj": b.proj, "norm": b.norm,
+                           "mean_unit_neg_grad": (b.unit_neg_grad_sum / max(len(b.rows), 1)).float()}
     return {
+        **extra,
         "condition": name,
         "system_prompt": prompting.base,
         "leak": prompting.record(),
@@ -99,12 +119,15 @@ def run_align(study: Study, condition: str) -> dict[str, Any]:
     sft = ensure_sft(study)
     study.prov.fact("sft_excluded", sft.excluded)
     wanted = [*study.cfg.align.conditions, LOSSMATCH_CONDITION] if condition == "all" else [condition]
-    if condition == "all" and study.cfg.leak.targets:
+    if study.cfg.leak.targets:  # every condition needs W, the longest quote, to read beyond it (issue 22)
         select_leak(study, sft)
-        wanted += list(leak_conditions(study))
+        if condition == "all":
+            wanted += list(leak_conditions(study))
+    words = longest_quote(study)
+    other_trait_directions(study)  # C1's structured null; reused from extract when there
     prompts = condition_prompts(study, sft, wanted)
     for name, prompting in prompts.items():
-        res = measure_condition(study, name, prompting, sft, v)
+        res = measure_condition(study, name, prompting, sft, v, beyond_words=words, unit_layer=int(meta["layer"]))
         res["layer"] = meta["layer"]
         A.save_torch(study.layout.align_condition(name), res)
         log(f"align {name}: mean loss {float(res['loss'].mean()):.4f}, n={len(res['ids'])}")

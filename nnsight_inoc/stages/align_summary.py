@@ -33,6 +33,8 @@ from nnsight_inoc.report import plots
 from nnsight_inoc.report.control_c import MODEL_NOTE, example_level_at
 from nnsight_inoc.report.controls import LEAK_MATCH_TOLERANCE, compact_prompt, leak_target
 from nnsight_inoc.report.figures_run import render_run_figures
+from nnsight_inoc.stages.align_beyond import beyond_leak, leak_shift
+from nnsight_inoc.stages.align_structured import structured_null
 from nnsight_inoc.stats.bootstrap import (
     bootstrap_col_means,
     bootstrap_mean_ci_by_col,
@@ -87,6 +89,28 @@ def _ci_block(x: np.ndarray, n_boot: int, seed: int) -> dict[str, list[float]]:
     return {"mean": est.tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
 
 
+def position_contrast(ca: dict[str, Any], cb: dict[str, Any], j: int, D: np.ndarray, delta_r: np.ndarray, nb: int,
+                      seed: int) -> dict[str, list[float]]:
+    """One contrast a - b at position column ``j`` of ``ca``/``cb``'s cos and norm (n, L, P), every layer: the
+    paired bootstrap, the exact and Monte-Carlo random-direction nulls from the mean unit -gradient difference
+    ``D`` (L, d) and its projections on the random directions ``delta_r`` (L, K), Holm and BH across layers."""
+    diff, lo, hi, pv = paired_bootstrap_diff_by_col(ca["cos"][:, :, j].numpy(), cb["cos"][:, :, j].numpy(), nb, rng=seed)
+    dim = D.shape[-1]
+    d_norm = np.linalg.norm(D, axis=-1)
+    p_exact = sphere_null_p(diff, d_norm, dim)
+    p_mc = null_p_values(diff[:, None], delta_r[:, None, :])[:, 0]
+    sd = d_norm / np.sqrt(dim)
+    return {
+        "diff_cos": diff.tolist(), "lo": lo.tolist(), "hi": hi.tolist(),
+        "p_boot": pv.tolist(), "p_boot_holm": holm(pv).tolist(), "p_boot_bh": benjamini_hochberg(pv).tolist(),
+        "null_p_exact": p_exact.tolist(), "null_p_exact_holm": holm(p_exact).tolist(),
+        "null_p_mc": p_mc.tolist(), "null_p_mc_holm": holm(p_mc).tolist(),
+        "null_sd": sd.tolist(), "null_z": (diff / sd).tolist(),
+        "null_mc_sd": delta_r.std(-1).tolist(),
+        "diff_norm": (ca["norm"][:, :, j] - cb["norm"][:, :, j]).mean(0).tolist(),
+    }
+
+
 def summarise(study: Study) -> dict[str, Any]:
     t0 = time.time()
     cfg = study.cfg.align
@@ -118,25 +142,9 @@ def summarise(study: Study) -> dict[str, Any]:
                                                          conds[b]["loss"].numpy()[:, None], nb, rng=seed)
         block["loss"] = {"diff": float(dl[0]), "lo": float(dlo[0]), "hi": float(dhi[0]), "p": float(dp[0])}
         D = (conds[a]["mean_unit_neg_grad"] - conds[b]["mean_unit_neg_grad"]).double().numpy()  # (L, P, d)
-        dim = D.shape[-1]
         delta_r_all = D @ dirs.T  # (L, P, K): the same contrast measured along each random direction
         for j, p in enumerate(positions):
-            diff, lo, hi, pv = paired_bootstrap_diff_by_col(
-                conds[a]["cos"][:, :, j].numpy(), conds[b]["cos"][:, :, j].numpy(), nb, rng=seed
-            )
-            d_norm = np.linalg.norm(D[:, j], axis=-1)
-            p_exact = sphere_null_p(diff, d_norm, dim)
-            p_mc = null_p_values(diff[:, None], delta_r_all[:, j][:, None, :])[:, 0]
-            sd = d_norm / np.sqrt(dim)
-            block[p] = {
-                "diff_cos": diff.tolist(), "lo": lo.tolist(), "hi": hi.tolist(),
-                "p_boot": pv.tolist(), "p_boot_holm": holm(pv).tolist(), "p_boot_bh": benjamini_hochberg(pv).tolist(),
-                "null_p_exact": p_exact.tolist(), "null_p_exact_holm": holm(p_exact).tolist(),
-                "null_p_mc": p_mc.tolist(), "null_p_mc_holm": holm(p_mc).tolist(),
-                "null_sd": sd.tolist(), "null_z": (diff / sd).tolist(),
-                "null_mc_sd": delta_r_all[:, j].std(-1).tolist(),
-                "diff_norm": (conds[a]["norm"][:, :, j] - conds[b]["norm"][:, :, j]).mean(0).tolist(),
-            }
+            block[p] = position_contrast(conds[a], conds[b], j, D[:, j], delta_r_all[:, j], nb, seed)
         contrasts[key] = block
     regression = _regressions({n: c for n, c in conds.items() if n in LEGACY_CONDITIONS}, positions, nb, seed)
     summary = {
@@ -164,6 +172,7 @@ def summarise(study: Study) -> dict[str, Any]:
     lm_path = layout.lossmatch
     if lm_path.is_file():
         summary["lossmatch"] = {k: v for k, v in A.read_json(lm_path).items() if k != "candidates"}
+    summary.update(_issue22_blocks(layout, conds, positions, layer, any_c["direction_position"], dirs, nb, seed))
     A.write_json(layout.align_summary, summary)
     n_rows = _write_rows(layout.align_rows, conds, positions)
     _plots(layout.align_dir, conds, per_cond, contrasts, positions, dirs)
@@ -171,6 +180,26 @@ def summarise(study: Study) -> dict[str, Any]:
     study.prov.stage("align_summary", time.time() - t0, n_rows=n_rows)
     _log_headline(summary)
     return summary
+
+
+def _issue22_blocks(layout: RunLayout, conds: dict[str, Any], positions: list[str], layer: int, direction_position: str,
+                    dirs: np.ndarray, nb: int, seed: int) -> dict[str, Any]:
+    """Issue 22's blocks, each only when its inputs were measured (older align folders get none of them):
+    ``beyond_leak`` and ``leak_shift`` (:mod:`.align_beyond`), ``structured_null`` (:mod:`.align_structured`)."""
+    leak = A.read_json(layout.leak) if layout.leak.is_file() else None
+    v = others = None
+    if layout.directions.is_file():
+        blob = A.load_torch(layout.directions)
+        v = blob["v"][:, list(blob["positions"]).index(direction_position)][layer].double().numpy()
+    if layout.other_directions.is_file():
+        other = A.load_torch(layout.other_directions)
+        if other["position"] == direction_position:
+            others = {n: x[layer].double().numpy() for n, x in other["v"].items()}
+    blocks = {"beyond_leak": beyond_leak(conds, contrast_pairs(list(conds)), dirs, nb, seed, position_contrast,
+                                         _ci_block),
+              "leak_shift": leak_shift(conds, positions, leak, nb, seed),
+              "structured_null": structured_null(conds, positions, layer, v, others, nb, seed)}
+    return {k: b for k, b in blocks.items() if b is not None}
 
 
 def loss_split(conds: dict[str, Any], nb: int, seed: int) -> dict[str, Any]:

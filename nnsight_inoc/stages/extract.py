@@ -23,6 +23,7 @@ from nnsight_inoc.measures.directions import (
 from nnsight_inoc.probes.residuals import read_final, read_positions
 from nnsight_inoc.report import plots
 from nnsight_inoc.report.monitoring import within_prompt_summary
+from nnsight_inoc.stages.other_traits import other_trait_directions
 from nnsight_inoc.study import Study, answers
 
 
@@ -126,6 +127,7 @@ def run_extract(study: Study) -> dict[str, Any]:
     plots.monitor_scatter(scatter_png, proj_all[:, layer], score_all, corr[layer], layer,
                           groups=[cfg.monitor_prompts[k] for k in prompt_index], within=within["chosen"])
     plots.separation_vs_layer(separation_png, sep.auroc, sep.cohens_d, r_by_layer, POSITIONS, layer)
+    other_trait_directions(study)  # C1's structured null (issue 22): beside directions.pt, never changes v
     study.prov.stage("extract", time.time() - t0, layer=layer)
     log(
         f"extract: layer {layer} ({reason}); held-out AUROC {summary['chosen']['auroc']:.3f}, "

@@ -198,3 +198,9 @@ def leak_conditions(study: Study) -> dict[str, Prompting]:
         return {}
     rec = A.read_json(path)
     return {name: Prompting(c["base"], int(c["words"]), rec["template"]) for name, c in rec["conditions"].items()}
+
+
+def longest_quote(study: Study) -> int:
+    """W (issue 22): the most words any condition of the leak factorial quotes (matched and extra levels), 0 when
+    the control is off or has not run. Alignment beyond the quote is read after the completion's first W words."""
+    return max((p.leak_words for p in leak_conditions(study).values()), default=0)

@@ -10,6 +10,7 @@ across the boundary) and makes the completion-only loss mask exact.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -154,12 +155,64 @@ def encode_chats(
     return make_batch(p_ids, c_ids, int(pad), padding_side=padding_side, n_assistant=n_assistant)
 
 
-def gradient_index(batch: Batch) -> torch.Tensor:
-    """(B, 1 + k) absolute positions: the final prompt token then the first k assistant tokens."""
+def gradient_index(batch: Batch, beyond: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 1 + k) absolute positions: the final prompt token then the first k assistant tokens.
+
+    ``beyond`` (B, m) from :func:`beyond_index` appends m more columns (issue 22: tokens beyond a quoted
+    prefix); a row without them (-1) gets its final prompt token there as a placeholder, which the caller
+    must drop (``(beyond >= 0).all(1)`` says which rows are real). Without ``beyond``, exactly as before.
+    """
     if (batch.assistant_idx < 0).any():
         short = int((batch.assistant_idx < 0).any(1).sum())
         raise ValueError(
             f"{short} example(s) have fewer completion tokens than the {batch.assistant_idx.shape[1]} "
             "assistant positions measured; filter them out explicitly (and report the count)"
         )
-    return torch.cat([batch.final_prompt_idx[:, None], batch.assistant_idx], dim=1)
+    index = torch.cat([batch.final_prompt_idx[:, None], batch.assistant_idx], dim=1)
+    if beyond is None:
+        return index
+    if beyond.shape[0] != batch.size:
+        raise ValueError(f"beyond has {beyond.shape[0]} rows for a batch of {batch.size}")
+    filler = batch.final_prompt_idx[:, None].expand_as(beyond)
+    return torch.cat([index, torch.where(beyond >= 0, beyond, filler)], dim=1)
+
+
+def quoted_token_count(tok: PreTrainedTokenizerBase, completion: str, words: int) -> int:
+    """How many of the completion's tokens lie wholly or partly within its first ``words`` words (issue 22).
+
+    Words are whitespace-separated (``str.split``, as the content leak counts the words it quotes), so
+    word boundaries do not depend on case (an ALL-CAPS answer splits where its untraited answer does).
+    Method: the tokenizer's character offsets of the completion (the same ids :func:`completion_ids`
+    makes); the first token beyond the words is the first whose span starts at or after the end of word
+    ``words``, so a token straddling that end counts as quoted. ``words`` >= the completion's word count
+    returns every token. ChatFormatError for a tokenizer without offsets (a slow tokenizer).
+    """
+    if words <= 0:
+        return 0
+    try:
+        enc = tok(completion, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError as err:
+        raise ChatFormatError("counting tokens beyond the quoted words needs a fast tokenizer (offsets)") from err
+    offsets = enc["offset_mapping"]
+    spans = list(re.finditer(r"\S+", completion))
+    if len(spans) <= words:
+        return len(offsets)
+    end = spans[words - 1].end()
+    return next((i for i, (start, _) in enumerate(offsets) if start >= end), len(offsets))
+
+
+def beyond_index(batch: Batch, starts: Sequence[int], k: int) -> torch.Tensor:
+    """(B, k) absolute positions of the k completion tokens after the first ``starts[i]`` of row i
+    (:func:`quoted_token_count`); a row whose completion has fewer than ``starts[i] + k`` text tokens (the
+    end-of-turn token excluded: nothing after it is in the loss) is all -1. Counted from the completion's
+    start, so the positions are the same tokens whatever system prompt precedes them."""
+    if len(starts) != batch.size:
+        raise ValueError(f"{len(starts)} starts for a batch of {batch.size}")
+    out = torch.full((batch.size, k), -1, dtype=torch.long)
+    for i, s in enumerate(starts):
+        if s < 0:
+            raise ValueError(f"start must be >= 0, got {s}")
+        if s + k <= int(batch.completion_len[i]) - 1:
+            first = int(batch.final_prompt_idx[i]) + 1 + s
+            out[i] = torch.arange(first, first + k)
+    return out

@@ -15,6 +15,7 @@ def test_paths_are_the_published_names(tmp_path):
     assert r.config == tmp_path / "config.toml" and r.provenance == tmp_path / "provenance.json"
     assert r.worker_provenance("g0w1") == tmp_path / "provenance.workerg0w1.json"
     assert r.directions == tmp_path / "extract" / "directions.pt"
+    assert r.other_directions == tmp_path / "extract" / "other_directions.pt"
     assert r.align_condition("inoc") == tmp_path / "align" / "cond_inoc.pt"
     assert r.lossmatch == tmp_path / "align" / "lossmatch.json"
     run = r.run("inoc", 2)
