@@ -25,10 +25,23 @@ from pathlib import Path
 
 SKIP_SUFFIXES = (".pt", ".safetensors")
 SKIP_NAMES = {"claims", "adapter", ".prep_done", ".prep_failed", ".lock"}
+# Kept although .pt: the directions a later session's runs of the same sweep probe and project onto (issue 23:
+# a sweep continued across sessions starts from the published folder; about 0.5 and 1 MB).
+KEEP_NAMES = {"directions.pt", "other_directions.pt"}
 
 
 def _ignore(_dir: str, names: list[str]) -> list[str]:
-    return [n for n in names if n in SKIP_NAMES or n.startswith(".adapter") or n.endswith(SKIP_SUFFIXES)]
+    return [n for n in names if n not in KEEP_NAMES and (n in SKIP_NAMES or n.startswith(".adapter")
+                                                        or n.endswith(SKIP_SUFFIXES))]
+
+
+def study_config(study: str) -> str:
+    """The config a campaign study ran with: gpu/<study>_gpu.toml (the presets' GPU configs), else gpu/<study>.toml
+    (issue 23's decisive sweeps). FileNotFoundError naming both when neither exists."""
+    for cand in (Path(f"gpu/{study}_gpu.toml"), Path(f"gpu/{study}.toml")):
+        if cand.is_file():
+            return str(cand)
+    raise FileNotFoundError(f"no gpu/{study}_gpu.toml or gpu/{study}.toml")
 
 
 def cli(*args: str) -> None:
@@ -40,7 +53,7 @@ def publish(bundle_dir: Path, study: str, which: str, scratch: Path) -> Path:
         tar.extractall(scratch, filter="data")
     run = scratch / study
     for w in which.split("+"):  # e.g. all+steering: the prompt conditions' summary and the steering one
-        cli("drift", "--summary-only", "--which", w, "--config", f"gpu/{study}_gpu.toml", "--device", "cpu",
+        cli("drift", "--summary-only", "--which", w, "--config", study_config(study), "--device", "cpu",
             "--run-dir", str(run))
     out = Path("results") / study
     if (out / "align" / "rows.csv.gz").is_file() and not (run / "align" / "rows.csv.gz").is_file():

@@ -35,6 +35,8 @@ def test_cli_run_smoke_preset(tmp_path: Path) -> None:
     summary = json.loads((run_dir / "align" / "align_summary.json").read_text())
     leak = json.loads((run_dir / "align" / "leak.json").read_text())
     assert set(summary["conditions"]) == {"neutral", "inoc", "explicit", "lossmatch", *leak["conditions"]}
+    arm = json.loads((run_dir / "finetune" / "zero_v_seed0" / "train.json").read_text())  # issue 22: the arms train
+    assert arm["intervention"]["arm"] == "zero_v" and (run_dir / "finetune" / "restore_v_seed0" / "drift.json").is_file()
     assert leak["conditions"]  # the smoke preset turns issue 16's controls on
     transfer = json.loads((run_dir / "transfer" / "transfer.json").read_text())
     assert set(transfer["conditions"]) == set(summary["conditions"])

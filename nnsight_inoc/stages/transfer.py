@@ -1,7 +1,9 @@
 """Stage `transfer`: cross-context transfer of every training prompt, before training (issue 16, item 8).
 
 For every training condition of the finetune plan (content-leak conditions with their per-example
-prompts; steering conditions have no prompt of their own and are left out) and every LoRA seed
+prompts; steering conditions and gradient-intervention arms are left out: the first have no prompt of
+their own, and the second change the training gradient inside the backward pass, which this
+unedited measurement would not show) and every LoRA seed
 (PEFT's init for that seed, the one its runs start from), the LoRA gradient of the training loss
 under the condition's prompt is compared with the LoRA gradient of the trait's log-odds under the
 neutral test prompt and under each drift panel prompt (:mod:`nnsight_inoc.probes.transfer`).
@@ -118,7 +120,7 @@ def run_transfer(study: Study) -> dict[str, Any]:
     cfg = study.cfg
     which = "main" if cfg.finetune.which == "steering" else cfg.finetune.which
     plan = build_plan(study, which)
-    runs = list({r.condition: r for r in plan.runs if r.steer is None}.values())  # one spec per condition
+    runs = list({r.condition: r for r in plan.runs if r.steer is None and r.intervene is None}.values())  # one per condition
     neutral = cfg.align.conditions["neutral"]
     tests = [neutral, *cfg.drift.panel]
     pairs = trait_pairs(study)
