@@ -77,7 +77,7 @@ def test_stage_functions_take_a_study_and_plain_values():
     allowed = {"Study", "str", "int", "float", "bool", "SFTSet", "Sequence[str]", "torch.Tensor", "dict[str, Any]",
                "list[str]", "np.ndarray", "Any", "None", "nn.Module", "dict[str, str]", "Path",
                "Prompting | str", "str | list[str]", "Sequence[int]", "Sequence[RunSpec]", "FinetunePlan",
-               "Sequence[str | None] | str | None", "Systems"}  # Prompting, RunSpec, FinetunePlan: plain dataclasses
+               "Sequence[str | None] | str | None", "Systems", "int | None"}  # Prompting, RunSpec, FinetunePlan: plain dataclasses
     checked = 0
     for m in ("stages.extract", "stages.align", "stages.lossmatch", "stages.align_summary", "stages.leak",
               "stages.transfer"):
