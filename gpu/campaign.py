@@ -238,6 +238,35 @@ def setup() -> None:
             shutil.copytree(src, RUNS / study, ignore=_derived_ignore if study in DERIVED else None)
 
 
+def check_continuation() -> list[str]:
+    """Before anything trains: every study folder that already holds runs (a sweep continued from a published
+    folder, issue 23) must hold the same data and config as this session's code and config file; refuse to mix.
+
+    The splits must match their data card's sha256 (``load_splits``), and the config may differ from the folder's
+    config.toml only in keys that no existing result was made from (``check_against_folder``: execution, steering
+    and intervention keys always may; a run trained otherwise is refused by its own train.json later). Raises
+    SystemExit naming the study and the problem; returns one line per continued study.
+    """
+    from nnsight_inoc.core.config import load_config
+    from nnsight_inoc.core.runconfig import check_against_folder
+    from nnsight_inoc.data.splits import load_splits
+
+    lines = []
+    for study, (cfg, _) in STUDIES.items():
+        run = RUNS / study
+        done = sorted(p.parent.name for p in run.glob("finetune/*/train.json"))
+        if not done:
+            continue
+        try:
+            splits = load_splits(run / "data")
+            changes = check_against_folder(load_config(CODE / cfg), run)
+        except Exception as err:  # any refusal stops the campaign before a GPU second is spent on it
+            raise SystemExit(f"{study}: will not continue the runs in {run}: {err}") from None
+        lines.append(f"{study}: continuing {len(done)} finished runs (splits sha256 {splits.sha256()[:16]}, config "
+                     f"matches the folder's{'; changed: ' + ', '.join(changes) if changes else ''})")
+    return lines
+
+
 def status() -> str:
     lines = []
     for study in STUDIES:
@@ -280,6 +309,8 @@ def run(seconds: float) -> None:
     pid_file = ROOT / "supervisor.pid"
     if not (ROOT / "finished").exists() and not alive(pid_file):
         setup()
+        for line in check_continuation():
+            print(line, flush=True)
         proc = subprocess.Popen([sys.executable, str(CODE / "gpu" / "campaign.py"), "supervise"], cwd=CODE,
                                 stdout=(LOGS / "supervisor.log").open("a"), stderr=subprocess.STDOUT,
                                 start_new_session=True, env=env_for(0))

@@ -134,3 +134,37 @@ def test_decisive_studies_have_their_configs_and_folders_and_can_be_selected(mon
     selected = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(selected)
     assert list(selected.STUDIES) == ["decisive_allcaps"]
+
+
+def test_continuation_refuses_other_data_or_config(tmp_path, monkeypatch):
+    """Issue 23: a folder with finished runs continues only under the same splits and config."""
+    from nnsight_inoc.core.config import dump_toml, load_config
+    from tests._study import tiny_study_folder
+
+    cfg, run = tiny_study_folder(tmp_path)
+    root = tmp_path / "campaign"
+    (root / "code" / "gpu").mkdir(parents=True)
+    (root / "code" / "gpu" / "s.toml").write_text(dump_toml(cfg))
+    (root / "runs").mkdir()
+    import shutil
+
+    shutil.copytree(run, root / "runs" / "s")
+    (root / "runs" / "s" / "config.toml").write_text(dump_toml(cfg))
+    (root / "runs" / "s" / "finetune" / "neutral_seed0").mkdir(parents=True)
+    (root / "runs" / "s" / "finetune" / "neutral_seed0" / "train.json").write_text("{}")
+    (root / "runs" / "s" / "finetune" / "neutral_seed0" / "drift.json").write_text("{}")
+    monkeypatch.setattr(campaign, "STUDIES", {"s": ("gpu/s.toml", "x")})
+    monkeypatch.setattr(campaign, "RUNS", root / "runs")
+    monkeypatch.setattr(campaign, "CODE", root / "code")
+    lines = campaign.check_continuation()
+    assert len(lines) == 1 and "continuing 1 finished runs" in lines[0]
+    other = load_config(root / "code" / "gpu" / "s.toml")
+    other.finetune.lr = 0.5
+    (root / "code" / "gpu" / "s.toml").write_text(dump_toml(other))
+    with pytest.raises(SystemExit, match="finetune.lr"):
+        campaign.check_continuation()
+    (root / "code" / "gpu" / "s.toml").write_text(dump_toml(cfg))
+    splits = root / "runs" / "s" / "data" / "splits.json"
+    splits.write_text(splits.read_text().replace("Write about", "Write abut", 1))
+    with pytest.raises(SystemExit, match="s: will not continue"):
+        campaign.check_continuation()
