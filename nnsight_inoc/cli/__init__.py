@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
+from nnsight_inoc.cli import finetune as finetune_command  # the module stays nnsight_inoc.cli.finetune
 from nnsight_inoc.cli.errors import CliError, handle_errors
-from nnsight_inoc.cli.finetune import finetune
 from nnsight_inoc.cli.opening import command_line, opened, require_publish, resolve
 from nnsight_inoc.cli.options import PUBLISH, WHICH, study_options
 from nnsight_inoc.core.layout import BENCH_DIR, COMPARE_DIR
@@ -165,7 +165,7 @@ def transfer(**opts: Any) -> None:
     click.echo(f"transfer of {len(out['conditions'])} training prompts written")
 
 
-main.add_command(finetune)
+main.add_command(finetune_command.finetune)
 
 
 @main.command()
