@@ -178,7 +178,7 @@ def test_finetune_then_drift_stage(study, monkeypatch):
 
 
 def test_parallel_workers_match_sequential_runs(study, tmp_path):
-    """`finetune --gpus 0,0`: two worker processes share the runs, each run is done once, and every
+    """`finetune --gpus 0,0` (shorthand for --executor workers): two worker processes share the runs, each run is done once, and every
     number equals the sequential run's (a run's numerics must not depend on the number of workers)."""
     import os
     import subprocess

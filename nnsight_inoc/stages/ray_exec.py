@@ -13,7 +13,7 @@ run folder through :func:`~nnsight_inoc.cluster.ray_tasks.run_tasks` (atomic wri
 first, then ``train.json``, then ``drift.json`` as the completion marker), so no filesystem is
 shared and a run's files depend on the plan alone (tested: every number equal to the sequential
 executor's and the claim workers'). After the sweep the driver writes the drift summary as
-``finetune --gpus`` does.
+the workers executor does.
 
 What a task starts from (``RunGroup.given``, filled in at each submission): the ``finetune/pre``
 entries the driver has by then, so the base model's behaviour under a prompt is measured once per
