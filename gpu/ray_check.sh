@@ -69,7 +69,7 @@ case "$1" in
   claims)
     fresh "$CLAIMS_RUN"
     rc=0
-    # one claim worker per GPU (what `finetune --gpus 0,1` starts), restricted to the first seed to save device time
+    # one claim worker per GPU (what `finetune --executor workers --gpus 0,1` starts), restricted to the first seed to save device time
     cmd="$PY cli.py finetune --which main --worker --seeds ${SEEDS:-0} --config $CFG --run-dir $CLAIMS_RUN"
     timed claims bash -c "CUDA_VISIBLE_DEVICES=0 NNSIGHT_INOC_WORKER=0 $cmd > $LOGS/claims_w0.log 2>&1 & a=\$!
       CUDA_VISIBLE_DEVICES=1 NNSIGHT_INOC_WORKER=1 $cmd > $LOGS/claims_w1.log 2>&1 & b=\$!

@@ -178,7 +178,7 @@ def test_finetune_then_drift_stage(study, monkeypatch):
 
 
 def test_parallel_workers_match_sequential_runs(study, tmp_path):
-    """`finetune --gpus 0,0`: two worker processes share the runs, each run is done once, and every
+    """`finetune --gpus 0,0` (shorthand for --executor workers): two worker processes share the runs, each run is done once, and every
     number equals the sequential run's (a run's numerics must not depend on the number of workers)."""
     import os
     import subprocess
@@ -253,7 +253,7 @@ def test_grouped_executor_matches_sequential_runs(study, tmp_path):
 
 @pytest.mark.ray
 def test_a_ray_seed_task_trains_its_runs_grouped(study, tmp_path, monkeypatch):
-    """`--ray-group seed` with execution.executor = "grouped": the task (ray_exec.run_group, called in-process here;
+    """`--ray-group seed` (whatever execution.executor says): the task (ray_exec.run_group, called in-process here;
     the cluster around it is tested below) trains its seed's runs K at a time and measures their drift in one
     batched decode; the files it returns equal the sequential runs' to fp32 round-off, as the grouped executor's do."""
     import json
@@ -271,13 +271,12 @@ def test_a_ray_seed_task_trains_its_runs_grouped(study, tmp_path, monkeypatch):
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     copy = tmp_path / "run"
     copy_without_runs(study.run_dir, copy)
-    cfg = study.cfg.model_copy(deep=True)
-    cfg.execution.executor = "grouped"
+    cfg = study.cfg.model_copy(deep=True)  # execution.executor stays "sequential": the grouping alone decides
     driver = open_study(cfg, copy, "pytest ray seed task")
     plan = build_plan(driver, "main")
     groups, _ = build_groups(driver, plan, "seed")
     assert [g.name for g in groups] == ["seed0", "seed1"]
-    files = run_group(cfg, plan, prepare(driver, groups[1]), "cpu", driver.loaded.sha256)
+    files = run_group(cfg, plan, prepare(driver, groups[1]), "cpu", driver.loaded.sha256, grouped=True)
     for cond in ("neutral", "inoc", "explicit", "lossmatch"):
         grp = json.loads(files[f"finetune/{cond}_seed1/train.json"])
         seq = read_json(study.run_dir / "finetune" / f"{cond}_seed1" / "train.json")

@@ -16,9 +16,10 @@ from typing import Any
 
 import click
 
+from nnsight_inoc.cli import finetune as finetune_command  # the module stays nnsight_inoc.cli.finetune
 from nnsight_inoc.cli.errors import CliError, handle_errors
 from nnsight_inoc.cli.opening import command_line, opened, require_publish, resolve
-from nnsight_inoc.cli.options import PUBLISH, int_list, ray_options, study_options
+from nnsight_inoc.cli.options import PUBLISH, WHICH, study_options
 from nnsight_inoc.core.layout import BENCH_DIR, COMPARE_DIR
 
 
@@ -164,81 +165,7 @@ def transfer(**opts: Any) -> None:
     click.echo(f"transfer of {len(out['conditions'])} training prompts written")
 
 
-WHICH = click.option("--which", type=click.Choice(["main", "variants", "all", "steering"]),
-                     help="Main conditions, the trait's wording variants, or both; 'steering' = the main conditions "
-                     "plus the preventative-steering sweep of [steering] (default: finetune.which).")
-
-
-@main.command()
-@WHICH
-@click.option("--gpus", callback=int_list,
-              help="Parallel: one worker per listed CUDA device (0,1,2,3; list a device twice for two workers "
-                   "on it). Each worker trains a run and measures its drift; the summary follows.")
-@click.option("--worker", is_flag=True,
-              help="Run as one parallel worker: claim runs not held by a live process, train each and measure its drift.")
-@click.option("--seeds", "only_seeds", callback=int_list,
-              help="With --worker: only these of finetune.seeds (e.g. 0 or 1,2), so a campaign can order a sweep's "
-                   "first seed before another study. Workers take runs seed-major either way.")
-@click.option("--executor", type=click.Choice(["sequential", "ray"]), default="sequential", show_default=True,
-              help="ray: one Ray task per run (train + drift, files returned to this process), then the summary "
-                   "(README 'Running on a cluster'). The config's execution.executor still picks sequential or "
-                   "grouped for the other modes.")
-@ray_options
-@study_options
-@handle_errors
-def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds: list[int] | None, executor: str,
-             **opts: Any) -> None:
-    """LoRA finetune per condition x seed, probing cos(-g, v) during training (resumable)."""
-    import os
-
-    from nnsight_inoc.stages.drift import run_drift
-    from nnsight_inoc.stages.executors import run_finetune
-    from nnsight_inoc.stages.workers import cli_base, launch, run_worker
-
-    if gpus is not None and worker:
-        raise click.UsageError("--gpus starts workers; a worker itself takes no --gpus")
-    if only_seeds is not None and not worker:
-        raise click.UsageError("--seeds applies to a --worker only (the other modes train every configured seed)")
-    ray_flags = {k: opts.pop(k) for k in list(opts) if k.startswith("ray_")}
-    source = {k: click.get_current_context().get_parameter_source(k).name for k in ray_flags}
-    if executor == "ray":
-        from nnsight_inoc.stages.ray_exec import RayOptions, run_finetune_ray
-
-        if gpus is not None or worker:
-            raise click.UsageError("--executor ray runs its own workers; it takes no --gpus or --worker")
-        ray = RayOptions.from_flags(ray_flags, address_from_env=source["ray_address"] == "ENVIRONMENT")
-        with opened(opts, weights=False) as study:  # the driver plans and writes; the tasks load the model
-            run_finetune_ray(study, which or study.cfg.finetune.which, ray)
-        return
-    if given := [k for k, v in source.items() if v == "COMMANDLINE"]:
-        raise click.UsageError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need --executor ray")
-    if gpus is not None:
-        from nnsight_inoc.study import preflight
-
-        r = resolve(opts)
-        cfg, run_dir = r.cfg, r.run_dir
-        preflight(cfg, run_dir, origins=r.origins)
-        which = which or cfg.finetune.which
-        if cfg.backend.kind == "remote":
-            raise click.UsageError("LoRA training is local only; --gpus needs --backend local")
-        from nnsight_inoc.core.layout import RunLayout
-
-        layout = RunLayout(run_dir)
-        if not layout.sft_completions.is_file():  # else every worker would generate them at once
-            raise click.UsageError(f"{layout.sft_completions} is missing: run `align` first (it makes them)")
-        from nnsight_inoc.core.lock import run_folder_lock
-
-        with run_folder_lock(run_dir, command_line(), shared=True):  # shared with its workers, not other stages
-            launch(cli_base(which, opts), gpus, layout.logs_dir)
-        with opened(opts) as study:
-            run_drift(study, which)  # every run has drift.json by now: this writes the summary and plots
-        return
-    if worker:
-        with opened(opts, f"worker{os.environ.get('NNSIGHT_INOC_WORKER', os.getpid())}", shared=True) as study:
-            run_worker(study, which or study.cfg.finetune.which, only_seeds)
-        return
-    with opened(opts) as study:
-        run_finetune(study, which or study.cfg.finetune.which)
+main.add_command(finetune_command.finetune)
 
 
 @main.command()
@@ -346,6 +273,10 @@ def run(**opts: Any) -> None:
     from nnsight_inoc.pipeline import run_all
 
     t0 = time.time()
+    executor = resolve(opts).cfg.execution.executor
+    if executor not in ("sequential", "grouped"):  # before any stage runs, not after align
+        raise click.UsageError(f"`run` trains in its own process, sequential or grouped; execution.executor = "
+                               f"{executor!r} runs from `finetune --executor {executor}` after `align`")
     with opened(opts) as study:
         md = run_all(study)
     log(f"done in {time.time() - t0:.0f} s; results in {study.run_dir}; report: {md}")

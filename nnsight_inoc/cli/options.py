@@ -49,19 +49,24 @@ def int_list(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
         raise click.BadParameter(f"expected comma-separated integers like 0,1,1, got {value!r}") from None
 
 
+WHICH = click.option("--which", type=click.Choice(["main", "variants", "all", "steering"]),
+                     help="Main conditions, the trait's wording variants, or both; 'steering' = the main conditions "
+                     "plus the preventative-steering sweep of [steering] (default: finetune.which).")
+
+
 def ray_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``finetune --executor ray``'s options (refused without it)."""
+    """``finetune --executor ray``'s options (refused for another executor)."""
     opts = [
-        click.option("--ray-address", envvar="RAY_ADDRESS", help="An existing Ray cluster [env RAY_ADDRESS]."),
-        click.option("--ray-local-gpus", callback=int_list, help="Start a Ray cluster on this host with these GPUs (0,1)."),
-        click.option("--ray-local-cpus", type=int, help="Start a CPU-only Ray cluster on this host with N worker slots."),
-        click.option("--ray-gpus-per-task", type=float, help="GPUs per run (0.5: two runs per GPU) [1; 0 on the CPU]."),
-        click.option("--ray-cpus-per-task", type=float, help="CPUs per run (its OMP_NUM_THREADS) [1; local: cores/runs]."),
-        click.option("--ray-memory-gb", type=float, help="Host memory per run in GB [CPU runs: 3x the weights]."),
-        click.option("--ray-retries", type=int, default=2, show_default=True, help="Retries of a failed run."),
+        click.option("--ray-address", envvar="RAY_ADDRESS", help="[ray] An existing Ray cluster [env RAY_ADDRESS]."),
+        click.option("--ray-local-gpus", callback=int_list, help="[ray] Start a Ray cluster on this host with these GPUs (0,1)."),
+        click.option("--ray-local-cpus", type=int, help="[ray] Start a CPU-only Ray cluster on this host with N worker slots."),
+        click.option("--ray-gpus-per-task", type=float, help="[ray] GPUs per run (0.5: two runs per GPU) [1; 0 on the CPU]."),
+        click.option("--ray-cpus-per-task", type=float, help="[ray] CPUs per run (its OMP_NUM_THREADS) [1; local: cores/runs]."),
+        click.option("--ray-memory-gb", type=float, help="[ray] Host memory per run in GB [CPU runs: 3x the weights]."),
+        click.option("--ray-retries", type=int, default=2, show_default=True, help="[ray] Retries of a failed run."),
         click.option("--ray-group", type=click.Choice(["run", "seed"]), default="run", show_default=True,
-                     help="One Ray task per run, or per seed (its runs one after another in one process)."),
-        click.option("--ray-in-flight", type=int, help="Tasks submitted at once [what the cluster holds now]."),
+                     help="[ray] One Ray task per run, or per seed (its runs trained grouped, K per pass of the base)."),
+        click.option("--ray-in-flight", type=int, help="[ray] Tasks submitted at once [what the cluster holds now]."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)

@@ -211,11 +211,16 @@ class ExecutionConfig(_Section):
     by any other (the executors agree to fp32 round-off; tested).
     """
 
-    executor: Literal["sequential", "grouped"] = Field(
+    executor: Literal["sequential", "grouped", "workers", "ray"] = Field(
         "sequential",
-        description="'sequential': one run at a time, each with its own PEFT adapter on a copy of the base; "
-        "'grouped': the runs of one seed K at a time in one forward/backward pass of the shared base, "
-        "each with its own stacked adapter, AdamW state and loss (nnsight_inoc/train/grouped.py).",
+        description="The finetune plan's executor, one of four (`finetune --executor` overrides it for one "
+        "invocation): 'sequential': one run at a time in this process, each with its own PEFT adapter on a copy "
+        "of the base; 'grouped': the runs of one seed K at a time in one forward/backward pass of the shared base, "
+        "each with its own stacked adapter, AdamW state and loss (nnsight_inoc/train/grouped.py); 'workers': one "
+        "claim-worker process per `finetune --gpus` device (stages/workers.py); 'ray': Ray tasks "
+        "(stages/ray_exec.py; its `--ray-*` options). Configs written before 'workers' and 'ray' existed hold "
+        "'sequential' or 'grouped', which keep their meaning; a bare `finetune --worker` (a campaign's) trains a "
+        "seed's runs grouped under 'grouped', as it did.",
     )
     group_size: int = Field(
         0, ge=0, description="Runs per group for the grouped executor; 0 = as many as fit in the device's free "

@@ -2,7 +2,7 @@
 
 ``flock(2)`` on ``<run>/.lock/lock``: the kernel drops the lock when its process exits or dies, so
 there is never a stale lock to remove by hand. A stage command holds it exclusively for the
-whole command; finetune workers (``finetune --worker`` and the ``--gpus`` launcher), which share
+whole command; finetune workers (``finetune --worker`` and the ``--executor workers`` launcher), which share
 a folder's runs through claims (``stages/workers.py``), hold it shared, so they run together but
 never beside another stage command. Each holder leaves ``.lock/<host>.<pid>.json`` (its command
 and start time) so that a refused command can name the holder's PID.

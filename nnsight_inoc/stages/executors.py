@@ -2,9 +2,10 @@
 
 :func:`execute_run` is the one per-run sequence (skip a finished run, refuse one trained with
 another config, train, free memory, optionally measure drift at once). The sequential
-executor (:func:`run_finetune`) walks the plan in order in this process; the claim-based
+executor (:func:`run_sequential`) walks the plan in order in this process; the claim-based
 workers (:mod:`.workers`) walk it seed-major across processes; both call :func:`execute_run`. The
-grouped executor (:mod:`.grouped`) trains the runs of a seed together.
+grouped executor (:mod:`.grouped`) trains the runs of a seed together. Which one runs is chosen once, by
+``execution.executor`` or ``finetune --executor`` (:mod:`nnsight_inoc.cli.finetune`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from nnsight_inoc.core.errors import UsageProblem
 from nnsight_inoc.core.progress import log, task
 from nnsight_inoc.stages.drift import drift_run
 from nnsight_inoc.stages.finetune import (
@@ -47,13 +49,23 @@ def execute_run(study: Study, plan: FinetunePlan, run: RunSpec, *, with_drift: b
 
 
 def run_finetune(study: Study, which: str = "all") -> list[dict[str, Any]]:
-    """Train every run of the plan not yet trained with the configured executor (``execution.executor``).
+    """Train every run of the plan not yet trained with the configured in-process executor (``execution.executor``).
 
-    ``sequential`` (here): one run at a time, in plan order. ``grouped``: :func:`.grouped.run_grouped`.
-    Returns the runs' train.json records.
+    ``sequential``: :func:`run_sequential`; ``grouped``: :func:`.grouped.run_grouped`. ``workers`` and ``ray``
+    need their command-line options (``finetune --executor workers --gpus ...`` / ``--executor ray ...``), so
+    here they are a usage error. Returns the runs' train.json records.
     """
-    if study.cfg.execution.executor == "grouped":
+    executor = study.cfg.execution.executor
+    if executor == "grouped":
         return run_grouped(study, which)
+    if executor != "sequential":
+        raise UsageProblem(f"execution.executor = {executor!r} runs from `cli.py finetune --executor {executor}` "
+                           "with its options; this command trains in its own process (sequential or grouped)")
+    return run_sequential(study, which)
+
+
+def run_sequential(study: Study, which: str = "all") -> list[dict[str, Any]]:
+    """The sequential executor: one run at a time, in plan order; returns the runs' train.json records."""
     t0 = time.time()
     plan = build_plan(study, which)
     done = []

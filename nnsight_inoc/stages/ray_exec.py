@@ -5,7 +5,7 @@ The driver (``finetune --executor ray``) builds the plan once, as the other exec
 study's config. Each task runs on a worker process that opens the study from that config in a
 scratch folder (its own model copy: the same hash-pinned preset, or the same folder, on that
 node; checked against the driver's sha256), runs :func:`~.executors.execute_run` for each of its
-runs (train, then drift), or, for a seed's group under ``[execution] executor = "grouped"``,
+runs (train, then drift), or, for a seed's group (``--ray-group seed``),
 :func:`~.grouped.execute_seed_runs` (K runs per pass of the shared base, each group's drift in one
 batched decode), and returns the files it made as bytes: ``train.json``, ``drift.json``,
 the adapter, and the ``finetune/pre`` cache entries it computed. The driver writes them into the
@@ -13,7 +13,7 @@ run folder through :func:`~nnsight_inoc.cluster.ray_tasks.run_tasks` (atomic wri
 first, then ``train.json``, then ``drift.json`` as the completion marker), so no filesystem is
 shared and a run's files depend on the plan alone (tested: every number equal to the sequential
 executor's and the claim workers'). After the sweep the driver writes the drift summary as
-``finetune --gpus`` does.
+the workers executor does.
 
 What a task starts from (``RunGroup.given``, filled in at each submission): the ``finetune/pre``
 entries the driver has by then, so the base model's behaviour under a prompt is measured once per
@@ -72,7 +72,8 @@ class RayOptions:
     memory_gb: host memory per task in GB (1e9 bytes); default: none for GPU tasks,
         ``CPU_TASK_MEMORY_FACTOR`` x the weights' bytes for CPU tasks.
     retries: extra attempts of a failed task before it is reported. grouping: ``run`` (one task per
-    run) or ``seed`` (one task per seed's runs). in_flight: tasks submitted at once (default: what fits now).
+    run) or ``seed`` (one task per seed's runs, trained grouped: K per pass of the shared base,
+    ``execution.group_size``; whatever ``execution.executor`` says). in_flight: tasks submitted at once (default: what fits now).
     """
 
     address: str | None = None
@@ -138,9 +139,10 @@ class RunTask:
     plan: FinetunePlan
     device: str  # "cuda" (the task's own GPU) or "cpu"
     model_sha256: str | None  # the driver's weights; the worker's must match
+    grouped: bool = False  # --ray-group seed: a seed's runs K per pass of the shared base
 
     def __call__(self, group: RunGroup) -> dict[str, bytes]:
-        return run_group(self.cfg, self.plan, group, self.device, self.model_sha256)
+        return run_group(self.cfg, self.plan, group, self.device, self.model_sha256, grouped=self.grouped)
 
 
 def _rel(layout: RunLayout, path: Path) -> str:
@@ -148,10 +150,12 @@ def _rel(layout: RunLayout, path: Path) -> str:
 
 
 def run_group(cfg: StudyConfig, plan: FinetunePlan, group: RunGroup, device: str,
-              model_sha256: str | None) -> dict[str, bytes]:
+              model_sha256: str | None, *, grouped: bool = False) -> dict[str, bytes]:
     """Train and measure a group's runs in a scratch run folder; return the files made, relative to the run folder.
 
-    Runs on a Ray worker. ValueError when this node's model is not the driver's (sha256).
+    Runs on a Ray worker. ``grouped``: a group of several runs (a seed's) trains K at a time in one pass of the
+    shared base, each group's drift in one batched decode; else one run after another.
+    ValueError when this node's model is not the driver's (sha256).
     """
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a CPU task on a GPU host must not take memory on a GPU
@@ -165,7 +169,7 @@ def run_group(cfg: StudyConfig, plan: FinetunePlan, group: RunGroup, device: str
         if study.loaded.sha256 != model_sha256:
             raise ValueError(f"the model {cfg.model.name!r} on this node has sha256 {study.loaded.sha256}, the "
                              f"driver's {model_sha256}: every node must have the same weights")
-        if cfg.execution.executor == "grouped" and len(group.runs) > 1:  # a seed's runs, K per pass of the base
+        if grouped and len(group.runs) > 1:  # a seed's runs, K per pass of the base
             execute_seed_runs(study, plan, group.runs, with_drift=True)
         else:
             for run in group.runs:
@@ -302,7 +306,7 @@ def run_finetune_ray(study: Study, which: str, opts: RayOptions) -> Report:
         log(f"finetune (ray): {len(groups)} task(s) for {sum(len(g.runs) for g in groups)} runs; "
             f"{len(done)} runs done before; per task {gpus:g} GPU, {cpus:g} CPU"
             + (f", {memory / 1e9:.3g} GB host memory" if memory else ""))
-        task = RunTask(study.cfg, plan, device, study.loaded.sha256)
+        task = RunTask(study.cfg, plan, device, study.loaded.sha256, grouped=opts.grouping == "seed")
         try:
             with _cluster(opts, cpus) as (address, cluster):
                 try:

@@ -36,6 +36,13 @@ from nnsight_inoc.stages.plan import build_plan
 from nnsight_inoc.study import Study
 
 ORPHAN_CLAIM_S = 60.0  # a claim folder without an owner file this old was left by a dead claimant
+GROUPINGS = ("run", "seed")  # --worker-group: a worker claims and trains one run at a time, or a seed's runs grouped
+
+
+def worker_grouping(config_executor: str) -> str:
+    """A bare ``--worker``'s grouping: a seed's runs grouped under ``execution.executor = "grouped"`` (as before
+    issue 25, which the GPU campaign's configs rely on), else one run at a time."""
+    return "seed" if config_executor == "grouped" else "run"
 
 
 def claim(claims: Path, name: str) -> bool:
@@ -65,19 +72,23 @@ def claim(claims: Path, name: str) -> bool:
     return True
 
 
-def run_worker(study: Study, which: str, only_seeds: Sequence[int] | None = None) -> list[str]:
+def run_worker(study: Study, which: str, only_seeds: Sequence[int] | None = None,
+               grouping: str | None = None) -> list[str]:
     """The claim-based executor: train and measure drift for every run not complete and not held.
 
-    Walks the plan seed-major (:meth:`FinetunePlan.seed_major`); returns the runs done here. Under
-    ``execution.executor = "grouped"`` a worker claims every free run of a seed at once and trains them
-    K at a time in one pass of the base, each group's drift measured in one batched decode
-    (:func:`~nnsight_inoc.stages.grouped.execute_seed_runs`), so a campaign cut short leaves whole seeds.
+    Walks the plan seed-major (:meth:`FinetunePlan.seed_major`); returns the runs done here. With
+    ``grouping="seed"`` (``finetune --worker --worker-group seed``) a worker claims every free run of a seed at
+    once and trains them K at a time in one pass of the base (``execution.group_size``), each group's drift
+    measured in one batched decode (:func:`~nnsight_inoc.stages.grouped.execute_seed_runs`), so a campaign cut
+    short leaves whole seeds; ``"run"`` claims and trains one run at a time. ``None`` (a bare ``--worker``, as
+    the GPU campaign starts them): ``"seed"`` under ``execution.executor = "grouped"``, else ``"run"``.
     """
     plan = build_plan(study, which)
     done: list[str] = []
     t0 = time.time()
     runs = plan.seed_major(only_seeds)
-    grouped = study.cfg.execution.executor == "grouped"
+    grouping = grouping or worker_grouping(study.cfg.execution.executor)
+    grouped = grouping == "seed"
     with task(f"worker sweep ({which})", len(runs)) as sweep:  # runs done here or elsewhere both count
         seeds = list(dict.fromkeys(r.seed for r in runs)) if grouped else []
         for seed in seeds:
@@ -93,7 +104,8 @@ def run_worker(study: Study, which: str, only_seeds: Sequence[int] | None = None
                 execute_run(study, plan, run, with_drift=True)
                 done.append(run.name)
             sweep(1)
-    study.prov.stage(f"worker_{which}", time.time() - t0, runs=done)
+    study.prov.stage(f"worker_{which}", time.time() - t0, runs=done, executor="workers", worker_group=grouping,
+                     seeds=None if only_seeds is None else list(only_seeds))
     return done
 
 
@@ -125,9 +137,13 @@ def launch(base: Sequence[str], gpus: Sequence[int], log_dir: Path) -> None:
         raise RuntimeError(f"{len(bad)} of {len(procs)} finetune workers failed: " + "; ".join(bad))
 
 
-def cli_base(which: str, opts: dict[str, Any]) -> list[str]:
-    """The worker's own command line: the same study options, minus the device (set by CUDA_VISIBLE_DEVICES)."""
+def cli_base(which: str, opts: dict[str, Any], grouping: str | None = None) -> list[str]:
+    """The worker's own command line: the same study options, minus the device (set by CUDA_VISIBLE_DEVICES),
+    and the launcher's ``--worker-group`` (always given by ``--executor workers``, so no worker falls back to
+    the config's)."""
     argv = [sys.executable, "-m", "nnsight_inoc.cli", "finetune", "--which", which]
+    if grouping is not None:
+        argv += ["--worker-group", grouping]
     flags = {"config_path": "--config", "preset": "--preset", "model": "--model", "dtype": "--dtype",
              "seed": "--seed", "run_dir": "--run-dir"}
     for key, flag in flags.items():

@@ -107,7 +107,7 @@ def test_cli_refuses_ray_flags_without_the_ray_executor_and_env_address_yields_t
     from nnsight_inoc.cli import main
 
     res = CliRunner().invoke(main, ["finetune", "--ray-local-gpus", "0,1", "--preset", "smoke"])
-    assert res.exit_code != 0 and "--ray-local-gpus need --executor ray" in res.output
+    assert res.exit_code == 2 and "--ray-local-gpus is an option of --executor ray" in res.output
     flags = {"ray_address": "10.0.0.1:6379", "ray_local_gpus": [0, 1], "ray_local_cpus": None,
              "ray_gpus_per_task": None, "ray_cpus_per_task": None, "ray_memory_gb": None, "ray_retries": 2,
              "ray_group": "seed", "ray_in_flight": None}
