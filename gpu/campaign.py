@@ -67,6 +67,7 @@ BENCHES: dict[str, tuple[list[str], str]] = {
     "bf16_7b_b32": ([*_BENCH, "--dtype", "bfloat16", "--scale", "7b", "--batch-size", "32"], "--out-dir"),
 }
 BENCH_ON = os.environ.get("CAMPAIGN_BENCH", "all") != "none"
+TRANSFER_IN_PREP = os.environ.get("CAMPAIGN_TRANSFER", "prep") != "after"
 # Peak memory of one fp32 finetune worker on the 1.5B model (probe batch 16, drift generation) was about 45-50 GB
 # on 2026-11-27; two per GPU peaked at 98 GB of an H200's 139. An 80 GB H100 takes one.
 GB_PER_WORKER = 60
@@ -144,10 +145,19 @@ def prep(study: str, gpu: int) -> None:
         ok = sh(cli(study, "extract"), gpu, log) == 0
     if ok and not (run / "align" / "align_summary.json").exists():
         ok = sh(cli(study, "align", "--condition", "all"), gpu, log) == 0
-    # issue 16's cross-context transfer is measured before training, at the PEFT init, so it belongs to prep
-    if ok and transfer_enabled(CODE / STUDIES[study][0]) and not (run / "transfer" / "transfer.json").exists():
-        ok = sh(cli(study, "transfer"), gpu, log) == 0
+    # issue 16's cross-context transfer is measured before training, at the PEFT init, so it belongs to prep, unless
+    # CAMPAIGN_TRANSFER=after moves it behind the finetune jobs (it reads no trained run: a short session trains first)
+    if ok and TRANSFER_IN_PREP:
+        ok = transfer(study, gpu)
     (run / (".prep_done" if ok else ".prep_failed")).touch()
+
+
+def transfer(study: str, gpu: int) -> bool:
+    """The transfer stage of a study whose config enables it, unless done; True when it is done or not asked for."""
+    run = RUNS / study
+    if not transfer_enabled(CODE / STUDIES[study][0]) or (run / "transfer" / "transfer.json").exists():
+        return True
+    return sh(cli(study, "transfer"), gpu, LOGS / f"prep_{study}.log") == 0
 
 
 def bench(gpu: int) -> None:
@@ -204,6 +214,10 @@ def supervise() -> None:
         t.start()
     for t in slots:
         t.join()
+    if not TRANSFER_IN_PREP:
+        for s in PREP:
+            if s and (RUNS / s / ".prep_done").exists():
+                transfer(s, 0)
     (ROOT / "finished").touch()
 
 

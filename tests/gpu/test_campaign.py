@@ -168,3 +168,20 @@ def test_continuation_refuses_other_data_or_config(tmp_path, monkeypatch):
     splits.write_text(splits.read_text().replace("Write about", "Write abut", 1))
     with pytest.raises(SystemExit, match="s: will not continue"):
         campaign.check_continuation()
+
+
+def test_transfer_after_the_jobs_leaves_prep_to_extract_and_align(tmp_path, monkeypatch):
+    """CAMPAIGN_TRANSFER=after: prep runs extract and align only; transfer() then runs the stage once, and not again."""
+    calls: list[str] = []
+    monkeypatch.setattr(campaign, "sh", lambda argv, gpu, log, worker="": calls.append(argv[2]) or 0)
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "LOGS", tmp_path / "logs")
+    monkeypatch.setattr(campaign, "CODE", ROOT)
+    monkeypatch.setattr(campaign, "TRANSFER_IN_PREP", False)
+    (tmp_path / "runs" / "allcaps").mkdir(parents=True)
+    campaign.prep("allcaps", 0)
+    assert calls == ["extract", "align"]
+    assert campaign.transfer("allcaps", 0) and calls == ["extract", "align", "transfer"]
+    (tmp_path / "runs" / "allcaps" / "transfer").mkdir()
+    (tmp_path / "runs" / "allcaps" / "transfer" / "transfer.json").write_text("{}")
+    assert campaign.transfer("allcaps", 0) and calls == ["extract", "align", "transfer"]
