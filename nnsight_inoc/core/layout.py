@@ -86,6 +86,7 @@ TRAIN_JSON = "train.json"
 DRIFT_JSON = "drift.json"
 SUMMARY_JSON = "finetune_summary.json"
 STEERING_SUMMARY_JSON = "steering_summary.json"
+RESTORE_JSON = "restore_v.json"  # restore_v's step-0 factors, shared by its runs of every seed (issue 22)
 DRIFT_PLOTS = ("projection_shift_vs_layer.png", "trait_pre_post.png", "alignment_vs_drift.png")
 STEERING_PREFIX = "steering_"  # steering summaries' plots: steering_<DRIFT_PLOTS name>
 # Added by issue 16, kept out of DRIFT_PLOTS so the published studies (which lack it) still hold every DRIFT_PLOTS file.
@@ -281,6 +282,11 @@ class RunLayout:
     def pre_behaviour(self, key: str) -> Path:
         """Base-model behaviour under one system prompt, cached by a hash of prompt and prompts."""
         return self.pre_dir / f"{key}.json"
+
+    @property
+    def restore_record(self) -> Path:
+        """restore_v's factors, measured once at step 0 (seed-independent: LoRA B = 0) and reused by each seed's run."""
+        return self.finetune_dir / RESTORE_JSON
 
     @property
     def claims_dir(self) -> Path:

@@ -19,7 +19,10 @@ which forces the trait-direction component of the training gradient to zero or f
 * ``flip_v``: u = v(l), s = -1, under the neutral prompt (forced attenuation);
 * ``restore_v``: u = v(l), s = s(l) > 0, under the inoculation prompt, with s(l) chosen per layer at
   step 0 so that the probe's mean cos(-g, v) at ``a_sum`` equals the neutral prompt's (necessity:
-  does inoculation still protect when its rotation is undone?). :func:`restore_factor` solves for it.
+  does inoculation still protect when its rotation is undone?). :func:`restore_factor` solves for it; at a
+  layer where no scale reaches neutral's alignment the nearest scale is used and the layer is recorded, and
+  the arm is refused when that layer is the verdicts' reporting layer (pre-registered before any restore_v
+  run trained: the first GPU attempt found such a layer, layer 3, and stopped).
 
 This module is plain math (no trace): the edit is applied inside the nnsight trace of each training
 step and probe (:mod:`nnsight_inoc.trace.intervened`).
@@ -34,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.optimize import minimize_scalar
 
 ARMS: dict[str, dict[str, Any]] = {
     # arm -> (direction, component scale, training-prompt condition)
@@ -141,13 +145,20 @@ def cos_after(proj: np.ndarray, norm: np.ndarray, s: float) -> np.ndarray:
     return s * p / np.sqrt(rest + (s * p) ** 2)
 
 
-def restore_factor(proj: np.ndarray, norm: np.ndarray, target: float) -> float:
+def restore_factor(proj: np.ndarray, norm: np.ndarray, target: float) -> tuple[float, bool]:
     """The scale s >= 0 of the v-component whose mean cos(-g', v) over the examples equals ``target``.
 
-    The root nearest to s = 1 (the smallest change that reaches the target): a geometric scan from 1
-    outward (up to :data:`MAX_FACTOR` and down to 0) brackets a sign change of
-    ``mean cos_after(s) - target``, then bisection narrows it to :data:`RESTORE_TOL`. ValueError when
-    no s in [0, MAX_FACTOR] reaches the target (e.g. a target beyond the mean sign of the projections).
+    Returns (s, reached). The root nearest to s = 1 (the smallest change that reaches the target): a
+    geometric scan from 1 outward (up to :data:`MAX_FACTOR` and down to 0) brackets a sign change of
+    ``mean cos_after(s) - target``, then bisection narrows it to :data:`RESTORE_TOL`.
+
+    When no s in [0, MAX_FACTOR] reaches the target, ``reached`` is False and s is the scale whose mean
+    comes nearest to it (on the same scan, refined by a bounded search around the best point). This
+    happens where the examples' v-components at a layer are so balanced in sign that scaling them all
+    moves their mean toward the mean of their signs, not toward the target (seen on the GPU at layer 3
+    of the 1.5B study model: neutral -0.0039, inoculation -0.00004; issue 22, before any restore_v run).
+    The caller records such layers; :func:`nnsight_inoc.probes.restore.restore_factors` refuses the arm
+    when the verdicts' reporting layer is one of them. ValueError for a non-finite target.
     """
     if not math.isfinite(target):
         raise ValueError(f"restore target must be finite, got {target}")
@@ -157,18 +168,26 @@ def restore_factor(proj: np.ndarray, norm: np.ndarray, target: float) -> float:
 
     f1 = f(1.0)
     if abs(f1) <= RESTORE_TOL:
-        return 1.0
+        return 1.0, True
     up = [1.0 * 1.25**k for k in range(1, 200) if 1.25**k <= MAX_FACTOR] + [MAX_FACTOR]
     down = [0.8**k for k in range(1, 80)] + [0.0]
+    seen: list[tuple[float, float]] = [(1.0, f1)]
     for grid in (up, down) if f1 < 0 else (down, up):
         prev, fprev = 1.0, f1
         for s in grid:
             fs = f(s)
+            seen.append((s, fs))
             if (fs > 0) != (fprev > 0) or abs(fs) <= RESTORE_TOL:
-                return _bisect(f, prev, s, fprev)
+                return _bisect(f, prev, s, fprev), True
             prev, fprev = s, fs
-    raise ValueError(f"no component scale in [0, {MAX_FACTOR:g}] brings the mean cos(-g, v) to the target "
-                     f"{target:+.5f} (it is {f1 + target:+.5f} unchanged)")
+    best, _ = min(seen, key=lambda t: abs(t[1]))
+    grid = sorted(x for x, _ in seen)
+    i = grid.index(best)
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    res = minimize_scalar(lambda x: abs(f(x)), bounds=(lo, hi), method="bounded") if hi > lo else None
+    if res is not None and abs(f(float(res.x))) < abs(f(best)):
+        best = float(res.x)
+    return best, False
 
 
 def _bisect(f: Any, a: float, b: float, fa: float) -> float:

@@ -216,7 +216,7 @@ def train_run(study: Study, plan: FinetunePlan, run: RunSpec, dest: RunLayout | 
     losses: list[float] = []
     probes: list[dict[str, Any]] = []
     vectors, steer_record = steering_setup(study, run.steer, sft, v)
-    edit, intervention_record = intervention_setup(study, run.intervene, sft, v, system_prompt)
+    edit, intervention_record = intervention_setup(study, run.intervene, sft, v, system_prompt, plan.layer)
     edit = edit.to(device) if edit is not None else None
     content0 = content_loss_pre(study, plan, run)
     if device.type == "cuda":

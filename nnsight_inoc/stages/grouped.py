@@ -117,7 +117,7 @@ def train_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec], dest:
     at = set(probe_steps(cfg.steps, cfg.probe_every))
     base = study.loaded.hf_model
     content0 = [content_loss_pre(study, plan, run) for run in runs]
-    setups = [intervention_setup(study, run.intervene, sft, v, plan.sft_systems(run)) for run in runs]
+    setups = [intervention_setup(study, run.intervene, sft, v, plan.sft_systems(run), plan.layer) for run in runs]
     edit = stack_edits([e for e, _ in setups], study.tlm.d_model)
     edit = edit.to(device) if edit is not None else None
     if device.type == "cuda":

@@ -7,10 +7,12 @@ the edit runs inside the training step's nnsight trace (:mod:`nnsight_inoc.trace
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
 
+from nnsight_inoc.core import artifacts as A
 from nnsight_inoc.core.config import NEUTRAL_CONDITION
 from nnsight_inoc.measures.intervention import (
     ARMS,
@@ -57,11 +59,13 @@ def arm_prompts(study: Study) -> dict[str, str]:
 
 
 def intervention_setup(study: Study, spec: InterveneSpec | None, sft: SFTSet, v: torch.Tensor,
-                       systems: Systems) -> tuple[GradEdit | None, dict[str, Any] | None]:
+                       systems: Systems, layer: int) -> tuple[GradEdit | None, dict[str, Any] | None]:
     """The one-run edit a run trains and probes under, and what its train.json records; (None, None) for none.
 
     ``systems`` is the run's own training system prompt(s) (the inoculation prompt for restore_v), whose
-    step-0 probe restore_v calibrates on the first ``finetune.n_probe`` SFT examples (:mod:`~nnsight_inoc.probes.restore`).
+    step-0 probe restore_v calibrates on the first ``finetune.n_probe`` SFT examples
+    (:func:`restore_record`); ``layer`` is the verdicts' reporting layer, where restore_v must reach
+    neutral's alignment.
     """
     if spec is None:
         return None, None
@@ -69,17 +73,42 @@ def intervention_setup(study: Study, spec: InterveneSpec | None, sft: SFTSet, v:
     record: dict[str, Any] = {**spec.as_dict(), **direction_record(spec, u, v), "where": WHERE,
                               "scale": fixed_scale(spec)}
     if spec.arm == "restore_v":
-        n = study.cfg.finetune.n_probe
-        rows = systems if isinstance(systems, str) or systems is None else list(systems[:n])
-        rec = restore_factors(study.tlm, study.loaded.tokenizer, rows, study.cfg.align.conditions[NEUTRAL_CONDITION],
-                              sft.prompts[:n], sft.completions[:n], v, spec.layers,
-                              n_assistant=study.cfg.align.n_assistant_tokens, batch_size=study.cfg.align.batch_size)
+        rec = restore_record(study, spec, sft, v, systems, layer)
         record["restore"] = rec
         scales = [rec["factors"][str(l)] for l in spec.layers]
     else:
         scales = [float(fixed_scale(spec) or 0.0)] * len(spec.layers)
     edit = GradEdit(spec.layers, u[list(spec.layers)].unsqueeze(0).float(), torch.tensor([scales], dtype=torch.float32))
     return edit, record
+
+
+def restore_record(study: Study, spec: InterveneSpec, sft: SFTSet, v: torch.Tensor, systems: Systems,
+                   layer: int) -> dict[str, Any]:
+    """restore_v's factors (:func:`~nnsight_inoc.probes.restore.restore_factors`), measured once per run folder.
+
+    At step 0 the adapters are zero, so every seed's run calibrates the same base model on the same probe
+    examples: the record is written to ``finetune/restore_v.json`` with everything it depends on (prompts,
+    layers, probe ids, the direction's and model's sha256, capture precision) and reused while all of that
+    is unchanged, so a sweep measures it once and no seed's run can use factors of other inputs.
+    """
+    n = study.cfg.finetune.n_probe
+    rows = systems if isinstance(systems, str) or systems is None else list(systems[:n])
+    neutral = study.cfg.align.conditions[NEUTRAL_CONDITION]
+    key = {"inoc_systems": rows, "neutral": neutral, "layers": list(spec.layers), "probe_ids": sft.ids[:n],
+           "v_sha256": hashlib.sha256(v.float().contiguous().numpy().tobytes()).hexdigest(),
+           "model_sha256": study.loaded.sha256, "capture_precision": study.cfg.align.capture_precision,
+           "n_assistant": study.cfg.align.n_assistant_tokens, "batch_size": study.cfg.align.batch_size,
+           "required_layer": layer}
+    path = study.layout.restore_record
+    if path.is_file():
+        saved = A.read_json(path)
+        if saved.get("key") == key:
+            return saved["record"]
+    rec = restore_factors(study.tlm, study.loaded.tokenizer, rows, neutral, sft.prompts[:n], sft.completions[:n], v,
+                          spec.layers, n_assistant=study.cfg.align.n_assistant_tokens,
+                          batch_size=study.cfg.align.batch_size, required_layer=layer)
+    A.write_json(path, {"key": key, "record": rec})
+    return rec
 
 
 def same_intervention(recorded: dict[str, Any] | None, spec: InterveneSpec | None) -> bool:

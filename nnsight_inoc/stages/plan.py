@@ -24,7 +24,7 @@ from nnsight_inoc.data.traits.checks import check_panel as check_panel_prompts
 from nnsight_inoc.measures.intervention import InterveneSpec
 from nnsight_inoc.measures.leak import DEFAULT_TEMPLATE, Prompting
 from nnsight_inoc.measures.steering import SteerSpec, steer_specs
-from nnsight_inoc.stages.intervene import arm_prompts, intervene_specs
+from nnsight_inoc.stages.intervene import arm_prompts, intervene_specs, restore_record
 from nnsight_inoc.stages.leak import leak_conditions
 from nnsight_inoc.study import (
     SFTSet,
@@ -210,6 +210,12 @@ def build_plan(study: Study, which: str, *, for_training: bool = True) -> Finetu
     runs = [RunSpec(c, seed, system, specs.get(c), leaks[c].leak_words if c in leaks else 0,
                     leaks[c].template if c in leaks else DEFAULT_TEMPLATE, arms.get(c))
             for c, system in conditions.items() for seed in study.cfg.finetune.seeds]
-    return FinetunePlan(which=which, v=training_direction(study).detach().float().cpu(), layer=int(meta["layer"]),
+    plan = FinetunePlan(which=which, v=training_direction(study).detach().float().cpu(), layer=int(meta["layer"]),
                         sft=ensure_sft(study) if for_training else None, drift_prompts=drift_prompts(study),
                         neutral_prompt=study.cfg.align.conditions[NEUTRAL_CONDITION], runs=runs)
+    restore = next((r for r in runs if r.intervene is not None and r.intervene.arm == "restore_v"), None)
+    if for_training and restore is not None and study.tlm.device.type != "meta" and not study.tlm.remote:
+        # Before any run trains: a restore_v that cannot be calibrated stops the sweep here, not half-way.
+        assert plan.sft is not None and restore.intervene is not None
+        restore_record(study, restore.intervene, plan.sft, plan.v, plan.sft_systems(restore), plan.layer)
+    return plan
