@@ -147,7 +147,7 @@ def align(condition: str, **opts: Any) -> None:
     from nnsight_inoc.stages.align import check_condition, run_align
 
     check_condition(resolve(opts).cfg, condition)  # a bad name costs a second, not a model load
-    with opened(opts) as study:
+    with opened(opts, needs="align") as study:
         run_align(study, condition)
 
 
@@ -159,7 +159,7 @@ def transfer(**opts: Any) -> None:
     the neutral test prompt and the drift panel, over LoRA weights at init (issue 16; local only)."""
     from nnsight_inoc.stages.transfer import run_transfer
 
-    with opened(opts) as study:
+    with opened(opts, needs="transfer") as study:
         out = run_transfer(study)
     click.echo(f"transfer of {len(out['conditions'])} training prompts written")
 
@@ -207,16 +207,18 @@ def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds
         if gpus is not None or worker:
             raise click.UsageError("--executor ray runs its own workers; it takes no --gpus or --worker")
         ray = RayOptions.from_flags(ray_flags, address_from_env=source["ray_address"] == "ENVIRONMENT")
-        with opened(opts, weights=False) as study:  # the driver plans and writes; the tasks load the model
+        with opened(opts, weights=False, needs="finetune") as study:  # the driver plans; the tasks load the model
             run_finetune_ray(study, which or study.cfg.finetune.which, ray)
         return
     if given := [k for k, v in source.items() if v == "COMMANDLINE"]:
         raise click.UsageError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need --executor ray")
     if gpus is not None:
+        from nnsight_inoc.core.stage_inputs import check_inputs
         from nnsight_inoc.study import preflight
 
         r = resolve(opts)
         cfg, run_dir = r.cfg, r.run_dir
+        check_inputs(run_dir, "finetune")
         preflight(cfg, run_dir, origins=r.origins)
         which = which or cfg.finetune.which
         if cfg.backend.kind == "remote":
@@ -234,10 +236,11 @@ def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds
             run_drift(study, which)  # every run has drift.json by now: this writes the summary and plots
         return
     if worker:
-        with opened(opts, f"worker{os.environ.get('NNSIGHT_INOC_WORKER', os.getpid())}", shared=True) as study:
+        with opened(opts, f"worker{os.environ.get('NNSIGHT_INOC_WORKER', os.getpid())}", shared=True,
+                    needs="finetune") as study:
             run_worker(study, which or study.cfg.finetune.which, only_seeds)
         return
-    with opened(opts) as study:
+    with opened(opts, needs="finetune") as study:
         run_finetune(study, which or study.cfg.finetune.which)
 
 
@@ -253,7 +256,7 @@ def drift(which: str | None, summary_only: bool, **opts: Any) -> None:
     from nnsight_inoc.stages.drift import run_drift
     from nnsight_inoc.stages.drift_summary import summarise_drift
 
-    with opened(opts) as study:
+    with opened(opts, needs="drift", summary_only=summary_only) as study:
         if summary_only:
             s = summarise_drift(study, which or study.cfg.finetune.which, partial=True)
             click.echo(f"summarised {s['n_runs']} finished runs; not run: {len(s['not_run'])} {s['not_run']}")
@@ -267,10 +270,12 @@ def drift(which: str | None, summary_only: bool, **opts: Any) -> None:
 @handle_errors
 def report(out_dir: str | None, **opts: Any) -> None:
     """Write report.md and a self-contained report.html from a run folder's JSON (no model needed)."""
+    from nnsight_inoc.core.stage_inputs import check_run_folder
     from nnsight_inoc.report.sections import write_report
 
     # No config, lock or model: it reads the run folder's JSON and writes report.md/.html only.
     run_dir = resolve(opts, use_folder=False).run_dir
+    check_run_folder(run_dir)
     require_publish(Path(out_dir) if out_dir else run_dir, opts.get("publish", False))
     md, htm = write_report(run_dir, Path(out_dir) if out_dir else None)
     click.echo(f"wrote {md} and {htm}")
