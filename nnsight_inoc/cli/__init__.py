@@ -22,9 +22,21 @@ from nnsight_inoc.cli.options import PUBLISH, int_list, ray_options, study_optio
 from nnsight_inoc.core.layout import BENCH_DIR, COMPARE_DIR
 
 
-@click.group(context_settings={"max_content_width": 120})
+class _DebugAnywhere(click.Group):
+    """The root group: ``--debug`` is taken wherever it stands (``cli.py extract --debug``, as after the group),
+    because a user adds it to the command that just failed. Tokens after ``--`` are left alone."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[:end]:
+            args = ["--debug"] + [a for a in args[:end] if a != "--debug"] + args[end:]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DebugAnywhere, context_settings={"max_content_width": 120})
 @click.option("--debug", is_flag=True, envvar="NNSIGHT_INOC_DEBUG",
-              help="Show the full traceback of an error instead of one line [env NNSIGHT_INOC_DEBUG=1].")
+              help="Show the full traceback of an error instead of one line [env NNSIGHT_INOC_DEBUG=1]; also "
+                   "accepted after the command (`cli.py extract --debug`).")
 def main(debug: bool) -> None:
     """nnsight_inoc: does inoculation prompting rotate training gradients away from a trait direction?
 
@@ -43,25 +55,21 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON (for scripts).")
 @handle_errors
 def models_list(as_json: bool) -> None:
-    """Show the offline presets and whether each is cached (a table on stdout, full width when piped)."""
+    """Show the offline presets and whether each is cached (a table on stdout, full width when piped; one
+    "key  value" record per preset when a terminal is too narrow for the table, so no name is cut)."""
     import json
 
     from rich.console import Console
-    from rich.table import Table
 
+    from nnsight_inoc.cli.listing import render_rows
     from nnsight_inoc.models.load import list_presets
 
     rows = list_presets()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(*rows[0])
-    for row in rows:
-        table.add_row(*[str(v) for v in row.values()])
-    out = Console()  # stdout; off a terminal rich would cut the table to 80 columns, so give it its full width
-    if not out.is_terminal:
-        out = Console(width=Console(width=100_000).measure(table).maximum)
-    out.print(table)
+    term = Console()  # a terminal's width; piped output gets every column whole
+    click.echo(render_rows(rows, term.width if term.is_terminal else None), nl=False)
 
 
 @models.command("fetch")
