@@ -84,7 +84,7 @@ def match_words(achieved: float, target: float, target_lo: float = math.nan, tar
     huge = not tiny and abs(gap) > MAX_SHARE * abs(target)
     if tiny or unsure or huge:
         why = (f"below {min_den:g} nats" if tiny else "its interval includes 0" if unsure
-               else f"under a tenth of the gap (over {MAX_SHARE:.0%} off)")
+               else f"under 1/{MAX_SHARE:g} of the gap")
         return (f"gap {gap:+.4f} nats to a target reduction of {target:+.4f} (no percentage: the target's reduction "
                 f"is {why})")
     share = gap / abs(target)
