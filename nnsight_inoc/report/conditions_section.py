@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from nnsight_inoc.core.artifacts import read_json
 from nnsight_inoc.measures.leak import leak_prompt
 from nnsight_inoc.report.controls import prompt_label
-from nnsight_inoc.report.load import Run
+from nnsight_inoc.report.load import Run, drift_summary
 from nnsight_inoc.report.palette import ARMS, condition_order, family
 from nnsight_inoc.report.render import Block
 
@@ -46,13 +46,31 @@ def _leak_row(name: str, cond: Mapping[str, Any], example_answer: str | None) ->
     return f"{shown}; example (first SFT example): {leak_prompt(base, example_answer, k, template)}"
 
 
+def _trained_prompts(run: Run) -> dict[str, str]:
+    """Condition -> the system prompt its first trained run recorded (train.json), for the finetune summary's
+    conditions; {} without a summary."""
+    summ = drift_summary(run.dir)
+    out: dict[str, str] = {}
+    for r in (summ or {}).get("rows", []):
+        c = r["condition"]
+        if c not in out:
+            path = run.layout.run(c, r["seed"]).train_json
+            prompt = read_json(path).get("system_prompt") if path.is_file() else None
+            out[c] = prompt if isinstance(prompt, str) else "(per-example prompts; see train.json)"
+    return out
+
+
 def condition_rows(run: Run) -> list[list[str]]:
     """[condition, family, the prompt it trains under, what else differs] for every align condition and arm."""
     conds = run.align["conditions"]
     arms = [a for a in (run.config.get("intervene") or {}).get("arms", []) if a in ARMS]
+    trained = _trained_prompts(run)
     answer = _first_untraited(run)
     rows = []
-    for name in condition_order([*conds, *arms]):
+    for name in condition_order([*conds, *arms, *trained]):
+        if name not in conds and name not in ARM_BASE:  # trained only (a wording variant, a steering run)
+            rows.append([name, family(name), f'"{trained[name]}"', "-"])
+            continue
         if name in ARM_BASE and name not in conds:
             base = ARM_BASE[name]
             prompt = run.config.get("align", {}).get("conditions", {}).get(base) or conds.get(base, {}).get(

@@ -16,6 +16,7 @@ from nnsight_inoc.core.layout import RunLayout
 from nnsight_inoc.report.contrast_rules import contrasts
 from nnsight_inoc.report.drift_rules import main_drift
 from nnsight_inoc.report.figures_run import DRIFT_FIGURES
+from nnsight_inoc.report.intervals_fmt import SCORE_DIFF_RANGE, fmt_est
 from nnsight_inoc.report.load import Run, drift_summary
 from nnsight_inoc.report.render import Block
 from nnsight_inoc.stats.intervals import CI_LEVEL, mean_ci
@@ -105,6 +106,12 @@ def _cell(x: Any, spec: str = "+.3f") -> str:
     return "n/a" if x is None or x != x else format(x, spec)
 
 
+def _est(b: Mapping[str, Any]) -> str:
+    """A drift contrast's mean [t-interval], clipped to [-1, 1] with a note, never an estimate outside it."""
+    f = [float("nan") if b.get(k) is None else float(b[k]) for k in ("estimate", "lo", "hi")]
+    return fmt_est(*f, d=3, bounds=SCORE_DIFF_RANGE)
+
+
 def section_contrasts(summ: Mapping[str, Any]) -> list[Block]:
     """The paired drift contrasts the verdicts read (C5, C8-C11): per-seed differences of each run's main drift,
     their mean with a t-interval over seeds, the exact sign-flip p, the seeds. From the summary's ``contrasts``
@@ -116,7 +123,7 @@ def section_contrasts(summ: Mapping[str, Any]) -> list[Block]:
     if not blk["pairs"]:
         return []
     rows = [[k, ", ".join(_cell(d) for d in b["per_seed"]) or "-",
-             f"{_cell(b['estimate'])} [{_cell(b['lo'])}, {_cell(b['hi'])}]", _cell(b["sign_flip_p"], ".3f"),
+             _est(b), _cell(b["sign_flip_p"], ".3f"),
              str(b["n_seeds"])] for k, b in blk["pairs"].items()]
     measure = ("the mean over the panel's test prompts within each run" if blk["measure"] == "drift_panel_score"
                else "the neutral test prompt's drift")
