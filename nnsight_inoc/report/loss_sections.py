@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from nnsight_inoc.core.artifacts import read_json
 from nnsight_inoc.report.alignment_rules import REPORT_POSITION
 from nnsight_inoc.report.control_c import at_layer
 from nnsight_inoc.report.controls import LEAK_MATCH_TOLERANCE, prompt_label
@@ -73,11 +74,10 @@ def section_leak_match(run: Run) -> list[Block]:
 
 
 def read_leak(run: Run) -> dict[str, Any] | None:
-    """``align/leak.json`` (the dial search), or None when absent."""
-    from nnsight_inoc.core.artifacts import read_json
-
-    path = run.layout.leak
-    return read_json(path) if path.is_file() else None
+    """``align/leak.json`` (the dial search), or None when absent (or when ``run`` has no folder: a summary alone)."""
+    layout = getattr(run, "layout", None)
+    path = layout.leak if layout is not None else None
+    return read_json(path) if path is not None and path.is_file() else None
 
 
 def section_control_c(run: Run) -> list[Block]:
