@@ -229,8 +229,7 @@ def _loss_blocks(run: Run) -> list[Block]:
 
 def _gap_words(align: Mapping[str, Any], control: str = "lossmatch") -> str:
     """'25% of inoc - neutral', or both losses when inoc - neutral is near zero (:func:`loss_gap_words`)."""
-    w = loss_gap_words(align, control)
-    return w if "against" in w else f"{w} of inoc - neutral"
+    return f"{loss_gap_words(align, control)} of inoc - neutral"
 
 
 def _selection_share(lm: Mapping[str, Any]) -> str:

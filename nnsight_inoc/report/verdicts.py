@@ -97,7 +97,7 @@ def loss_gap_words(align: Mapping[str, Any], control: str | None = None) -> str:
     near zero (a percentage of almost nothing is not a number a reader can use)."""
     control = control or control_of(align)
     return fmt_share(align["contrasts"][f"inoc-{control}"]["loss"]["diff"],
-                     align["contrasts"]["inoc-neutral"]["loss"]["diff"], "nats of inoc - neutral")
+                     align["contrasts"]["inoc-neutral"]["loss"]["diff"], "nats")  # callers add "of inoc - neutral"
 
 
 def loss_match_shortfall(share: float, control: str) -> str:
