@@ -129,3 +129,11 @@ def test_report_folder_name_is_defined_once():
     src = Path(__file__).resolve().parents[2] / "nnsight_inoc"
     hits = [p for p in src.rglob("*.py") if '"report_appendix.md"' in p.read_text()]
     assert [p.name for p in hits] == ["layout.py"]
+
+
+def test_loss_match_shortfall_gives_no_percentage_of_almost_nothing():
+    from nnsight_inoc.report.verdicts import loss_match_shortfall
+
+    huge = loss_match_shortfall(258.86, "leak_inoc")  # the smoke run's: inoc - neutral loss is 0.0002 nats
+    assert "25886" not in huge and "over 10 times" in huge and huge.count("%") == 1  # only the limit's 25%
+    assert "leaves 49% of" in loss_match_shortfall(0.49, "lossmatch")
