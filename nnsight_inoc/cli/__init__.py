@@ -226,8 +226,8 @@ def finetune(which: str | None, gpus: list[int] | None, worker: bool, only_seeds
 
         r = resolve(opts)
         cfg, run_dir = r.cfg, r.run_dir
-        check_inputs(run_dir, "finetune")
         preflight(cfg, run_dir, origins=r.origins)
+        check_inputs(run_dir, "finetune")
         which = which or cfg.finetune.which
         if cfg.backend.kind == "remote":
             raise click.UsageError("LoRA training is local only; --gpus needs --backend local")
@@ -283,8 +283,8 @@ def report(out_dir: str | None, **opts: Any) -> None:
 
     # No config, lock or model: it reads the run folder's JSON and writes report.md/.html only.
     run_dir = resolve(opts, use_folder=False).run_dir
-    check_run_folder(run_dir)
     require_publish(Path(out_dir) if out_dir else run_dir, opts.get("publish", False))
+    check_run_folder(run_dir)
     md, htm = write_report(run_dir, Path(out_dir) if out_dir else None)
     click.echo(f"wrote {md} and {htm}")
 

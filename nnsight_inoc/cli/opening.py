@@ -66,9 +66,9 @@ def opened(opts: dict[str, Any], provenance: str | None = None, *, shared: bool 
     from nnsight_inoc.study import open_study, preflight
 
     r = resolve(opts)
-    if needs is not None:
-        check_inputs(r.run_dir, needs, summary_only=summary_only)
     preflight(r.cfg, r.run_dir, origins=r.origins)  # before the lock creates the folder
+    if needs is not None:  # the earlier stages' files, after the config's own checks (a bad flag first)
+        check_inputs(r.run_dir, needs, summary_only=summary_only)
     with run_folder_lock(r.run_dir, command_line(), shared=shared):
         yield open_study(r.cfg, r.run_dir, command_line(), provenance=provenance, origins=r.origins,
                          sources=r.sources, weights=weights)
