@@ -277,7 +277,8 @@ def drift(which: str | None, summary_only: bool, **opts: Any) -> None:
 @study_options
 @handle_errors
 def report(out_dir: str | None, **opts: Any) -> None:
-    """Write report.md and a self-contained report.html from a run folder's JSON (no model needed)."""
+    """Write report.md and a self-contained report.html (and report_appendix.md/.html, every table) from a run
+    folder's JSON (no model needed)."""
     from nnsight_inoc.core.stage_inputs import check_run_folder
     from nnsight_inoc.report.sections import write_report
 
