@@ -35,7 +35,7 @@ _EXPORTS = {
     "encode_chats": "nnsight_inoc.trace.chat",
     "gradient_index": "nnsight_inoc.trace.chat",
     "TracedLM": "nnsight_inoc.trace.tracing",
-    "read_residuals": "nnsight_inoc.trace.tracing",
+    "read_residuals": "nnsight_inoc.probes.reads",  # the trace's, with its index shape checked first
     "capture_gradients": "nnsight_inoc.trace.tracing",
     "GradientMetrics": "nnsight_inoc.probes.gradients",
     "gradient_metrics": "nnsight_inoc.probes.gradients",
@@ -83,6 +83,7 @@ if TYPE_CHECKING:  # what static tools see; at run time the names load on first 
     from nnsight_inoc.data.traits import get_trait, score_texts
     from nnsight_inoc.measures.alignment import SIGN_NOTE, metrics
     from nnsight_inoc.probes.gradients import GradientMetrics, gradient_metrics
+    from nnsight_inoc.probes.reads import read_residuals
     from nnsight_inoc.stats.bootstrap import (
         bootstrap_mean_ci_by_col,
         paired_bootstrap_diff_by_col,
@@ -97,7 +98,7 @@ if TYPE_CHECKING:  # what static tools see; at run time the names load on first 
         reporting_layer,
     )
     from nnsight_inoc.trace.chat import Batch, encode_chats, gradient_index
-    from nnsight_inoc.trace.tracing import TracedLM, capture_gradients, read_residuals
+    from nnsight_inoc.trace.tracing import TracedLM, capture_gradients
 
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,7 +366,8 @@ def gradient_cosines(
 ) -> GradientMetrics:
     """Per-example cos(-g, v) (with projection, norm and loss) for one system prompt and a set of examples.
 
-    Defaults: the study's SFT examples (the first ``n``, all when None), v at ``position``
+    Defaults: the study's SFT examples (the first ``n``, all when None; a UserWarning says how many were used
+    when fewer than ``n`` exist), v at ``position``
     (default ``align.direction_position``), the config's batch size and assistant positions.
     ``.cos`` is (n, L, P) over positions ``.positions`` (final_prompt, a1..ak, a_sum). The same
     loop as the align stage, so numbers are comparable with ``align/align_summary.json``.
@@ -379,7 +381,11 @@ def gradient_cosines(
         prompts, completions, ids = sft.prompts, sft.completions, sft.ids
     else:
         ids = None
-    stop = len(prompts) if n is None else n
+    stop = len(prompts) if n is None else min(n, len(prompts))
+    if n is not None and n > len(prompts):
+        warnings.warn(f"gradient_cosines: n={n} asked, but {'the SFT set' if ids is not None else 'the prompts given'} "
+                      f"hold(s) {len(prompts)} examples; using all {len(prompts)} (the result's .cos has "
+                      f"{len(prompts)} rows)", UserWarning, stacklevel=2)
     cfg = study.cfg.align
     return gradient_metrics(study.tlm, study.loaded.tokenizer, system, prompts[:stop], completions[:stop],
                             load_direction(study, position), n_assistant=cfg.n_assistant_tokens,

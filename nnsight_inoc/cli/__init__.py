@@ -23,9 +23,21 @@ from nnsight_inoc.cli.options import PUBLISH, WHICH, study_options
 from nnsight_inoc.core.layout import BENCH_DIR, COMPARE_DIR
 
 
-@click.group(context_settings={"max_content_width": 120})
+class _DebugAnywhere(click.Group):
+    """The root group: ``--debug`` is taken wherever it stands (``cli.py extract --debug``, as after the group),
+    because a user adds it to the command that just failed. Tokens after ``--`` are left alone."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[:end]:
+            args = ["--debug"] + [a for a in args[:end] if a != "--debug"] + args[end:]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DebugAnywhere, context_settings={"max_content_width": 120})
 @click.option("--debug", is_flag=True, envvar="NNSIGHT_INOC_DEBUG",
-              help="Show the full traceback of an error instead of one line [env NNSIGHT_INOC_DEBUG=1].")
+              help="Show the full traceback of an error instead of one line [env NNSIGHT_INOC_DEBUG=1]; also "
+                   "accepted after the command (`cli.py extract --debug`).")
 def main(debug: bool) -> None:
     """nnsight_inoc: does inoculation prompting rotate training gradients away from a trait direction?
 
@@ -44,25 +56,21 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON (for scripts).")
 @handle_errors
 def models_list(as_json: bool) -> None:
-    """Show the offline presets and whether each is cached (a table on stdout, full width when piped)."""
+    """Show the offline presets and whether each is cached (a table on stdout, full width when piped; one
+    "key  value" record per preset when a terminal is too narrow for the table, so no name is cut)."""
     import json
 
     from rich.console import Console
-    from rich.table import Table
 
+    from nnsight_inoc.cli.listing import render_rows
     from nnsight_inoc.models.load import list_presets
 
     rows = list_presets()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(*rows[0])
-    for row in rows:
-        table.add_row(*[str(v) for v in row.values()])
-    out = Console()  # stdout; off a terminal rich would cut the table to 80 columns, so give it its full width
-    if not out.is_terminal:
-        out = Console(width=Console(width=100_000).measure(table).maximum)
-    out.print(table)
+    term = Console()  # a terminal's width; piped output gets every column whole
+    click.echo(render_rows(rows, term.width if term.is_terminal else None), nl=False)
 
 
 @models.command("fetch")
@@ -148,7 +156,7 @@ def align(condition: str, **opts: Any) -> None:
     from nnsight_inoc.stages.align import check_condition, run_align
 
     check_condition(resolve(opts).cfg, condition)  # a bad name costs a second, not a model load
-    with opened(opts) as study:
+    with opened(opts, needs="align") as study:
         run_align(study, condition)
 
 
@@ -160,7 +168,7 @@ def transfer(**opts: Any) -> None:
     the neutral test prompt and the drift panel, over LoRA weights at init (issue 16; local only)."""
     from nnsight_inoc.stages.transfer import run_transfer
 
-    with opened(opts) as study:
+    with opened(opts, needs="transfer") as study:
         out = run_transfer(study)
     click.echo(f"transfer of {len(out['conditions'])} training prompts written")
 
@@ -180,7 +188,7 @@ def drift(which: str | None, summary_only: bool, **opts: Any) -> None:
     from nnsight_inoc.stages.drift import run_drift
     from nnsight_inoc.stages.drift_summary import summarise_drift
 
-    with opened(opts) as study:
+    with opened(opts, needs="drift", summary_only=summary_only) as study:
         if summary_only:
             s = summarise_drift(study, which or study.cfg.finetune.which, partial=True)
             click.echo(f"summarised {s['n_runs']} finished runs; not run: {len(s['not_run'])} {s['not_run']}")
@@ -193,12 +201,15 @@ def drift(which: str | None, summary_only: bool, **opts: Any) -> None:
 @study_options
 @handle_errors
 def report(out_dir: str | None, **opts: Any) -> None:
-    """Write report.md and a self-contained report.html from a run folder's JSON (no model needed)."""
+    """Write report.md and a self-contained report.html (and report_appendix.md/.html, every table) from a run
+    folder's JSON (no model needed)."""
+    from nnsight_inoc.core.stage_inputs import check_run_folder
     from nnsight_inoc.report.sections import write_report
 
     # No config, lock or model: it reads the run folder's JSON and writes report.md/.html only.
     run_dir = resolve(opts, use_folder=False).run_dir
     require_publish(Path(out_dir) if out_dir else run_dir, opts.get("publish", False))
+    check_run_folder(run_dir)
     md, htm = write_report(run_dir, Path(out_dir) if out_dir else None)
     click.echo(f"wrote {md} and {htm}")
 

@@ -181,13 +181,14 @@ def finetune(which: str | None, executor: str | None, gpus: list[int] | None, wo
     elif worker:
         from nnsight_inoc.stages.workers import run_worker
 
-        with opened(opts, f"worker{os.environ.get('NNSIGHT_INOC_WORKER', os.getpid())}", shared=True) as study:
+        with opened(opts, f"worker{os.environ.get('NNSIGHT_INOC_WORKER', os.getpid())}", shared=True,
+                    needs="finetune") as study:
             run_worker(study, which, only_seeds, grouping=choice.grouping)  # records the worker's own stage
     else:
         from nnsight_inoc.stages.executors import run_sequential
         from nnsight_inoc.stages.grouped import run_grouped
 
-        with opened(opts) as study, recorded(study, which, choice, t0):
+        with opened(opts, needs="finetune") as study, recorded(study, which, choice, t0):
             (run_grouped if choice.executor == "grouped" else run_sequential)(study, which)
 
 
@@ -200,7 +201,7 @@ def _ray(which: str, choice: Choice, ray_flags: dict[str, Any], address_from_env
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     choice = dataclasses.replace(choice, options={**choice.options, **dataclasses.asdict(ray)})
-    with opened(opts, weights=False) as study, recorded(study, which, choice, t0):  # the tasks load the model
+    with opened(opts, weights=False, needs="finetune") as study, recorded(study, which, choice, t0):  # tasks load it
         run_finetune_ray(study, which, ray)
 
 
@@ -208,11 +209,13 @@ def _launch_workers(which: str, choice: Choice, gpus: list[int], r: Resolved, op
                     t0: float) -> None:
     from nnsight_inoc.core.layout import RunLayout
     from nnsight_inoc.core.lock import run_folder_lock
+    from nnsight_inoc.core.stage_inputs import check_inputs
     from nnsight_inoc.stages.drift import run_drift
     from nnsight_inoc.stages.workers import cli_base, launch
     from nnsight_inoc.study import preflight
 
     preflight(r.cfg, r.run_dir, origins=r.origins)
+    check_inputs(r.run_dir, "finetune")
     if r.cfg.backend.kind == "remote":
         raise click.UsageError("LoRA training is local only; the workers executor needs --backend local")
     layout = RunLayout(r.run_dir)

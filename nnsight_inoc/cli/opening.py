@@ -18,6 +18,7 @@ from typing import Any
 from nnsight_inoc.core.errors import UsageProblem
 from nnsight_inoc.core.layout import is_published
 from nnsight_inoc.core.runconfig import Resolved, resolve_config
+from nnsight_inoc.core.stage_inputs import check_inputs
 
 
 def command_line() -> str:
@@ -54,16 +55,20 @@ def require_publish(path: Path, publish: bool) -> None:
 
 @contextlib.contextmanager
 def opened(opts: dict[str, Any], provenance: str | None = None, *, shared: bool = False,
-           weights: bool = True) -> Iterator[Any]:
+           weights: bool = True, needs: str | None = None, summary_only: bool = False) -> Iterator[Any]:
     """Resolve, check (no weights), lock the run folder, then open the study (model load, provenance).
 
     ``weights=False``: the model's structure only (the Ray driver plans and writes; its tasks load weights).
+    ``needs``: the stage command whose inputs must be in the folder (:mod:`nnsight_inoc.core.stage_inputs`),
+    checked before anything is written or loaded.
     """
     from nnsight_inoc.core.lock import run_folder_lock
     from nnsight_inoc.study import open_study, preflight
 
     r = resolve(opts)
     preflight(r.cfg, r.run_dir, origins=r.origins)  # before the lock creates the folder
+    if needs is not None:  # the earlier stages' files, after the config's own checks (a bad flag first)
+        check_inputs(r.run_dir, needs, summary_only=summary_only)
     with run_folder_lock(r.run_dir, command_line(), shared=shared):
         yield open_study(r.cfg, r.run_dir, command_line(), provenance=provenance, origins=r.origins,
                          sources=r.sources, weights=weights)

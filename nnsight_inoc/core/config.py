@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from nnsight_inoc.core.config_controls import DriftConfig, LeakConfig, TransferConfig
+from nnsight_inoc.core.config_keys import nearest_key
 from nnsight_inoc.core.config_manipulations import InterveneConfig, SteeringConfig  # noqa: F401 (re-exported)
 from nnsight_inoc.core.errors import UsageProblem
 from nnsight_inoc.core.section import _Section
@@ -264,7 +265,8 @@ def _format_validation(err: ValidationError, source: str) -> str:
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  unknown key '{key}'")
+            near = nearest_key(StudyConfig, e["loc"])
+            lines.append(f"  unknown key '{key}'" + (f" (did you mean '{near}'?)" if near else ""))
         else:
             lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)

@@ -35,6 +35,8 @@ PROVENANCE = "provenance.json"
 WORKER_PROVENANCE_GLOB = "provenance.worker*.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
+REPORT_APPENDIX_MD = "report_appendix.md"  # every layer, condition and control (the report leads with the answer)
+REPORT_APPENDIX_HTML = "report_appendix.html"
 PRECISION_CHECK = "precision_check.json"
 SFT_COMPLETIONS = "sft_completions.json"
 
@@ -189,6 +191,14 @@ class RunLayout:
     @property
     def report_html(self) -> Path:
         return self.root / REPORT_HTML
+
+    @property
+    def report_appendix_md(self) -> Path:
+        return self.root / REPORT_APPENDIX_MD
+
+    @property
+    def report_appendix_html(self) -> Path:
+        return self.root / REPORT_APPENDIX_HTML
 
     @property
     def precision_check(self) -> Path:

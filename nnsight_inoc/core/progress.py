@@ -24,7 +24,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-console = Console(stderr=True)
+
+def make_console() -> Console:
+    """stderr's console: on a terminal, rich's own; in a log file (not a terminal) one that never wraps a message
+    at 80 columns (rich's width off a terminal), so a log line stays one line that grep finds whole."""
+    c = Console(stderr=True)
+    return c if c.is_terminal else Console(stderr=True, soft_wrap=True)
+
+
+console = make_console()
 _live: Progress | None = None  # the display every open bar of this process lives in
 _depth = 0  # bars open right now
 

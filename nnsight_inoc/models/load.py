@@ -161,7 +161,14 @@ def _load_folder(
             with torch.device("meta"):
                 model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(where)), dtype=getattr(torch, dtype))
         else:
-            model = AutoModelForCausalLM.from_pretrained(str(where), dtype=getattr(torch, dtype))
+            # use_kernels=False: with the `kernels` package installed, transformers (5.x) defaults to hub kernels,
+            # and then every .train()/.eval() that changes the mode re-kernelizes: kernels' _replace_forward pops
+            # the instance `forward` of each hub-kernel layer (RMSNorm, SiLU), which is where nnsight keeps its
+            # controller, so nnsight warned "`forward` was replaced after nnsight wrapped this module" and those
+            # modules lost their interventions (issue 27; no trace here touches them, but the next one might).
+            # No hub kernel can be fetched offline (the GPU machines have no network), so the torch forward ran
+            # either way: the numbers are unchanged.
+            model = AutoModelForCausalLM.from_pretrained(str(where), dtype=getattr(torch, dtype), use_kernels=False)
     except Exception as e:  # OSError for hub/network, ValueError for bad configs, ...
         raise ModelError(f"could not load {source} model {name!r} from {where}: {e}") from e
     if tokenizer.pad_token is None:

@@ -16,6 +16,7 @@ from nnsight_inoc.core.layout import RunLayout
 from nnsight_inoc.report.contrast_rules import contrasts
 from nnsight_inoc.report.drift_rules import main_drift
 from nnsight_inoc.report.figures_run import DRIFT_FIGURES
+from nnsight_inoc.report.intervals_fmt import SCORE_DIFF_RANGE, fmt_est
 from nnsight_inoc.report.load import Run, drift_summary
 from nnsight_inoc.report.render import Block
 from nnsight_inoc.stats.intervals import CI_LEVEL, mean_ci
@@ -86,8 +87,29 @@ def section_drift(run: Run) -> list[Block]:
     return blocks + _plots([p for p in figs if p.is_file()])
 
 
+def section_drift_main(run: Run) -> list[Block]:
+    """Whether drift ran, and the paired contrasts the verdicts read; the per-condition table, the panel, the
+    relation and the plots are in the appendix."""
+    trained = run.layout.trained_runs()
+    summ = drift_summary(run.dir)
+    lines = [f"Finetuning: {len(trained)} finished run(s) (train.json)" if trained else "Finetuning: not run yet"]
+    if summ is None:
+        return [("h2", TITLE), ("ul", lines + ["Drift: not run yet", "Alignment-drift relation: not run yet"])]
+    lines.append(f"Drift: {len(summ['rows'])} run(s) measured; per condition, the panel, the alignment-drift "
+                 "relation and transfer are in the appendix")
+    if summ.get("not_run"):
+        lines.append(f"Not run (listed, not hidden): {len(summ['not_run'])} runs: " + ", ".join(summ["not_run"]))
+    return [("h2", TITLE), ("ul", lines)] + section_contrasts(summ)
+
+
 def _cell(x: Any, spec: str = "+.3f") -> str:
     return "n/a" if x is None or x != x else format(x, spec)
+
+
+def _est(b: Mapping[str, Any]) -> str:
+    """A drift contrast's mean [t-interval], clipped to [-1, 1] with a note, never an estimate outside it."""
+    f = [float("nan") if b.get(k) is None else float(b[k]) for k in ("estimate", "lo", "hi")]
+    return fmt_est(*f, d=3, bounds=SCORE_DIFF_RANGE)
 
 
 def section_contrasts(summ: Mapping[str, Any]) -> list[Block]:
@@ -101,7 +123,7 @@ def section_contrasts(summ: Mapping[str, Any]) -> list[Block]:
     if not blk["pairs"]:
         return []
     rows = [[k, ", ".join(_cell(d) for d in b["per_seed"]) or "-",
-             f"{_cell(b['estimate'])} [{_cell(b['lo'])}, {_cell(b['hi'])}]", _cell(b["sign_flip_p"], ".3f"),
+             _est(b), _cell(b["sign_flip_p"], ".3f"),
              str(b["n_seeds"])] for k, b in blk["pairs"].items()]
     measure = ("the mean over the panel's test prompts within each run" if blk["measure"] == "drift_panel_score"
                else "the neutral test prompt's drift")
@@ -160,8 +182,12 @@ def section_relation(summ: Mapping[str, Any]) -> list[Block]:
     rel = summ.get("relation", {})
     target = main_drift(summ)
     skip = ("collinearity", "transfer_ranking")
-    relrows = [[k, *_rel_cell(v)] for k, v in rel.items() if isinstance(v, dict) and k not in skip]
+    entries = {k: v for k, v in rel.items() if isinstance(v, dict) and k not in skip}
+    undefined = {k: v["error"] for k, v in entries.items() if "error" in v}
+    relrows = [[k, *_rel_cell(v)] for k, v in entries.items() if "error" not in v]
     blocks: list[Block] = []
+    if undefined:
+        blocks.append(("p", undefined_sentence(undefined, "predictor ~ drift relations")))
     if relrows:
         blocks += [("h3", "Alignment, loss reduction and drift across training prompts"),
                    ("p", f"Main drift measure: {target}. Correlations across runs with a bootstrap over conditions (all "
@@ -184,12 +210,28 @@ def section_relation(summ: Mapping[str, Any]) -> list[Block]:
                             f"something): {'; '.join(parts)}: acceptance "
                             f"{'met' if col['meets_acceptance'] else 'NOT met'}; above {col['cap_abs_r']} the partial-r "
                             "verdict is capped."))
+    defined = {k: v for k, v in summ["correlations"].items() if isinstance(v.get("pearson_r"), float)
+               and v["pearson_r"] == v["pearson_r"]}
     corr = [[k, *(f"{v[x]:+.2f}" if isinstance(v.get(x), float) else "n/a"
                   for x in ("pearson_r", "pearson_lo", "pearson_hi", "spearman_r")), str(v.get("n", "n/a"))]
-            for k, v in summ["correlations"].items()]
-    blocks.append(("p", "The same with runs resampled as if independent (narrower; for reference):"))
-    blocks.append(("table", ["predictor ~ drift", "Pearson r", "lo", "hi", "Spearman", "n"], corr))
+            for k, v in defined.items()]
+    missing = {k: v.get("error", "correlation undefined") for k, v in summ["correlations"].items() if k not in defined}
+    if corr:
+        blocks.append(("p", "The same with runs resampled as if independent (narrower; for reference):"))
+        blocks.append(("table", ["predictor ~ drift", "Pearson r", "lo", "hi", "Spearman", "n"], corr))
+    if missing:
+        blocks.append(("p", undefined_sentence(missing, "correlations with runs resampled as if independent")))
     return blocks
+
+
+def undefined_sentence(errors: Mapping[str, Any], what: str) -> str:
+    """One sentence for every undefined entry instead of a row of n/a each: how many, why (each distinct reason
+    once, with how many it covers) and which."""
+    reasons: dict[str, list[str]] = {}
+    for k, e in errors.items():
+        reasons.setdefault(str(e) if isinstance(e, str) else "undefined", []).append(k)
+    why = "; ".join(f"{r} ({len(ks)})" for r, ks in reasons.items())
+    return (f"{len(errors)} {what} are undefined and not tabulated: {why}. They are: {', '.join(errors)}.")
 
 
 def section_transfer(summ: Mapping[str, Any]) -> list[Block]:

@@ -56,6 +56,24 @@ def _clip(lo: float, hi: float) -> tuple[float, float, bool]:
     return a, b, (a, b) != (lo, hi)
 
 
+def _points(contrasts: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The contrasts to draw, {name: {mean, lo, hi, n_seeds, p_sign_flip}}: from the finetune summary's block
+    (``{"pairs": {"a-b": {estimate, lo, hi, sign_flip_p, n_seeds}}, ...}``, report/contrast_rules.py) or from a
+    mapping already in this form (:func:`seed_contrasts`). Before, the summary's block was read as if in this form
+    and every contrast was dropped (no key "mean"), so the headline lost its right panel."""
+    pairs = contrasts.get("pairs") if isinstance(contrasts.get("pairs"), Mapping) else contrasts
+    out = {}
+    for k, b in pairs.items():
+        if not isinstance(b, Mapping):
+            continue
+        if "mean" in b:
+            out[k] = b
+        elif b.get("estimate") is not None and b["estimate"] == b["estimate"]:
+            out[k] = {"mean": b["estimate"], "lo": b.get("lo"), "hi": b.get("hi"), "n_seeds": b.get("n_seeds"),
+                      "p_sign_flip": b.get("sign_flip_p")}
+    return out
+
+
 def headline_drift(path: Path, rows: Sequence[Mapping[str, Any]], contrasts: Mapping[str, Mapping[str, Any]] | None = None,
                    styles: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Left: per condition, each seed's main drift (dots) and their mean (bar). Right: the paired contrasts
@@ -65,7 +83,7 @@ def headline_drift(path: Path, rows: Sequence[Mapping[str, Any]], contrasts: Map
     conds = condition_order(r["condition"] for r in rows)
     sty = styles_for(conds, styles)
     source = "finetune summary" if contrasts else "computed here"
-    con = dict(contrasts) if contrasts else seed_contrasts(rows, key)
+    con = _points(contrasts) if contrasts else seed_contrasts(rows, key)
     con = {k: v for k, v in con.items() if isinstance(v, Mapping) and "mean" in v}
     fig, axes = plt.subplots(1, 2 if con else 1, figsize=(14 if con else 7.5, 4.6), squeeze=False,
                              gridspec_kw={"width_ratios": [max(3, len(conds)), max(4, 2.2 * len(con))]} if con else None)

@@ -10,8 +10,9 @@ same in every figure), and prints one line per figure it skips, saying which inp
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -57,14 +58,26 @@ def _align_points(summ: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
+def run_styles(run_dir: Path, extra: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+    """The study's one map condition -> look (:func:`~.palette.condition_styles`), for every plot of the run
+    folder, old and new: from the align summary's conditions, the configured causal arms, the finetune summary's
+    conditions and ``extra`` (the names a stage is plotting before its summary is written), in that order, so
+    the align stage and the drift stage build the same map."""
+    lay = RunLayout(Path(run_dir))
+    align, fsum = _read(lay.align_summary), _read(lay.summary(False))
+    cfg = tomllib.loads(lay.config.read_text()) if lay.config.is_file() else {}
+    names = [*(align or {}).get("conditions", {}), *(cfg.get("intervene") or {}).get("arms", []),
+             *(r["condition"] for r in (fsum or {}).get("rows") or []), *extra]
+    return condition_styles(condition_order(names))
+
+
 def render_run_figures(run_dir: Path) -> dict[str, str]:
     """Every figure whose inputs exist, into align/ and finetune/; returns {file name: path or why skipped}."""
     lay = RunLayout(Path(run_dir))
     align, leak = _read(lay.align_summary), _read(lay.leak)
     fsum = _read(lay.summary(False))
     rows = (fsum or {}).get("rows") or []
-    names = [r["condition"] for r in rows] + list((align or {}).get("conditions", {}))
-    sty = condition_styles(condition_order(names))
+    sty = run_styles(run_dir)
     done: dict[str, str] = {}
     a_dir, f_dir = lay.align_dir, lay.finetune_dir
 

@@ -18,6 +18,7 @@ CORR_RANGE = (-1.0, 1.0)
 SHARE_RANGE = (0.0, 1.0)
 STEP0 = "seed-independent (step 0)"
 MIN_SHARE_DENOMINATOR = 1e-3  # below this (nats, or the quantity's unit) a ratio is not shown as a percentage
+MAX_SHARE = 10.0  # a gap over 10x its target (1000%) is printed as the two quantities, not as a percentage
 
 
 def clip_interval(lo: float, hi: float, bounds: tuple[float, float] | None) -> tuple[float, float, bool]:
@@ -51,3 +52,44 @@ def fmt_share(num: float, den: float, what: str = "", min_den: float = MIN_SHARE
                 f"(not a percentage: the denominator is below {min_den:g})")
     share = abs(num) / abs(den)
     return f"{share:.0%}" if math.isfinite(share) else "undefined"
+
+
+def in_interval(m: float, lo: float, hi: float) -> bool:
+    """Whether the estimate lies inside its own interval (a percentile interval of a ratio need not hold it)."""
+    return lo == lo and hi == hi and m == m and lo - 1e-12 <= m <= hi + 1e-12
+
+
+def fmt_est(m: float, lo: float, hi: float, d: int = 3, bounds: tuple[float, float] | None = None) -> str:
+    """:func:`fmt_ci`, except that an interval that is missing (NaN: one seed) or does not contain its own estimate
+    is not printed as one: the estimate stands alone with the reason."""
+    if m != m:
+        return "n/a"
+    if lo != lo or hi != hi:
+        return f"{m:+.{d}f} (no interval: one value)"
+    lo2, hi2, _ = clip_interval(lo, hi, bounds)
+    if not in_interval(m, lo2, hi2):
+        return f"{m:+.{d}f} (its interval [{lo2:+.{d}f}, {hi2:+.{d}f}] does not contain it: not an interval)"
+    return fmt_ci(m, lo, hi, d, bounds)
+
+
+def match_words(achieved: float, target: float, target_lo: float = math.nan, target_hi: float = math.nan,
+                share_lo: float = math.nan, share_hi: float = math.nan, min_den: float = MIN_SHARE_DENOMINATOR) -> str:
+    """How far a loss-reduction match is off its target, in one form for the console and the report: the signed
+    gap as a share of the target's reduction ('+12.3% off'), with its interval when given and when it contains the
+    estimate; no percentage when the target's reduction is below ``min_den``, its interval includes 0 (a share of
+    nothing is no number) or the gap is over :data:`MAX_SHARE` times it: the two reductions instead."""
+    gap = achieved - target
+    tiny = target != target or abs(target) < min_den
+    unsure = target_lo == target_lo and target_hi == target_hi and target_lo <= 0 <= target_hi
+    huge = not tiny and abs(gap) > MAX_SHARE * abs(target)
+    if tiny or unsure or huge:
+        why = (f"below {min_den:g} nats" if tiny else "its interval includes 0" if unsure
+               else f"under 1/{MAX_SHARE:g} of the gap")
+        return (f"gap {gap:+.4f} nats to a target reduction of {target:+.4f} (no percentage: the target's reduction "
+                f"is {why})")
+    share = gap / abs(target)
+    out = f"{share:+.1%} off"
+    if share_lo == share_lo and share_hi == share_hi:
+        out += (f" [{share_lo:+.1%}, {share_hi:+.1%}]" if in_interval(share, share_lo, share_hi)
+                else " (its bootstrap interval does not contain the estimate: not shown)")
+    return out

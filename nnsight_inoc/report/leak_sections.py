@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from nnsight_inoc.report.intervals_fmt import match_words
 from nnsight_inoc.report.render import Block
 from nnsight_inoc.report.structured_rules import MIN_MARGIN
 
@@ -85,3 +86,12 @@ def section_structured_null(align: Mapping[str, Any]) -> list[Block]:
     if tf_rows:
         out.append(("table", ["trait-free prompt t", "t - neutral along v", "inoc - t along v"], tf_rows))
     return out
+
+
+def dial_words(m: dict[str, Any]) -> str:
+    """The dial search's match in words, one form for the console and the report (``stages/leak.py`` logs it; the report prints it from ``align/leak.json``):
+    words, the two reductions on the selection examples, and how far off (:func:`match_words`)."""
+    return (f"{m['words']} words lower the loss by {m['achieved']['mean']:+.4f} nats vs the target's "
+            f"{m['reduction']['mean']:+.4f} on the dial's selection examples "
+            f"({match_words(m['achieved']['mean'], m['reduction']['mean'])}; "
+            f"{'matched' if m['matched'] else 'NOT matched'})")

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from nnsight_inoc.core.artifacts import read_json
 from nnsight_inoc.report.alignment_rules import REPORT_POSITION
 from nnsight_inoc.report.control_c import at_layer
 from nnsight_inoc.report.controls import LEAK_MATCH_TOLERANCE, prompt_label
+from nnsight_inoc.report.intervals_fmt import match_words
+from nnsight_inoc.report.leak_sections import dial_words
 from nnsight_inoc.report.load import Run
 from nnsight_inoc.report.render import Block
 from nnsight_inoc.report.verdicts import fmt_p
@@ -51,17 +54,30 @@ def section_leak_match(run: Run) -> list[Block]:
         return [title, ("p", "No content-leak control in this run (no leak_<target> condition); the loss-matched "
                              "comparison uses the trait-free pool prompt.")]
     rows = []
+    search = (read_leak(run) or {}).get("targets", {})
     for name, m in leaks.items():
         cond = run.align["conditions"].get(name, {})
         dial = m["dial"] if isinstance(m.get("dial"), Mapping) else {}  # JSON null reads back as NaN
+        r, t, g = m["reduction"], m["target_reduction"], m["gap_share"]
+        found = search.get(m["target"])
         rows.append([name, m["target"], ", ".join(f"{k} {v}" for k, v in dial.items()) or "not recorded",
-                     _ci(m["reduction"]), _ci(m["target_reduction"]),
-                     f"{m['gap_share']['mean']:+.1%} [{m['gap_share']['lo']:+.1%}, {m['gap_share']['hi']:+.1%}]",
-                     "matched" if m["matched"] else "NOT matched", prompt_label(cond) if cond else "-"])
+                     _ci(r), _ci(t), match_words(r["mean"], t["mean"], t["lo"], t["hi"], g["lo"], g["hi"]),
+                     "matched" if m["matched"] else "NOT matched", dial_words(found) if found else "not recorded",
+                     prompt_label(cond) if cond else "-"])
     return [title, ("p", "Loss reduction relative to neutral (nats, mean [95% bootstrap CI over examples]) of each "
-                         "leak control and of the condition it was matched to; the gap as a share of the target's "
-                         f"reduction must lie within +-{LEAK_MATCH_TOLERANCE:.0%} (issue 16)."),
-            ("table", ["control", "target", "dial", "leak R", "target R", "gap / target R", "match", "prompts"], rows)]
+                         "leak control and of the condition it was matched to, on the studied examples; the gap as a "
+                         f"share of the target's reduction must lie within +-{LEAK_MATCH_TOLERANCE:.0%} (issue 16). "
+                         "No percentage is printed when the target's reduction is near 0 or its interval includes 0. "
+                         "The dial search column is the line the align stage logged (its selection examples)."),
+            ("table", ["control", "target", "dial", "leak R", "target R", "gap / target R (studied examples)",
+                       "match", "dial search (as logged)", "prompts"], rows)]
+
+
+def read_leak(run: Run) -> dict[str, Any] | None:
+    """``align/leak.json`` (the dial search), or None when absent (or when ``run`` has no folder: a summary alone)."""
+    layout = getattr(run, "layout", None)
+    path = layout.leak if layout is not None else None
+    return read_json(path) if path is not None and path.is_file() else None
 
 
 def section_control_c(run: Run) -> list[Block]:

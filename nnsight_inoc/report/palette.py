@@ -2,7 +2,7 @@
 
 Why one map: a reader compares plots side by side, so ``inoc`` must be the same colour and marker in
 the headline, the cosine-vs-layer plot and the projection plot. :func:`condition_styles` gives each
-condition of the study a slot of :func:`~.plots.style` in reading order (:func:`condition_order`); the
+condition of the study a slot of :func:`style` in reading order (:func:`condition_order`); the
 run-folder renderer builds the map once from every condition in the folder and passes it to every figure.
 """
 
@@ -16,9 +16,19 @@ import matplotlib
 import matplotlib.pyplot as plt
 
 from nnsight_inoc.core.artifacts import write_bytes
-from nnsight_inoc.report.plots import style
 
 matplotlib.use("Agg")
+
+# tab20's strong shades first, then its light ones: neighbours in a legend differ in hue.
+_COLOURS = [plt.get_cmap("tab20").colors[i] for i in (*range(0, 20, 2), *range(1, 20, 2))]
+_MARKERS = "osD^v<>Ph*X"  # 11 markers, coprime with 20 colours: (colour, marker) repeats only after 220
+_LINES = ("-", "--", "-.", ":")
+
+
+def style(i: int) -> dict[str, Any]:
+    """Colour, marker and line style of the i-th condition; unique (colour, marker) for i < 220."""
+    return {"color": _COLOURS[i % len(_COLOURS)], "marker": _MARKERS[i % len(_MARKERS)],
+            "linestyle": _LINES[(i // len(_COLOURS)) % len(_LINES)]}
 
 MAIN = ("neutral", "inoc")
 ARMS = ("zero_v", "zero_rand", "flip_v", "restore_v")  # the causal arms, shown beside the main conditions
@@ -68,7 +78,7 @@ def save(fig: Any, path: Path) -> None:
 
 
 def legend_outside(ax: Any, n: int, **kw: Any) -> Any:
-    """A legend right of the axes, never over the data."""
+    """A legend right of the axes, never over the data (every plot of :mod:`.plots` and the figures use it)."""
     return ax.legend(fontsize=6 if n > 10 else 8, ncol=2 if n > 16 else 1, loc="center left",
                      bbox_to_anchor=(1.01, 0.5), **kw)
 

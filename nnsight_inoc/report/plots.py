@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 
 from nnsight_inoc.core.artifacts import write_bytes
 from nnsight_inoc.measures.alignment import SIGN_NOTE
+from nnsight_inoc.report.palette import legend_outside, style, styles_for  # noqa: F401 (style re-exported)
 from nnsight_inoc.stats.relation import monotone_fit
 
 matplotlib.use("Agg")
@@ -29,18 +30,6 @@ def _save(fig: Any, path: Path) -> None:
     write_bytes(path, buf.getvalue())
 
 
-# tab20's strong shades first, then its light ones: neighbours in a legend differ in hue.
-_COLOURS = [plt.get_cmap("tab20").colors[i] for i in (*range(0, 20, 2), *range(1, 20, 2))]
-_MARKERS = "osD^v<>Ph*X"  # 11 markers, coprime with 20 colours: (colour, marker) repeats only after 220
-_LINES = ("-", "--", "-.", ":")
-
-
-def style(i: int) -> dict[str, Any]:
-    """Colour, marker and line style of the i-th condition; unique (colour, marker) for i < 220."""
-    return {"color": _COLOURS[i % len(_COLOURS)], "marker": _MARKERS[i % len(_MARKERS)],
-            "linestyle": _LINES[(i // len(_COLOURS)) % len(_LINES)]}
-
-
 def undefined_title(error: str | None) -> str:
     """'correlation undefined: <why>' said once, whether or not the error already starts with it."""
     err = (error or "no data").strip()
@@ -48,7 +37,8 @@ def undefined_title(error: str | None) -> str:
 
 
 def _legend(ax: Any, n: int) -> None:
-    ax.legend(fontsize=6 if n > 10 else 8, ncol=2 if n > 10 else 1, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    """Right of the axes, never over the data; only entries that were drawn (matplotlib keeps a handle per label)."""
+    legend_outside(ax, n)
 
 
 def projection_hist(path: Path, promote: np.ndarray, suppress: np.ndarray, layer: int, trait: str) -> None:
@@ -59,7 +49,7 @@ def projection_hist(path: Path, promote: np.ndarray, suppress: np.ndarray, layer
     ax.set_xlabel(f"projection onto v (layer {layer}, final prompt token)")
     ax.set_ylabel("held-out prompts")
     ax.set_title(f"{trait}: held-out projections, promote vs suppress")
-    ax.legend()
+    legend_outside(ax, 2)
     _save(fig, path)
 
 
@@ -104,7 +94,8 @@ def separation_vs_layer(
         ax.set_title(t)
     axes[0].axhline(0.95, color="r", ls="--", lw=0.8)
     axes[2].axhline(0.6, color="r", ls="--", lw=0.8)
-    axes[0].legend(fontsize=7)
+    (h0, l0), (h2, l2) = axes[0].get_legend_handles_labels(), axes[2].get_legend_handles_labels()
+    legend_outside(axes[2], len(l0) + len(l2), handles=h0 + h2, labels=l0 + l2)  # right of the last panel: over none
     _save(fig, path)
 
 
@@ -115,13 +106,15 @@ def curves_with_ci(
     title: str,
     hline: float | None = 0.0,
     logy: bool = False,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    """One line per condition over layers, with a shaded band (the title says which interval);
-    each condition its own colour, marker and (beyond 20 conditions) line style."""
+    """One line per condition over layers, with a shaded band (the title says which interval); each condition
+    its study-wide look (``styles``: :func:`~.palette.condition_styles` of the study; default, these names')."""
     fig, ax = plt.subplots(figsize=(7.5 if len(curves) > 10 else 7, 4))
-    for i, (name, (est, lo, hi)) in enumerate(curves.items()):
+    sty = styles_for(curves, styles)
+    for name, (est, lo, hi) in curves.items():
         x = np.arange(len(est))
-        st = style(i)
+        st = sty[name]
         ax.plot(x, est, label=name, color=st["color"], marker=st["marker"], linestyle=st["linestyle"],
                 markersize=3.5, markevery=max(1, len(x) // 7), lw=1.1)
         ax.fill_between(x, lo, hi, alpha=0.12 if len(curves) > 6 else 0.2, color=st["color"])
@@ -136,12 +129,14 @@ def curves_with_ci(
     _save(fig, path)
 
 
-def loss_by_condition(path: Path, losses: Mapping[str, tuple[float, float, float]]) -> None:
+def loss_by_condition(path: Path, losses: Mapping[str, tuple[float, float, float]],
+                      styles: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     names = list(losses)
+    sty = styles_for(names, styles)
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(names)), 3.6))
     est = np.array([losses[n][0] for n in names])
     err = np.array([[losses[n][0] - losses[n][1], losses[n][2] - losses[n][0]] for n in names]).T
-    ax.bar(np.arange(len(names)), est, yerr=err, capsize=4, color=[style(i)["color"] for i in range(len(names))])
+    ax.bar(np.arange(len(names)), est, yerr=err, capsize=4, color=[sty[n]["color"] for n in names])
     ax.set_xticks(np.arange(len(names)), names, rotation=45 if len(names) > 5 else 0, ha="right" if len(names) > 5
                   else "center")
     ax.set_ylabel("mean SFT loss (completion tokens)")
@@ -162,7 +157,7 @@ def null_panel(path: Path, delta_v: np.ndarray, delta_r: np.ndarray, p_adj: np.n
     ax.set_xlabel("layer")
     ax.set_ylabel(f"change in mean cos(-g, dir): {label}")
     ax.set_title(f"{label} vs {delta_r.shape[1]} random directions (* exact null p, Holm-adjusted, < 0.05)\n{SIGN_NOTE}", fontsize=8)
-    ax.legend(fontsize=8)
+    legend_outside(ax, 1)
     _save(fig, path)
 
 
@@ -179,7 +174,7 @@ def pre_post_bars(path: Path, by_cond: Mapping[str, tuple[Sequence[float], Seque
     ax.set_ylabel("mean trait score, neutral test prompt")
     ax.set_title("trait expression before and after LoRA training (whiskers: min-max over seeds, descriptive)",
                  fontsize=9)
-    ax.legend()
+    legend_outside(ax, 2)
     _save(fig, path)
 
 
@@ -199,17 +194,18 @@ def relation_title(rel: Mapping[str, Any] | None, rank: Mapping[str, Any] | None
 
 
 def scatter_fit(path: Path, x: Sequence[float], y: Sequence[float], labels: Sequence[str], xlabel: str,
-                ylabel: str, title: str) -> None:
+                ylabel: str, title: str, styles: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """One point per run (small) and per condition mean (large, its own colour and marker), the
     isotonic fit over the condition means (the shape of a step-like relation), and the least-squares
     line over runs (dashed, for reference)."""
     xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     conds = list(dict.fromkeys(labels))
+    sty = styles_for(conds, styles)
     mx, my = [], []
-    for i, lab in enumerate(conds):
+    for lab in conds:
         sel = np.array([l == lab for l in labels])
-        st = style(i)
+        st = sty[lab]
         ax.scatter(xa[sel], ya[sel], s=10, alpha=0.45, color=st["color"], marker=st["marker"])
         mx.append(float(np.nanmean(xa[sel])))
         my.append(float(np.nanmean(ya[sel])))
@@ -231,14 +227,15 @@ def scatter_fit(path: Path, x: Sequence[float], y: Sequence[float], labels: Sequ
 
 
 def projection_vs_score(path: Path, proj: Sequence[float], score: Sequence[float], labels: Sequence[str],
-                        layer: int, test_prompt: str) -> None:
+                        layer: int, test_prompt: str, styles: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Per run: drift in the final-prompt projection on v against drift in the trait score (both post - pre,
     under one test prompt): does the representation move with the behaviour?"""
     pa, sa = np.asarray(proj, dtype=float), np.asarray(score, dtype=float)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for i, lab in enumerate(dict.fromkeys(labels)):
+    sty = styles_for(dict.fromkeys(labels), styles)
+    for lab in sty:
         sel = np.array([l == lab for l in labels])
-        st = style(i)
+        st = sty[lab]
         ax.scatter(sa[sel], pa[sel], s=22, color=st["color"], marker=st["marker"], label=lab)
     ok = np.isfinite(pa) & np.isfinite(sa)
     r = (f"Pearson r over runs = {np.corrcoef(sa[ok], pa[ok])[0, 1]:+.2f} (n = {int(ok.sum())}; descriptive)"

@@ -62,8 +62,9 @@ def render_html(blocks: list[Block]) -> str:
             else:
                 body.append(f"<p><em>Plot missing: {e(b[1].name)}</em></p>")
         elif kind == "verdict":
+            cls = b[3].split(" (")[0].replace(" ", "-")  # "not supported (meaningless: smoke run)": not-supported
             body.append(f'<p class="v"><strong>{e(b[1])}</strong> {e(b[2])}: '
-                        f'<strong class="{e(b[3].replace(" ", "-"))}">{e(b[3])}</strong>. {e(b[4])}</p>')
+                        f'<strong class="{e(cls)}">{e(b[3])}</strong>. {e(b[4])}</p>')
     css = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.4}"
            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.2em .5em}"
            "img{max-width:100%}pre{background:#f4f4f4;padding:.5em;overflow-x:auto}"

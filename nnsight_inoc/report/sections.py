@@ -12,16 +12,19 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from nnsight_inoc.core.artifacts import write_text
-from nnsight_inoc.core.layout import ALIGN_PLOTS, EXTRACT_PLOTS, RunLayout, null_plot
+from nnsight_inoc.core.layout import ALIGN_PLOTS, EXTRACT_PLOTS, REPORT_APPENDIX_MD, RunLayout, null_plot
 from nnsight_inoc.models.cache import PRESETS
 from nnsight_inoc.report import alignment_rules as R
 from nnsight_inoc.report import contrast_rules as CR
 from nnsight_inoc.report import drift_rules as DR
 from nnsight_inoc.report.answer import REQUIRED, answer
 from nnsight_inoc.report.claims import all_verdicts
+from nnsight_inoc.report.conditions_section import section_conditions
 from nnsight_inoc.report.controls import prompt_label
-from nnsight_inoc.report.drift_sections import section_drift
+from nnsight_inoc.report.drift_sections import section_drift, section_drift_main
 from nnsight_inoc.report.figures_run import ALIGN_FIGURES
+from nnsight_inoc.report.intervals_fmt import fmt_share
+from nnsight_inoc.report.lead import QUESTION, section_lead, smoke_label
 from nnsight_inoc.report.leak_sections import section_leak_shift, section_structured_null
 from nnsight_inoc.report.load import Run, drift_summary, load_run, steering_summary
 from nnsight_inoc.report.loss_sections import (
@@ -31,6 +34,7 @@ from nnsight_inoc.report.loss_sections import (
     section_loss_split,
 )
 from nnsight_inoc.report.render import Block, render_html, render_md
+from nnsight_inoc.report.smoke import smoke_line
 from nnsight_inoc.report.steering import section
 from nnsight_inoc.report.verdicts import (
     ALPHA,
@@ -39,6 +43,7 @@ from nnsight_inoc.report.verdicts import (
     fmt_p,
     layer_ranges,
     loss_gap_share,
+    loss_gap_words,
 )
 from nnsight_inoc.stats.intervals import CI_LEVEL
 from nnsight_inoc.stats.pairing import min_sign_flip_p
@@ -64,8 +69,7 @@ def header(run: Run) -> list[Block]:
         g = g or {}
         return f"{g.get('commit')} (source: {g.get('source', 'git')}, dirty: {g.get('dirty')})"
 
-    trait = run.extract["trait"]
-    return [("h1", f"Inoculation and gradient alignment: trait {trait}, model {m['name']}"),
+    return [("h2", "Provenance"),
             ("p", "Reproduce the whole study (data, extract, align, finetune, drift, report) with the resolved config "
                   "saved beside this report (gpu/README.md runs the same stages on several GPUs):"),
             ("code", "python cli.py run --config config.toml --run-dir <new folder>"),
@@ -75,6 +79,14 @@ def header(run: Run) -> list[Block]:
                     "Stages: " + ", ".join(f"{k} {s['seconds']:.0f} s" for k, s in p["stages"].items())]
              + [f"Invocation {i + 1}, {inv.get('at')}: `{inv['command']}` on {card(inv)}, commit {commit(inv.get('git'))}"
                 for i, inv in enumerate(invocations)])]
+
+
+def title(run: Run) -> list[Block]:
+    """The title and, for a smoke run (:mod:`.smoke`), the one line saying its numbers mean nothing."""
+    m = run.provenance["facts"]["model"]
+    out: list[Block] = [("h1", f"Inoculation and gradient alignment: trait {run.extract['trait']}, model {m['name']}")]
+    line = smoke_line(run.config)
+    return out + ([("p", line)] if line else [])
 
 
 def section_hypothesis(run: Run) -> list[Block]:
@@ -91,8 +103,8 @@ def section_hypothesis(run: Run) -> list[Block]:
                   "handled as a confound by a loss-matched prompt and by a regression on per-example loss."),
             ("p", f"Positions: final_prompt (last prompt token) and a_sum (sum of the gradients at the first "
                   f"{run.config['align']['n_assistant_tokens']} assistant tokens, where the SFT loss acts). "
-                  "Training prompts (same examples, same order, under each):"),
-            ("ul", [f"{c}: {prompt_label(d)} (n = {d['n']})" for c, d in conds.items()]),
+                  f"{len(conds)} training prompts, {next(iter(conds.values()))['n']} SFT examples each (the table "
+                  "above shows each prompt)."),
             ("p", _sources_line(run.data_card))]
 
 
@@ -156,22 +168,7 @@ def section_alignment(run: Run) -> list[Block]:
             "p boot (Holm)", "p null exact (Holm)", "null z", "layers passing both (Holm; description)"]
     for c in a["contrasts"]:
         out += [("h3", c), ("table", head, _contrast_rows(a, c))]
-    conds = a["conditions"]
-    out += [("h3", "Loss per condition"),
-            ("table", ["condition", "mean SFT loss [95% CI]", f"cos(-g,v) a_sum, layer {layer}"],
-             [[c, f"{d['loss']['mean'][0]:.4f} [{d['loss']['lo'][0]:.4f}, {d['loss']['hi'][0]:.4f}]",
-               f"{d['cos']['a_sum']['mean'][layer]:+.4f}"] for c, d in conds.items()])]
-    lm, gap = run.lossmatch, a["contrasts"]["inoc-lossmatch"]["loss"]
-    out += [("h3", "Loss match achieved"),
-            ("ul", [f"Chosen trait-free prompt: \"{lm['chosen_prompt']}\" from a pool of {len(lm['pool'])} "
-                    f"(max trait score {lm['max_trait_score']})",
-                    f"Selection set ({lm['n_examples']} examples): gap {lm['chosen_gap']:+.4f} nats, "
-                    f"{lm['gap_as_share_of_neutral_to_target']:.0%} of neutral-to-inoc",
-                    f"Studied examples: inoc - lossmatch loss {_ci(gap['diff'], gap['lo'], gap['hi'])} nats = "
-                    f"{loss_gap_share(a, 'lossmatch'):.0%} of inoc - neutral "
-                    f"({'complete' if loss_gap_share(a, 'lossmatch') <= MAX_LOSS_GAP_SHARE else 'INCOMPLETE'}; "
-                    f"limit {MAX_LOSS_GAP_SHARE:.0%})",
-                    f"The loss-matched comparison (C2, C8) uses: {control_of(a)}"])]
+    out += _loss_blocks(run)
     out += section_loss_split(run) + section_leak_match(run) + section_leak_shift(a) + section_structured_null(a)
     out += section_control_c(run)
     out += section_legacy_regression(a)
@@ -187,6 +184,59 @@ def section_alignment(run: Run) -> list[Block]:
              for p in ("a_sum", "final_prompt")]
     extra += [run.layout.align_dir / n for n in ALIGN_FIGURES]  # report/figures_run.py, when their inputs existed
     return out + _plots([run.layout.align_dir / n for n in ALIGN_PLOTS] + [p for p in extra if p.is_file()])
+
+
+def section_alignment_main(run: Run) -> list[Block]:
+    """The alignment contrasts at the reporting layer and position only, and the loss match (the appendix has
+    every layer, position and control)."""
+    a, layer = run.align, int(run.align["layer"])
+    rows = []
+    for c in a["contrasts"]:
+        b = a["contrasts"][c][R.REPORT_POSITION]
+        passes = R.passing_layers(b)
+        rows.append([c, _ci(b["diff_cos"][layer], b["lo"][layer], b["hi"][layer]),
+                     f"{fmt_p(b['p_boot'][layer])} / {fmt_p(b['null_p_exact'][layer])}",
+                     f"{len(passes.away)} away, {len(passes.toward)} toward (of {len(b['diff_cos'])})"])
+    return [("h2", "3. Gradient alignment and controls"),
+            ("p", f"Paired contrasts in mean cos(-g, v) over the same examples, at the reporting layer {layer} and "
+                  f"{R.REPORT_POSITION} (fixed before any contrast was seen; negative = away from the trait). Every "
+                  "layer and position, the loss split, the content-leak match, control C and the plots are in the "
+                  "appendix."),
+            ("table", ["contrast", f"diff [95% CI], layer {layer}", "p boot / null (unadjusted)",
+                       "layers passing both (Holm; description)"], rows)] + _loss_blocks(run)
+
+
+def _loss_blocks(run: Run) -> list[Block]:
+    a, layer = run.align, int(run.align["layer"])
+    conds = a["conditions"]
+    out: list[Block] = [("h3", "Loss per condition"),
+            ("table", ["condition", "mean SFT loss [95% CI]", f"cos(-g,v) a_sum, layer {layer}"],
+             [[c, f"{d['loss']['mean'][0]:.4f} [{d['loss']['lo'][0]:.4f}, {d['loss']['hi'][0]:.4f}]",
+               f"{d['cos']['a_sum']['mean'][layer]:+.4f}"] for c, d in conds.items()])]
+    lm, gap = run.lossmatch, a["contrasts"]["inoc-lossmatch"]["loss"]
+    out += [("h3", "Loss match achieved"),
+            ("ul", [f"Chosen trait-free prompt: \"{lm['chosen_prompt']}\" from a pool of {len(lm['pool'])} "
+                    f"(max trait score {lm['max_trait_score']})",
+                    f"Selection set ({lm['n_examples']} examples): gap {lm['chosen_gap']:+.4f} nats, "
+                    f"{_selection_share(lm)} of neutral-to-inoc",
+                    f"Studied examples: inoc - lossmatch loss {_ci(gap['diff'], gap['lo'], gap['hi'])} nats = "
+                    f"{_gap_words(a)} "
+                    f"({'complete' if loss_gap_share(a, 'lossmatch') <= MAX_LOSS_GAP_SHARE else 'INCOMPLETE'}; "
+                    f"limit {MAX_LOSS_GAP_SHARE:.0%})",
+                    f"The loss-matched comparison (C2, C8) uses: {control_of(a)}"])]
+    return out
+
+
+def _gap_words(align: Mapping[str, Any], control: str = "lossmatch") -> str:
+    """'25% of inoc - neutral', or both losses when inoc - neutral is near zero (:func:`loss_gap_words`)."""
+    return f"{loss_gap_words(align, control)} of inoc - neutral"
+
+
+def _selection_share(lm: Mapping[str, Any]) -> str:
+    """lossmatch.json's gap as a share of neutral-to-target, through :func:`.intervals_fmt.fmt_share` (no
+    percentage of a near-zero denominator)."""
+    share, gap = lm["gap_as_share_of_neutral_to_target"], lm["chosen_gap"]
+    return fmt_share(gap, gap / share if share else float("nan"), "nats of neutral-to-inoc")
 
 
 def section_verdicts(run: Run) -> list[Block]:
@@ -225,9 +275,9 @@ def section_verdicts(run: Run) -> list[Block]:
     out: list[Block] = [("h2", "5. Verdicts"), ("p", rules)]
     verdicts = all_verdicts(run.dir, run.extract, run.align, run.example)
     for cid, claim, (v, why) in verdicts:
-        out.append(("verdict", cid, claim, v, why))
+        out.append(("verdict", cid, claim, smoke_label(v, run.config), why))
     label, sentence = answer({cid: v for cid, _, v in verdicts})
-    out.append(("verdict", "Answer", "Does inoculation reduce drift by rotating gradients away from v?", label, sentence))
+    out.append(("verdict", "Answer", QUESTION, smoke_label(label, run.config), sentence))
     return out
 
 
@@ -243,8 +293,8 @@ def section_limitations(run: Run) -> list[Block]:
     control = control_of(run.align)
     share = loss_gap_share(run.align, control)
     if share > MAX_LOSS_GAP_SHARE:
-        lines.append(f"Partial loss match: the loss-matched control ({control}) leaves {share:.0%} of the inoc - "
-                     "neutral loss gap.")
+        lines.append(f"Partial loss match: the loss-matched control ({control}) leaves {_gap_words(run.align, control)} "
+                     "(the inoc - neutral loss gap).")
     excl = run.provenance["facts"].get("sft_excluded")
     if excl is None:
         lines.append("provenance.json records no sft_excluded counts.")
@@ -264,9 +314,23 @@ def _plots(paths: Iterable[Path]) -> list[Block]:
 
 
 def build_blocks(run: Run) -> list[Block]:
-    """The whole report, in section order."""
-    return (header(run) + section_hypothesis(run) + section_direction(run) + section_alignment(run)
-            + section_drift(run) + section_steering(run) + section_verdicts(run) + section_limitations(run))
+    """The report a researcher reads: the answer, the headline plot and the numbers that decide it first, then
+    the conditions, the method and the verdicts; every layer, condition and control is in the appendix."""
+    verdicts = all_verdicts(run.dir, run.extract, run.align, run.example)
+    return (title(run) + section_lead(run, verdicts, REPORT_APPENDIX_MD) + section_conditions(run)
+            + section_hypothesis(run) + section_direction(run) + section_alignment_main(run)
+            + section_drift_main(run) + section_verdicts(run) + section_limitations(run) + header(run))
+
+
+def build_appendix(run: Run) -> list[Block]:
+    """Every table and plot: alignment at every layer and position with all controls, drift per condition,
+    the panel, the alignment-drift relation, transfer and steering."""
+    m = run.provenance["facts"]["model"]
+    head: list[Block] = [("h1", f"Appendix: every layer, condition and control (trait {run.extract['trait']}, "
+                                f"model {m['name']})")]
+    line = smoke_line(run.config)
+    return (head + ([("p", line)] if line else []) + section_alignment(run) + section_drift(run)
+            + section_steering(run))
 
 
 def section_steering(run: Run) -> list[Block]:
@@ -280,12 +344,16 @@ def section_steering(run: Run) -> list[Block]:
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path]:
-    """Write report.md and report.html into out_dir (default run_dir), atomically; returns both paths."""
+    """Write report.md and report.html, and the appendix (report_appendix.md/.html), into out_dir (default run_dir),
+    atomically; returns the report's two paths."""
     run_dir = Path(run_dir)
     out_dir = run_dir if out_dir is None else Path(out_dir)
-    blocks = build_blocks(load_run(run_dir))
+    run = load_run(run_dir)
+    blocks, appendix = build_blocks(run), build_appendix(run)
     out = RunLayout(out_dir)
     md, htm = out.report_md, out.report_html
+    write_text(out.report_appendix_md, render_md(appendix, out_dir))
+    write_text(out.report_appendix_html, render_html(appendix))
     write_text(md, render_md(blocks, out_dir))
     write_text(htm, render_html(blocks))
     return md, htm

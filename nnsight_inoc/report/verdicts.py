@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from nnsight_inoc.report.intervals_fmt import fmt_share
+from nnsight_inoc.report.intervals_fmt import MAX_SHARE, fmt_share
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
@@ -97,11 +97,15 @@ def loss_gap_words(align: Mapping[str, Any], control: str | None = None) -> str:
     near zero (a percentage of almost nothing is not a number a reader can use)."""
     control = control or control_of(align)
     return fmt_share(align["contrasts"][f"inoc-{control}"]["loss"]["diff"],
-                     align["contrasts"]["inoc-neutral"]["loss"]["diff"], "nats of inoc - neutral")
+                     align["contrasts"]["inoc-neutral"]["loss"]["diff"], "nats")  # callers add "of inoc - neutral"
 
 
 def loss_match_shortfall(share: float, control: str) -> str:
-    """The shortfall line of an incomplete loss match."""
+    """The shortfall line of an incomplete loss match; a share over :data:`~.intervals_fmt.MAX_SHARE` (the inoc -
+    neutral gap near zero) is said in words, not as a percentage of almost nothing."""
+    if share > MAX_SHARE:
+        return (f"loss match ({control}): leaves over {MAX_SHARE:g} times the inoc - neutral loss gap (that gap is "
+                f"near zero, so no percentage), limit {MAX_LOSS_GAP_SHARE:.0%}")
     return (f"loss match ({control}): leaves {share:.0%} of the inoc - neutral loss gap, limit "
             f"{MAX_LOSS_GAP_SHARE:.0%} ({(share - MAX_LOSS_GAP_SHARE) * 100:.0f} percentage points too much)")
 

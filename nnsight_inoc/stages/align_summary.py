@@ -32,7 +32,7 @@ from nnsight_inoc.measures.alignment import SIGN_NOTE
 from nnsight_inoc.report import plots
 from nnsight_inoc.report.control_c import MODEL_NOTE, example_level_at
 from nnsight_inoc.report.controls import LEAK_MATCH_TOLERANCE, compact_prompt, leak_target
-from nnsight_inoc.report.figures_run import render_run_figures
+from nnsight_inoc.report.figures_run import render_run_figures, run_styles
 from nnsight_inoc.stages.align_beyond import beyond_leak, leak_shift
 from nnsight_inoc.stages.align_structured import structured_null
 from nnsight_inoc.stats.bootstrap import (
@@ -321,17 +321,19 @@ def _write_rows(path: Path, conds: dict[str, Any], positions: list[str]) -> int:
 
 def _plots(out_dir: Path, conds: dict[str, Any], per_cond: dict[str, Any], contrasts: dict[str, Any],
            positions: list[str], dirs: np.ndarray) -> None:
+    sty = run_styles(out_dir.parent, extra=conds)  # the study's one look per condition (report/palette.py)
     for p in ("final_prompt", "a_sum"):
         curves = {n: tuple(np.array(per_cond[n]["cos"][p][k]) for k in ("mean", "lo", "hi")) for n in conds}
         plots.curves_with_ci(out_dir / cos_plot(p), curves, "mean cos(-g, v)",
                              f"gradient alignment with v at {p} (95% bootstrap CI over examples, the CI C1 uses)"
-                             f"\n{SIGN_NOTE}")
+                             f"\n{SIGN_NOTE}", styles=sty)
         norms = {n: tuple(np.array(per_cond[n]["norm"][p][k]) for k in ("mean", "lo", "hi")) for n in conds}
         plots.curves_with_ci(out_dir / norm_plot(p), norms, "mean |g|",
-                             f"gradient norm at {p} (95% bootstrap CI over examples)", hline=None, logy=True)
+                             f"gradient norm at {p} (95% bootstrap CI over examples)", hline=None, logy=True,
+                             styles=sty)
     plots.loss_by_condition(out_dir / LOSS_PLOT,
                             {n: (per_cond[n]["loss"]["mean"][0], per_cond[n]["loss"]["lo"][0],
-                                 per_cond[n]["loss"]["hi"][0]) for n in conds})
+                                 per_cond[n]["loss"]["hi"][0]) for n in conds}, styles=sty)
     for key in ("inoc-neutral", "inoc-lossmatch", "inoc-leak_inoc"):
         if key not in contrasts:
             continue

@@ -33,7 +33,7 @@ from nnsight_inoc.core.schema import DriftRecord, TrainRecord, read_checked
 from nnsight_inoc.report import plots
 from nnsight_inoc.report.contrast_rules import contrasts
 from nnsight_inoc.report.controls import leak_target, matched_control
-from nnsight_inoc.report.figures_run import render_run_figures
+from nnsight_inoc.report.figures_run import render_run_figures, run_styles
 from nnsight_inoc.stages.plan import training_conditions
 from nnsight_inoc.stats.correlation import pearson_spearman
 from nnsight_inoc.stats.intervals import panel_intervals
@@ -218,9 +218,10 @@ def write_plots(layout: RunLayout, steering: bool, rows: list[dict[str, Any]], l
         x = np.array([r["drift_proj_by_layer"] for r in rows if r["condition"] == c])  # (seeds, L)
         lo, hi = (x.min(0), x.max(0)) if len(x) > 1 else (x[0], x[0])
         curves[c] = (x.mean(0), lo, hi)
+    sty = run_styles(layout.root, extra=conds)  # the study's one look per condition (report/palette.py)
     plots.curves_with_ci(shift_png, curves, "post - pre projection onto v",
                          "drift in the final-prompt projection under the neutral prompt (band: min-max over seeds, "
-                         "descriptive)")
+                         "descriptive)", styles=sty)
     plots.pre_post_bars(pre_post_png,
                         {c: ([r["pre_score"] for r in rows if r["condition"] == c],
                              [r["post_score"] for r in rows if r["condition"] == c]) for c in conds})
@@ -230,7 +231,7 @@ def write_plots(layout: RunLayout, steering: bool, rows: list[dict[str, Any]], l
     plots.scatter_fit(align_png, [r["align_pre"] for r in use], [r[main] for r in use], [r["condition"] for r in use],
                       f"mean cos(-g, v) before training (layer {layer}, a_sum)", f"drift in trait score ({label})",
                       plots.relation_title(relation.get(f"align_pre~{main}"), relation.get(f"rank:align_pre~{main}"),
-                                           relation.get(f"auroc:align_pre~{main}")))
+                                           relation.get(f"auroc:align_pre~{main}")), styles=sty)
     plots.projection_vs_score(layout.projection_vs_score_plot(steering), [r["drift_proj"] for r in rows],
                               [r["drift_score"] for r in rows], [r["condition"] for r in rows], layer,
-                              "neutral test prompt")
+                              "neutral test prompt", styles=sty)

@@ -27,6 +27,7 @@ from nnsight_inoc.core.progress import log
 from nnsight_inoc.data.traits import score_texts
 from nnsight_inoc.measures.leak import Prompting
 from nnsight_inoc.probes.losses import example_losses
+from nnsight_inoc.report.leak_sections import dial_words
 from nnsight_inoc.stages.lossmatch import passes_trait_check
 from nnsight_inoc.stats.bootstrap import bootstrap_mean_ci_by_col
 from nnsight_inoc.study import SFTSet, Study, answers
@@ -92,8 +93,7 @@ def select_leak(study: Study, sft: SFTSet) -> dict[str, Any]:
         share = abs(best["reduction"]["mean"] - want["mean"]) / abs(want["mean"]) if want["mean"] else float("inf")
         matched[name] = {"prompt": prompt, "reduction": want, "words": best["words"], "achieved": best["reduction"],
                          "gap_share": share, "matched": share <= cfg.tolerance}
-        log(f"leak dial for {name}: {best['words']} words lower the loss by {best['reduction']['mean']:+.4f} nats "
-            f"vs the target's {want['mean']:+.4f} ({share:.0%} off; {'matched' if share <= cfg.tolerance else 'NOT matched'})")
+        log(f"leak dial for {name}: {dial_words(matched[name])}")
     labels = level_labels(matched, cfg.extra_words)
     levels = sorted(labels.values())
     check = _trait_check(study, levels)

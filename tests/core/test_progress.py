@@ -101,3 +101,17 @@ def test_quiet_means_silent(monkeypatch, logfile):
         bar(2)
         bar.note("y")
     assert logfile.getvalue() == ""
+
+
+def test_log_file_lines_are_not_wrapped_at_80_columns():
+    """Issue 27: off a terminal (a log file) a long message stays one line, whatever COLUMNS says."""
+    import subprocess
+    import sys
+
+    from tests._paths import ROOT
+
+    code = "from nnsight_inoc.core.progress import log; log('word ' * 60 + 'END')"
+    env = {"PATH": "/usr/bin:/bin", "COLUMNS": "40"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].rstrip().endswith("END") and len(lines[0]) > 300, done.stderr

@@ -56,3 +56,16 @@ def test_projection_panels_one_per_condition(tmp_path, monkeypatch) -> None:
     assert drawn["seed_lines"] == 3 * len(CONDS)
     titles = [ax.get_title() for ax in cap.figs[0].axes if ax.get_visible()]
     assert len(titles) == len(CONDS) and all(any(t.startswith(c + " ") for t in titles) for c in CONDS)
+
+
+def test_headline_reads_the_finetune_summarys_contrasts_block(tmp_path, monkeypatch) -> None:
+    """Issue 27: the summary's block is {"measure", ..., "pairs": {"a-b": {estimate, lo, hi, ...}}}; the headline
+    used to read it as {"a-b": {mean, ...}} and dropped every contrast (no right panel)."""
+    from nnsight_inoc.report.contrast_rules import contrasts
+
+    capture(monkeypatch, FD)
+    rows = _rows()
+    blk = contrasts(rows, "drift_score")
+    drawn = FD.headline_drift(tmp_path / "h.png", rows, blk)
+    assert "inoc-neutral" in drawn["contrasts"] and "zero_v-neutral" in drawn["contrasts"]
+    assert set(drawn["contrasts"]) == {k for k, b in blk["pairs"].items() if b["estimate"] is not None}

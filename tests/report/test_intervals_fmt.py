@@ -52,3 +52,24 @@ def test_c5_clips_and_c6_shows_the_partial_r(tmp_path) -> None:
     v = DR.c6_drift_tracks_alignment(tmp_path)
     assert "r +0.76 [+0.56, +0.93]" in v.reason
     assert "partial r given loss reduction: align_pre~drift_score|loss_reduction: r -0.70 [-0.91, -0.26]" in v.reason
+
+
+def test_fmt_est_never_prints_an_estimate_outside_its_interval():
+    from nnsight_inoc.report.intervals_fmt import fmt_est
+
+    assert fmt_est(0.1, 0.0, 0.2) == "+0.100 [+0.000, +0.200]"
+    out = fmt_est(2.588, -0.734, 0.690)  # a percentile interval of a ratio with a near-zero denominator
+    assert out.startswith("+2.588 (its interval") and "not an interval" in out
+    assert fmt_est(0.2, float("nan"), float("nan")) == "+0.200 (no interval: one value)"
+    assert fmt_est(float("nan"), 0, 1) == "n/a"
+
+
+def test_match_words_gives_no_percentage_of_nothing():
+    from nnsight_inoc.report.intervals_fmt import match_words
+
+    assert match_words(0.105, 0.1) == "+5.0% off"
+    assert match_words(0.09, 0.1, 0.08, 0.12, -0.2, 0.0) == "-10.0% off [-20.0%, +0.0%]"
+    assert "does not contain the estimate" in match_words(0.09, 0.1, 0.08, 0.12, 0.5, 0.9)
+    for args in ((0.0515, 0.0002), (0.0515, 0.0125, -0.02, 0.03), (0.2, 0.01)):
+        out = match_words(*args)
+        assert "%" not in out and "no percentage" in out, args

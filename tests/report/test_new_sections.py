@@ -45,7 +45,9 @@ def report(tmp_path_factory: pytest.TempPathFactory):
     summarise_runs(layout, S.conditions(), S.SEEDS, 27, "main", n_boot=200, seed=0)
     _add_leak(layout)
     md, htm = write_report(layout.root)
-    return md.read_text(), htm.read_text()
+    # Issue 27: the report leads with the answer; every layer, condition and control moved to the appendix.
+    return (md.read_text() + layout.report_appendix_md.read_text(),
+            htm.read_text() + layout.report_appendix_html.read_text())
 
 
 def test_panel_drift_decides_c5_and_c6(report):

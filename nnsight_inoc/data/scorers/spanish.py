@@ -20,7 +20,9 @@ Method, in four steps:
    it quotes). In mixed-case prose a capitalised word not at the start of a sentence is a
    name, and so are up to two name joiners (``de``, ``del``, ``la``, ``los``, ``y``, ``of``,
    ``the``, ``and``, ...) joined by spaces or hyphens to a capitalised non-function word
-   before and a capitalised word after ("Plaza de España", "Día de los Muertos"). Prose that
+   before and a capitalised word after ("Plaza de España", "Día de los Muertos"). In an English
+   frame (issue 27) a name's lower-case tail is a title and goes with it ("wrote Cien años de
+   soledad", "directed Todo sobre mi madre"): see :func:`_titles`. Prose that
    is mostly upper case (``caps_score`` > 0.5: the ALL-CAPS trait) shows no names, so
    nothing is dropped there. Words are split at apostrophes; the piece after a name's
    apostrophe belongs to the name ("America's"), and an elision piece (``s``, ``t``, ``l``,
@@ -39,13 +41,17 @@ Validation: 147 hand-written, hand-labelled answers (``tests/fixtures/spanish_va
 against the old scorer's 0.850 and 0.933. On batch 2 (30 answers written after the method's
 versions were compared on batch 1), accuracy is 0.933 and AUROC 0.987, against the old
 scorer's 0.867 and 0.956. Any threshold from 0.40 to 0.50 gives the best accuracy on the set.
-``tests/test_spanish_score.py`` recomputes all of these. On all 2,400 published base-model
+``tests/data/scorers/test_spanish.py`` recomputes all of these. On all 2,400 published base-model
 answers (``results/*/finetune/pre``: 400 of the Spanish study, 2,000 English or upper-case ones
 of the other two) it disagrees with the old scorer at 0.5 on 3 ("Tokyo, Japan?", "Sonia
 MOHANACOOPER", "MAY 2023"), all now below 0.5 and old just above.
 On the 1,000 Spanish SFT source answers (``results/spanish/sft_completions.json``) it disagrees
 on 10: 7 read by eye as right (Portuguese, Serbian, "<<The Egg>>", Spanish prose around an
 English block), 2 wrong (the two below), 1 mixed.
+
+Issue 27 added batch 3 (30 answers: English dense with Spanish proper nouns, English controls,
+Spanish full of English technical terms) and the title rule; ``test_titles_in_an_english_frame``
+prints the AUROC and accuracy before and after the rule on batch 3 and on the whole set.
 
 Measured limits:
 - **Short text in another Romance language with no listed function word** is judged by the
@@ -94,6 +100,8 @@ _SENTENCE_GAP = re.compile(r"[.!?:;¿¡\n]")
 _JOIN_GAP = re.compile(r"[ \t\-]+")
 _APOSTROPHES = ("'", "\u2019", "\u02bc")
 _MAX_JOINED = 2  # lower-case words between two names that still belong to the name
+_MAX_TITLE = 8  # lower-case words after a name that can still be its title, in an English frame
+_TITLE_FRAME_MARGIN = 2  # other-language minus Spanish function words, outside names and titles, for an English frame
 _ANY_LIST = SPANISH | OTHER
 # Lower-case words that join the parts of a name: "Plaza de España", "Día de los Muertos", "Pride and Prejudice".
 _NAME_JOINERS = frozenset({
@@ -102,8 +110,9 @@ _NAME_JOINERS = frozenset({
 })
 
 
-def counted_words(prose_text: str) -> list[str]:
-    """Lower-cased tokens left after dropping quotations and names (step 2)."""
+def counted_words(prose_text: str, titles: bool = True) -> list[str]:
+    """Lower-cased tokens left after dropping quotations and names (step 2); with ``titles``, also the lower-case
+    words of titles in an English frame (:func:`_titles`; ``titles=False`` is the scorer before issue 27)."""
     text = _QUOTES.sub(" | ", prose_text)
     matches = list(_WORD.finditer(text))
     words = [m.group() for m in matches]
@@ -125,6 +134,8 @@ def counted_words(prose_text: str) -> list[str]:
             if capital[j] and joined[j] and all(joined[k] and words[k] in _NAME_JOINERS for k in run):
                 name[i:j] = [True] * (j - i)
                 break
+    if titles:
+        name = _titles(words, gaps, capital, name)
     after = gaps[1:] + [""]
     keep = []
     for i, w in enumerate(words):
@@ -136,6 +147,31 @@ def counted_words(prose_text: str) -> list[str]:
         if not name[i]:
             keep.append(w.lower())
     return keep
+
+
+def _titles(words: list[str], gaps: list[str], capital: list[bool], name: list[bool]) -> list[bool]:
+    """``name`` with the lower-case tails of titles marked too, when the frame is not Spanish.
+
+    A title is a name followed by lower-case words joined by spaces or hyphens ("Cien años de soledad",
+    "El laberinto del fauno"), up to punctuation, a capitalised word, an other-language function word or
+    :data:`_MAX_TITLE` words. Read as a title only when, outside every such tail and every name, the text has
+    at least :data:`_TITLE_FRAME_MARGIN` more other-language function words than Spanish ones (an English frame;
+    one stray word such as Portuguese ``mas`` for Spanish "más" is not a frame): in Spanish prose the words after
+    a name are the sentence ("Mark Cuban vendió los Dallas Mavericks"), and they stay.
+    """
+    tail = [False] * len(words)
+    for i in range(1, len(words)):
+        if not name[i - 1] or tail[i - 1]:
+            continue
+        j = i
+        while (j < len(words) and j - i < _MAX_TITLE and not capital[j] and _JOIN_GAP.fullmatch(gaps[j])
+               and words[j].lower() not in OTHER_ONLY):
+            tail[j] = True
+            j += 1
+    frame = [w.lower() for w, n, t in zip(words, name, tail) if not n and not t]
+    if sum(w in OTHER_ONLY for w in frame) < sum(w in SPANISH_ONLY for w in frame) + _TITLE_FRAME_MARGIN:
+        return name
+    return [n or t for n, t in zip(name, tail)]
 
 
 def function_word_counts(text: str) -> tuple[int, int]:
@@ -158,7 +194,7 @@ def identifier_p_es(text: str) -> float:
     return float(dict(_identifier().rank(text))["es"])
 
 
-def spanish_score(text: str) -> float | None:
+def spanish_score(text: str, titles: bool = True) -> float | None:
     """P(Spanish) in [0, 1] by the method of the module docstring.
 
     None when ``text`` has no letters; 0.0 when its only letters are in code.
@@ -168,7 +204,7 @@ def spanish_score(text: str) -> float | None:
     body = prose(text)
     if not any(c.isalpha() for c in body):
         return 0.0
-    words = counted_words(body)
+    words = counted_words(body, titles)
     n_es = sum(w in SPANISH_ONLY for w in words)
     n_other = sum(w in OTHER_ONLY for w in words)
     # The identifier reads the words that were counted (no names, no quotations); an answer that is all
