@@ -188,7 +188,7 @@ def drift(which: str | None, summary_only: bool, **opts: Any) -> None:
     from nnsight_inoc.stages.drift import run_drift
     from nnsight_inoc.stages.drift_summary import summarise_drift
 
-    with opened(opts, needs="drift", summary_only=summary_only) as study:
+    with opened(opts, needs="drift", summary_only=summary_only, weights=not summary_only) as study:  # a summary reads files only
         if summary_only:
             s = summarise_drift(study, which or study.cfg.finetune.which, partial=True)
             click.echo(f"summarised {s['n_runs']} finished runs; not run: {len(s['not_run'])} {s['not_run']}")
