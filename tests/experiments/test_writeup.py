@@ -57,4 +57,4 @@ def test_a_folder_without_results_is_said_to_be_not_run(tmp_path: Path) -> None:
                                             "--out", str(out)])
     assert res.exit_code == 0, res.output
     text = out.read_text()
-    assert "Not run yet" in text and "decisive_spanish: not run" in text
+    assert "Not run yet" in text and "decisive_spanish: not run" in text and "**Interim:**" in text
