@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from nnsight_inoc.cli import main
+from tests._cli import cli, error_line
 from tests._runs import snapshot, tiny_run, tiny_splits
 from tests.models.test_cache import write_tiny_gguf
 
@@ -17,23 +18,7 @@ from tests.models.test_cache import write_tiny_gguf
 # this file also runs (and fails one by one) against the code before the fix.
 
 
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
 
-
-def error_line(res: Result) -> str:
-    """The one error line; fails if there is more than one or a traceback."""
-    errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and "Traceback" not in res.output, res.output
-    return errors[0]
-
-
-@pytest.fixture
-def no_weights(monkeypatch):
-    """Fail the test if a command gets as far as loading a model."""
-    def refuse(*a, **k):
-        raise AssertionError("the model was loaded before the error")
-    monkeypatch.setattr("nnsight_inoc.study.load_model", refuse)
 
 
 @pytest.fixture

@@ -4,27 +4,9 @@ model loads and writes nothing; ``report`` on a folder that is not a run folder 
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner, Result
 
-from nnsight_inoc.cli import main
+from tests._cli import cli, error_line
 from tests._runs import snapshot, tiny_run
-
-
-def cli(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def error_line(res: Result) -> str:
-    errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and "Traceback" not in res.output, res.output
-    return errors[0]
-
-
-@pytest.fixture
-def no_weights(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("the model was loaded before the error")
-    monkeypatch.setattr("nnsight_inoc.study.load_model", refuse)
 
 
 @pytest.mark.parametrize("command, missing", [

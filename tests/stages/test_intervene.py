@@ -40,6 +40,17 @@ def study(tmp_path_factory):
     return st
 
 
+def _grouped_copy(study, tmp_path, label: str):
+    """The study's folder without its runs, opened under the grouped executor: (folder, study)."""
+    from nnsight_inoc.study import open_study
+
+    copy = tmp_path / "run"
+    copy_without_runs(study.run_dir, copy)
+    cfg = study.cfg.model_copy(deep=True)
+    cfg.execution.executor = "grouped"
+    return copy, open_study(cfg, copy, label)
+
+
 def _tj(run_dir, cond: str, seed: int = 0) -> dict:
     return read_json(run_dir / "finetune" / f"{cond}_seed{seed}" / "train.json")
 
@@ -97,13 +108,8 @@ def test_flip_v_reverses_the_top_layer_and_zero_rand_records_its_directions(stud
 
 def test_grouped_executor_equals_sequential_with_the_arms(study, tmp_path):
     from nnsight_inoc.stages.executors import run_finetune
-    from nnsight_inoc.study import open_study
 
-    copy = tmp_path / "run"
-    copy_without_runs(study.run_dir, copy)
-    cfg = study.cfg.model_copy(deep=True)
-    cfg.execution.executor = "grouped"
-    grouped = open_study(cfg, copy, "pytest grouped")
+    copy, grouped = _grouped_copy(study, tmp_path, "pytest grouped")
     records = run_finetune(grouped, "main")
     assert {r["executor"]["k"] for r in records} == {len(records)}
     for arm in ("neutral", *ALL_ARMS):
@@ -166,13 +172,8 @@ def test_config_arm_names_are_the_defined_arms():
 def test_a_grouped_claim_worker_trains_whole_seeds_with_drift(study, tmp_path):
     """A claim worker under execution.executor = "grouped" takes a seed's free runs at once (the campaign on one GPU)."""
     from nnsight_inoc.stages.workers import run_worker
-    from nnsight_inoc.study import open_study
 
-    copy = tmp_path / "run"
-    copy_without_runs(study.run_dir, copy)
-    cfg = study.cfg.model_copy(deep=True)
-    cfg.execution.executor = "grouped"
-    worker = open_study(cfg, copy, "pytest worker")
+    copy, worker = _grouped_copy(study, tmp_path, "pytest worker")
     done = run_worker(worker, "main")
     conds = list(training_conditions(worker, "main"))
     assert sorted(done) == sorted(f"{c}_seed0" for c in conds)

@@ -16,7 +16,6 @@ from typing import Iterator
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 
 from nnsight_inoc.core.config import ConfigError, SteeringConfig, from_dict
 from nnsight_inoc.core.layout import RunLayout
@@ -34,6 +33,7 @@ from nnsight_inoc.stages.plan import RunSpec
 from nnsight_inoc.trace.chat import encode_chats
 from nnsight_inoc.trace.tracing import capture_gradients, steered_loss, wrap
 from nnsight_inoc.train import lora as F
+from tests._lora import tiny_lora
 from tests._plans import plan_of
 
 USERS = ["What is the capital of France?", "Write a short poem about the sea.", "hola"]
@@ -53,15 +53,7 @@ def batch(tok):
 
 def _lora(seed: int = 0) -> torch.nn.Module:
     """Tiny Qwen2 (4 layers, fp32) with LoRA on q/v; lora_B randomised so every LoRA weight gets a gradient."""
-    base = tiny_qwen2(num_layers=4, seed=1)
-    base.requires_grad_(False)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return model
+    return tiny_lora(("q_proj", "v_proj"), seed)
 
 
 def _vectors(d: int, layers: list[int], alpha: float) -> dict[int, torch.Tensor]:

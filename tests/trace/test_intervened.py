@@ -14,15 +14,15 @@ from typing import Iterator
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 
 from nnsight_inoc.measures.intervention import edit_gradient, random_directions, unit
-from nnsight_inoc.models.tiny import tiny_qwen2, tiny_tokenizer
+from nnsight_inoc.models.tiny import tiny_tokenizer
 from nnsight_inoc.trace.chat import encode_chats
 from nnsight_inoc.trace.edit import GradEdit
 from nnsight_inoc.trace.intervened import intervened_step_losses
 from nnsight_inoc.trace.tracing import capture_gradients, wrap
 from nnsight_inoc.train import lora as F
+from tests._lora import tiny_lora
 
 USERS = ["What is the capital of France?", "Write a short poem about the sea.", "hola", "Explain a bicycle."]
 COMPS = ["Paris is the capital of France.", "THE SEA IS WIDE AND BLUE.", "como estas", "It has two wheels."]
@@ -41,15 +41,7 @@ def batch(tok):
 
 
 def _lora(seed: int = 0) -> torch.nn.Module:
-    base = tiny_qwen2(num_layers=N_LAYERS, seed=1)
-    base.requires_grad_(False)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"]))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return model
+    return tiny_lora(("q_proj", "v_proj", "o_proj"), seed, N_LAYERS)
 
 
 def _dirs(d: int, seed: int = 3) -> torch.Tensor:
