@@ -214,7 +214,7 @@ def build_plan(study: Study, which: str, *, for_training: bool = True) -> Finetu
                         sft=ensure_sft(study) if for_training else None, drift_prompts=drift_prompts(study),
                         neutral_prompt=study.cfg.align.conditions[NEUTRAL_CONDITION], runs=runs)
     restore = next((r for r in runs if r.intervene is not None and r.intervene.arm == "restore_v"), None)
-    if for_training and restore is not None and study.tlm.device.type != "meta" and not study.tlm.remote:
+    if for_training and restore is not None and study.tlm.device.type != "meta":  # a weight-less planner skips it
         # Before any run trains: a restore_v that cannot be calibrated stops the sweep here, not half-way.
         assert plan.sft is not None and restore.intervene is not None
         restore_record(study, restore.intervene, plan.sft, plan.v, plan.sft_systems(restore), plan.layer)

@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 
 from nnsight_inoc.cli import main
 from nnsight_inoc.core.config import load_config
+from tests._cli import error_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +34,7 @@ def calls(monkeypatch, tmp_path):
     log: list[tuple[str, dict]] = []
 
     @contextlib.contextmanager
-    def opened(opts, provenance=None, *, shared=False, weights=True):
+    def opened(opts, provenance=None, *, shared=False, weights=True, needs=None, summary_only=False):
         r = resolve(opts)
         log.append(("opened", {"provenance": provenance, "shared": shared, "weights": weights}))
         yield SimpleNamespace(cfg=r.cfg, run_dir=r.run_dir,
@@ -50,6 +51,7 @@ def calls(monkeypatch, tmp_path):
     monkeypatch.setattr(ray_exec, "run_finetune_ray", recorder("ray"))
     monkeypatch.setattr(drift, "run_drift", recorder("drift"))
     monkeypatch.setattr("nnsight_inoc.study.preflight", lambda *a, **k: {})
+    monkeypatch.setattr("nnsight_inoc.core.stage_inputs.check_inputs", lambda *a, **k: None)  # tested in test_cli_inputs
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     return log
 
@@ -62,10 +64,6 @@ def cli(tmp_path: Path, *args: str, config: str | None = None) -> Result:
     return CliRunner().invoke(main, ["finetune", "--which", "main", *args, *extra, "--run-dir", str(run)])
 
 
-def error_line(res: Result) -> str:
-    errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and "Traceback" not in res.output, res.output
-    return errors[0]
 
 
 def old_config(tmp_path: Path, executor: str, group_size: int | None = None) -> str:
