@@ -16,7 +16,7 @@ run_dir, prompts = Path(sys.argv[1]), sys.argv[2:]
 study = open_study(load_config(run_dir / "config.toml"), run_dir, "experiments/gradient_cosines_by_prompt.py")
 layer = reporting_layer(study)
 for system in prompts:
-    m = gradient_cosines(study, system, n=32)  # .cos: (32, layers, positions), cos(-g, v) per example
+    m = gradient_cosines(study, system, n=32)  # .cos: (n, layers, positions), n = min(32, SFT examples); cos(-g, v)
     cos = m.cos[:, layer, m.positions.index("a_sum")].numpy()[:, None]
     mean, lo, hi = bootstrap_mean_ci_by_col(cos, n_boot=2000, rng=0)
     print(f"{system!r}: cos(-g, v) {mean[0]:+.4f} [{lo[0]:+.4f}, {hi[0]:+.4f}], loss {m.loss.mean():.3f}")

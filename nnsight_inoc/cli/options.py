@@ -50,7 +50,8 @@ def int_list(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
 
 
 WHICH = click.option("--which", type=click.Choice(["main", "variants", "all", "steering"]),
-                     help="Main conditions, the trait's wording variants, or both; 'steering' = the main conditions "
+                     help="Main conditions (with the gradient-intervention arms of [intervene] when configured), the "
+                     "trait's wording variants, or both; 'steering' = the main conditions "
                      "plus the preventative-steering sweep of [steering] (default: finetune.which).")
 
 
