@@ -183,3 +183,30 @@ def test_a_grouped_claim_worker_trains_whole_seeds_with_drift(study, tmp_path):
         drift = read_json(copy / "finetune" / f"{c}_seed0" / "drift.json")
         assert drift["measured_with"] == [f"{x}_seed0" for x in conds]
     assert run_worker(worker, "main") == []  # nothing left: every run has drift.json
+
+
+def test_a_ray_task_carries_the_arms(study, tmp_path, monkeypatch):
+    """The Ray executor's per-run task (ray_exec.run_group, called in-process; the cluster around it is tested in
+    tests/test_pipeline.py) trains an arm from the plan it is sent: its files equal the sequential run's."""
+    import os
+
+    from nnsight_inoc.stages.ray_exec import build_groups, prepare, run_group
+    from nnsight_inoc.study import open_study
+
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")  # run_group hides the GPUs from its own process: restore after
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", before or "")
+    if before is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    copy = tmp_path / "run"
+    copy_without_runs(study.run_dir, copy)
+    driver = open_study(study.cfg.model_copy(deep=True), copy, "pytest ray task")
+    plan = build_plan(driver, "main")
+    groups, _ = build_groups(driver, plan, "run")
+    for arm in ("zero_v", "restore_v"):
+        (group,) = [g for g in groups if [r.condition for r in g.runs] == [arm]]
+        files = run_group(driver.cfg, plan, prepare(driver, group), "cpu", driver.loaded.sha256, grouped=False)
+        got, want = json.loads(files[f"finetune/{arm}_seed0/train.json"]), _tj(study.run_dir, arm)
+        assert got["intervention"] == want["intervention"]
+        torch.testing.assert_close(torch.tensor(got["losses"]), torch.tensor(want["losses"]), rtol=1e-6, atol=1e-7)
+        for pg, ps in zip(got["probes"], want["probes"]):
+            torch.testing.assert_close(torch.tensor(pg["cos"]), torch.tensor(ps["cos"]), rtol=0, atol=1e-6)
