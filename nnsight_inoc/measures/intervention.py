@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
+from scipy.optimize import brentq, minimize_scalar
 
 ARMS: dict[str, dict[str, Any]] = {
     # arm -> (direction, component scale, training-prompt condition)
@@ -150,7 +150,7 @@ def restore_factor(proj: np.ndarray, norm: np.ndarray, target: float) -> tuple[f
 
     Returns (s, reached). The root nearest to s = 1 (the smallest change that reaches the target): a
     geometric scan from 1 outward (up to :data:`MAX_FACTOR` and down to 0) brackets a sign change of
-    ``mean cos_after(s) - target``, then bisection narrows it to :data:`RESTORE_TOL`.
+    ``mean cos_after(s) - target``, then scipy's Brent root finder narrows it.
 
     When no s in [0, MAX_FACTOR] reaches the target, ``reached`` is False and s is the scale whose mean
     comes nearest to it (on the same scan, refined by a bounded search around the best point). This
@@ -177,8 +177,10 @@ def restore_factor(proj: np.ndarray, norm: np.ndarray, target: float) -> tuple[f
         for s in grid:
             fs = f(s)
             seen.append((s, fs))
-            if (fs > 0) != (fprev > 0) or abs(fs) <= RESTORE_TOL:
-                return _bisect(f, prev, s, fprev), True
+            if abs(fs) <= RESTORE_TOL:
+                return s, True
+            if (fs > 0) != (fprev > 0):
+                return float(brentq(f, prev, s, xtol=1e-12)), True
             prev, fprev = s, fs
     best, _ = min(seen, key=lambda t: abs(t[1]))
     grid = sorted(x for x, _ in seen)
@@ -188,19 +190,6 @@ def restore_factor(proj: np.ndarray, norm: np.ndarray, target: float) -> tuple[f
     if res is not None and abs(f(float(res.x))) < abs(f(best)):
         best = float(res.x)
     return best, False
-
-
-def _bisect(f: Any, a: float, b: float, fa: float) -> float:
-    for _ in range(200):
-        m = 0.5 * (a + b)
-        fm = f(m)
-        if abs(fm) <= RESTORE_TOL or abs(b - a) < 1e-12 * max(1.0, abs(m)):
-            return m
-        if (fm > 0) == (fa > 0):
-            a, fa = m, fm
-        else:
-            b = m
-    return 0.5 * (a + b)
 
 
 def direction_record(spec: InterveneSpec, u: torch.Tensor, v: torch.Tensor) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from nnsight_inoc.core.progress import log
 from nnsight_inoc.measures.alignment import position_names
 from nnsight_inoc.measures.intervention import RESTORE_POSITION, restore_factor, unit
 from nnsight_inoc.probes.gradients import gradient_metrics
@@ -71,6 +72,8 @@ def restore_factors(
         factors[l], reached = restore_factor(m.proj[:, l, pos].numpy(), m.norm[:, l, pos].numpy(), float(target[l]))
         if not reached:
             unreached.append(l)
+            log(f"restore_v: no scale reaches neutral's alignment at layer {l} (neutral {float(target[l]):+.5f}); "
+                "the nearest scale is used and the layer recorded with its gap (`unreached`)")
             if l == required_layer:
                 raise ValueError(f"restore_v cannot give the inoculation prompt neutral's alignment at the reporting "
                                  f"layer {l} (neutral {float(target[l]):+.5f}); the necessity arm is undefined here")

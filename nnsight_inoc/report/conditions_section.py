@@ -9,6 +9,7 @@ and its edit of the gradient.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 from nnsight_inoc.core.artifacts import read_json
@@ -26,6 +27,18 @@ ARM_EDIT = {
     "restore_v": "scales the component along v(l) per layer so that the step-0 probe's mean cos(-g, v) at a_sum "
                  "equals neutral's (puts back what inoculation took away)",
 }
+
+
+def _unreached(run: Run, arm: str) -> str:
+    """For restore_v: the layers where no scale reached neutral's alignment (finetune/restore_v.json), said, not hidden."""
+    path = run.layout.restore_record
+    if arm != "restore_v" or not path.is_file():
+        return ""
+    gaps = json.loads(path.read_text())["record"].get("unreached", {})
+    if not gaps:
+        return "; neutral's alignment reached at every edited layer"
+    return ("; at layers " + ", ".join(f"{l} (gap {g:.4f})" for l, g in gaps.items())
+            + " no scale reached it: the nearest was used")
 
 
 def _first_untraited(run: Run) -> str | None:
@@ -75,7 +88,7 @@ def condition_rows(run: Run) -> list[list[str]]:
             base = ARM_BASE[name]
             prompt = run.config.get("align", {}).get("conditions", {}).get(base) or conds.get(base, {}).get(
                 "system_prompt", "?")
-            rows.append([name, family(name), f'"{prompt}" ({base}\'s prompt)', ARM_EDIT[name]])
+            rows.append([name, family(name), f'"{prompt}" ({base}\'s prompt)', ARM_EDIT[name] + _unreached(run, name)])
             continue
         cond = conds[name]
         leak = cond.get("leak")

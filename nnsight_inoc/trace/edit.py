@@ -63,13 +63,6 @@ class GradEdit:
         """The same edit with its tensors on ``device`` (where the gradients are: no copy per layer and step)."""
         return GradEdit(self.layers, self.u.to(device), self.s.to(device))
 
-    def only_layers(self, layers: tuple[int, ...]) -> GradEdit | None:
-        """The same edit restricted to ``layers`` (those of it that are edited); None when none is."""
-        keep = [j for j, l in enumerate(self.layers) if l in layers]
-        if not keep:
-            return None
-        return GradEdit(tuple(self.layers[j] for j in keep), self.u[:, keep], self.s[:, keep])
-
 
 def edited_backward(got: dict[int, torch.Tensor], edit: GradEdit, captured: set[int], rows: torch.Tensor | None = None,
                     index: torch.Tensor | None = None) -> list[torch.Tensor]:

@@ -137,3 +137,21 @@ def test_loss_match_shortfall_gives_no_percentage_of_almost_nothing():
     huge = loss_match_shortfall(258.86, "leak_inoc")  # the smoke run's: inoc - neutral loss is 0.0002 nats
     assert "25886" not in huge and "over 10 times" in huge and huge.count("%") == 1  # only the limit's 25%
     assert "leaves 49% of" in loss_match_shortfall(0.49, "lossmatch")
+
+
+def test_restore_vs_unreached_layers_are_said_in_the_conditions_table(tmp_path):
+    """A layer where restore_v's calibration used the nearest scale is named with its gap (never hidden)."""
+    import json
+    from types import SimpleNamespace
+
+    from nnsight_inoc.core.layout import RunLayout
+    from nnsight_inoc.report.conditions_section import _unreached
+
+    run = SimpleNamespace(layout=RunLayout(tmp_path))
+    assert _unreached(run, "restore_v") == ""  # not measured yet: nothing to say
+    run.layout.restore_record.parent.mkdir(parents=True)
+    run.layout.restore_record.write_text(json.dumps({"key": {}, "record": {"unreached": {"3": 0.0039}}}))
+    assert _unreached(run, "restore_v") == "; at layers 3 (gap 0.0039) no scale reached it: the nearest was used"
+    assert _unreached(run, "zero_v") == ""
+    run.layout.restore_record.write_text(json.dumps({"key": {}, "record": {"unreached": {}}}))
+    assert "reached at every edited layer" in _unreached(run, "restore_v")

@@ -26,11 +26,9 @@ def test_stack_puts_each_run_on_its_own_block_and_leaves_plain_runs_alone():
     assert stack_edits([None, None], 4) is None
 
 
-def test_identity_restriction_and_refusals():
+def test_identity_and_refusals():
     assert _one((1,), 1.0).is_identity() and not _one((1,), 0.0).is_identity()
     e = _one((0, 2, 3), 0.0)
-    only = e.only_layers((2, 5))
-    assert only is not None and only.layers == (2,) and e.only_layers((7,)) is None
     with pytest.raises(ValueError, match="equal run blocks"):
         stack_edits([e, e], 4).apply(0, torch.randn(3, 2, 4))
     with pytest.raises(ValueError, match="NaN"):
