@@ -249,6 +249,9 @@ class StudyConfig(_Section):
     def _check_conditions(self) -> "StudyConfig":
         if "neutral" not in self.align.conditions:
             raise ValueError("align.conditions must contain 'neutral' (the baseline of every comparison)")
+        if "restore_v" in self.intervene.arms and "inoc" not in self.align.conditions:
+            raise ValueError("intervene.arms has restore_v, which trains under the 'inoc' prompt: align.conditions "
+                             "must contain 'inoc'")
         if self.align.lossmatch_target not in self.align.conditions:
             raise ValueError(
                 f"align.lossmatch_target={self.align.lossmatch_target!r} is not one of align.conditions"

@@ -7,8 +7,9 @@ the command asks for (a preset, a config file's keys, flags; later ones win) goe
 :func:`check_against_folder` decides for every key that would change whether it may:
 
 - the runtime keys (:data:`RUNTIME_KEYS`: where the work runs, not what it computes) always may;
-- ``steering.*`` and ``intervene.*`` always may: every steering or intervention run records it in its
-  ``train.json`` and a finished run trained with another is refused, so extending the sweep is safe;
+- ``steering.*`` and ``intervene.arms`` always may: every steering or intervention run records it in its
+  ``train.json`` and a finished run trained with another is refused, so extending the sweep is safe
+  (``intervene.layers`` and ``intervene.rand_seed`` change what finished arms computed, so they follow the next rule);
 - any other key may change only while no result made from it exists in the folder (for example
   ``finetune.*`` before the first LoRA run: a derived study over a copy of extract and align).
   Otherwise :class:`ConfigConflict` names the key, both values, what asked for the new one and
@@ -37,7 +38,7 @@ from nnsight_inoc.core.config import (
 from nnsight_inoc.core.layout import RunLayout, default_run_dir
 
 RUNTIME_KEYS = ("model.device", "backend.kind", "backend.host", "backend.port", "backend.tls", "backend.api_key_env")
-ALWAYS_CHANGEABLE_PREFIXES = ("steering.", "intervene.", "execution.")  # execution: how runs execute, never what they compute
+ALWAYS_CHANGEABLE_PREFIXES = ("steering.", "intervene.arms", "execution.")  # execution: how runs execute, never what they compute
 # The stage whose results a key first shapes; the results of that stage and of every later one depend on it.
 STAGE_ORDER = ("data", "extract", "align", "finetune")
 # (Runtime keys and steering.* have owners too, but may always change: see may_always_change.)

@@ -66,7 +66,7 @@ def _from_config_json(path: Path) -> ModelShape | None:
 
 
 def check_fits(cfg: StudyConfig, shape: ModelShape) -> None:
-    """Refuse config values the model cannot have: steering layers beyond its last layer, and answer lengths
+    """Refuse config values the model cannot have: steering or intervention layers beyond its last layer, and answer lengths
     beyond the positions it has (``data.sft_max_new_tokens``, ``extract.max_new_tokens``).
 
     Raises ConfigError (a usage error) naming the key, the bad value and the allowed range.
@@ -75,6 +75,11 @@ def check_fits(cfg: StudyConfig, shape: ModelShape) -> None:
     if bad:
         raise ConfigError(
             f"steering.layer_sets = {cfg.steering.layer_sets}: layer(s) {bad} out of range for {cfg.model.name!r}, "
+            f"which has {shape.n_layers} layers (0 to {shape.n_layers - 1}; read from {shape.source})")
+    bad = [layer for layer in cfg.intervene.layers if layer >= shape.n_layers]
+    if bad:
+        raise ConfigError(
+            f"intervene.layers = {cfg.intervene.layers}: layer(s) {bad} out of range for {cfg.model.name!r}, "
             f"which has {shape.n_layers} layers (0 to {shape.n_layers - 1}; read from {shape.source})")
     if shape.max_positions:
         for key, n in (("data.sft_max_new_tokens", cfg.data.sft_max_new_tokens),

@@ -71,7 +71,9 @@ def check_trained(study: Study, train_json: Path, system: str, steer: SteerSpec 
     if not same_steering(rec.get("steering"), steer):
         raise ValueError(f"{train_json} was trained with other steering; use a new --run-dir")
     if not same_intervention(rec.get("intervention"), intervene):
-        raise ValueError(f"{train_json} was trained with another gradient intervention; use a new --run-dir")
+        was = {k: v for k, v in (rec.get("intervention") or {}).items() if k in ("arm", "layers", "rand_seed")} or None
+        raise ValueError(f"{train_json} was trained with another gradient intervention ({was}; now "
+                         f"{intervene.as_dict() if intervene else None}): set [intervene] as it was, or use a new --run-dir")
     return rec
 
 

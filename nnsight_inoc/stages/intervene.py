@@ -115,4 +115,5 @@ def same_intervention(recorded: dict[str, Any] | None, spec: InterveneSpec | Non
     """Whether a finished run's recorded intervention (train.json) is the one now configured."""
     if recorded is None or spec is None:
         return recorded is None and spec is None
-    return {k: recorded.get(k) for k in ("arm", "layers", "rand_seed")} == spec.as_dict()
+    keys = ("arm", "layers", "rand_seed") if spec.direction == "random" else ("arm", "layers")  # the seed moves zero_rand only
+    return all(recorded.get(k) == spec.as_dict()[k] for k in keys)

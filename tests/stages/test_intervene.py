@@ -134,6 +134,30 @@ def test_a_run_trained_under_another_intervention_is_refused(study):
                       InterveneSpec("zero_v", (0,), 0))
     with pytest.raises(ValueError, match="another gradient intervention"):
         check_trained(study, files.train_json, rec["system_prompt"], None, rec["leak"], None)
+    # rand_seed moves zero_rand's directions only: zero_v trained under another seed is the same run
+    check_trained(study, files.train_json, rec["system_prompt"], None, rec["leak"], InterveneSpec("zero_v", spec.layers, 7))
+    rand = study.layout.run("zero_rand", 0)
+    r2 = json.loads(rand.train_json.read_text())
+    with pytest.raises(ValueError, match="'rand_seed': 0.*'rand_seed': 7.*set \\[intervene\\] as it was"):
+        check_trained(study, rand.train_json, r2["system_prompt"], None, r2["leak"], InterveneSpec("zero_rand", spec.layers, 7))
+
+
+def test_what_finished_arms_computed_may_not_change_in_their_folder(study):
+    """intervene.layers and rand_seed are refused up front once runs exist (before config.toml changes);
+    adding an arm is not."""
+    from nnsight_inoc.core.runconfig import ConfigConflict, check_against_folder
+
+    cfg = study.cfg.model_copy(deep=True)
+    cfg.intervene.rand_seed = 7
+    with pytest.raises(ConfigConflict, match="intervene.rand_seed"):
+        check_against_folder(cfg, study.run_dir)
+    cfg = study.cfg.model_copy(deep=True)
+    cfg.intervene.layers = [0]
+    with pytest.raises(ConfigConflict, match="intervene.layers"):
+        check_against_folder(cfg, study.run_dir)
+    cfg = study.cfg.model_copy(deep=True)
+    cfg.intervene.arms = ["zero_v"]
+    assert "intervene.arms" in check_against_folder(cfg, study.run_dir)
 
 
 def test_config_is_validated_before_training(study):
@@ -143,6 +167,15 @@ def test_config_is_validated_before_training(study):
         from_dict({"intervene": {"arms": ["nope"]}})
     with pytest.raises(ConfigError, match="layers"):
         from_dict({"intervene": {"layers": [3, 1]}})
+    with pytest.raises(ConfigError, match="restore_v, which trains under the 'inoc' prompt"):
+        from_dict({"intervene": {"arms": ["restore_v"]}, "align": {"lossmatch_target": "neutral",
+                                                                  "conditions": {"neutral": "Hi."}}})
+    from nnsight_inoc.models.shape import ModelShape, check_fits
+
+    bad = study.cfg.model_copy(deep=True)
+    bad.intervene.layers = [0, 99]
+    with pytest.raises(ConfigError, match="intervene.layers .* out of range"):  # before the weights load (preflight)
+        check_fits(bad, ModelShape(3, 32, "test", None))
     from nnsight_inoc.stages.intervene import intervene_specs
 
     cfg = study.cfg.model_copy(deep=True)
