@@ -205,7 +205,7 @@ class FinetuneConfig(_Section):
 
 
 class ExecutionConfig(_Section):
-    """How the finetune plan's runs are executed: never what they compute.
+    """How the study's work is executed (the finetune plan's runs, forward-only batch sizes): never what it computes.
 
     A top-level section (not inside [finetune]) because it must not change a run's identity:
     ``train.json`` records the [finetune] section, and a run trained by any executor is reused
@@ -226,6 +226,12 @@ class ExecutionConfig(_Section):
     group_size: int = Field(
         0, ge=0, description="Runs per group for the grouped executor; 0 = as many as fit in the device's free "
         "memory (measured with a trial step), all of a seed on the CPU.",
+    )
+    loss_batch_size: int = Field(
+        0, ge=0, description="Examples per forward-only loss pass (the loss-matched pool, the leak dial, the "
+        "content losses of the loss split); 0 = align.batch_size. These passes keep no autograd graph, so they "
+        "take far larger batches than the gradient captures; the per-example losses agree to fp32 round-off "
+        "whatever the batch (tested).",
     )
 
 
@@ -257,6 +263,11 @@ class StudyConfig(_Section):
                 f"align.lossmatch_target={self.align.lossmatch_target!r} is not one of align.conditions"
             )
         return self
+
+    @property
+    def loss_batch_size(self) -> int:
+        """Examples per forward-only loss pass: ``execution.loss_batch_size``, else ``align.batch_size``."""
+        return self.execution.loss_batch_size or self.align.batch_size
 
 
 SECTIONS = tuple(n for n, f in StudyConfig.model_fields.items()

@@ -6,6 +6,8 @@ still describes exactly the study it ran; the shipped presets turn them on.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from nnsight_inoc.core.section import _Section
@@ -36,6 +38,13 @@ class LeakConfig(_Section):
                                    "alignment); each passes the same trait-free check.")
     tolerance: float = Field(0.1, gt=0, lt=1, description="A dial matches when its mean loss reduction is within this "
                              "share of the target's reduction (the target's gap to neutral).")
+    match_examples: Literal["lossmatch_examples", "all"] = Field(
+        "lossmatch_examples",
+        description="The SFT examples the dial is matched on: 'lossmatch_examples' = the first "
+        "align.lossmatch_examples (200), as published for ALL-CAPS; 'all' = the whole SFT set, the examples C2's "
+        "loss-match cap reads (issue 23: ALL-CAPS's dial matched within 1% on its 200 examples but left 46% of "
+        "the loss gap over all 993). Costs one forward pass over every example per dial level tried.",
+    )
 
     @field_validator("template")
     @classmethod

@@ -83,7 +83,7 @@ def measure_condition(study: Study, name: str, prompting: Prompting | str, sft: 
     content = None
     if sft.untraited is not None:
         content = torch.from_numpy(example_losses(study.tlm, study.loaded.tokenizer, systems, sft.prompts,
-                                                  sft.untraited, cfg.batch_size))
+                                                  sft.untraited, study.cfg.loss_batch_size))
     extra: dict[str, Any] = {}
     if m.units is not None:
         extra["units"] = {"layer": unit_layer, "position": "a_sum", "neg_unit": m.units}

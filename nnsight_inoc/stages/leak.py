@@ -1,5 +1,8 @@
 """The content-leak control with a dial (issue 16): set k so the leak lowers the SFT loss as much as a target prompt.
 
+The dial is matched on the first ``align.lossmatch_examples`` SFT examples, or on all of them with
+``leak.match_examples = "all"`` (issue 23: the examples C2's loss-match cap reads).
+
 For each target (the inoculation prompt, and the trait's wording variant that lowers the loss
 most), the dial k (words of the model's own untraited answer quoted after the neutral prompt,
 :mod:`nnsight_inoc.measures.leak`) is searched over a grid: the chosen k is the one whose mean
@@ -52,8 +55,8 @@ def _reduction(neutral: np.ndarray, other: np.ndarray, n_boot: int, seed: int) -
 
 
 def losses(study: Study, system: str | list[str], users: Sequence[str], completions: Sequence[str]) -> np.ndarray:
-    """(n,) per-example SFT losses under one prompt or one prompt per example."""
-    return example_losses(study.tlm, study.loaded.tokenizer, system, users, completions, study.cfg.align.batch_size)
+    """(n,) per-example SFT losses under one prompt or one prompt per example (``loss_batch_size`` per pass)."""
+    return example_losses(study.tlm, study.loaded.tokenizer, system, users, completions, study.cfg.loss_batch_size)
 
 
 def select_leak(study: Study, sft: SFTSet) -> dict[str, Any]:
@@ -66,7 +69,7 @@ def select_leak(study: Study, sft: SFTSet) -> dict[str, Any]:
     path = study.layout.leak
     if sft.untraited is None:
         raise ValueError("the content-leak control needs the model's untraited answers (SFTSet.untraited)")
-    n = min(acfg.lossmatch_examples, len(sft.prompts))
+    n = len(sft.prompts) if cfg.match_examples == "all" else min(acfg.lossmatch_examples, len(sft.prompts))
     users, comps, untraited = sft.prompts[:n], sft.completions[:n], sft.untraited[:n]
     grid = sorted((set(cfg.words) if cfg.words else set(dial_grid(cfg.max_words))) | set(cfg.extra_words))
     key = {"targets": cfg.targets, "template": cfg.template, "n_examples": n, "grid": grid,

@@ -22,8 +22,8 @@ from nnsight_inoc.study import SFTSet, Study, answers
 
 
 def mean_losses(study: Study, system: str, users: Sequence[str], completions: Sequence[str]) -> np.ndarray:
-    """(n,) per-example SFT losses (nats) under ``system``, batched as the align stage batches."""
-    return example_losses(study.tlm, study.loaded.tokenizer, system, users, completions, study.cfg.align.batch_size)
+    """(n,) per-example SFT losses (nats) under ``system``, ``loss_batch_size`` examples per forward pass."""
+    return example_losses(study.tlm, study.loaded.tokenizer, system, users, completions, study.cfg.loss_batch_size)
 
 
 def passes_trait_check(score: float | None, reference: float, max_excess: float) -> bool:
