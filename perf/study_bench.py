@@ -12,6 +12,15 @@ prompt align chooses; the other (GPU 1) starts training every other run as soon 
 direction and the SFT completions exist. The drift summary and the report follow.
 
     PYTHONPATH=. python perf/study_bench.py --config gpu/allcaps_gpu.toml --run-dir RUN --out OUT.json [--gpus 0,1]
+
+Issue 24's clock of the decisive campaign (both traits, one GPU, with the anchors):
+
+    PYTHONPATH=. python perf/study_bench.py --config gpu/decisive_allcaps.toml --run-dir RUN_A \\
+        --also gpu/decisive_spanish.toml RUN_S --anchors --out OUT.json
+
+Each study's per-run cost (LoRA steps / probes / drift, medians) is read from its folder's files
+(``perf/campaign_clock.py``); ``--anchors`` adds the card's matmul rate, the achieved FLOP rate of the
+training steps and the grouped step against one PEFT run (``perf/anchors.py``).
 """
 
 from __future__ import annotations
@@ -68,6 +77,10 @@ def run_role(config_path: str, run_dir: Path, role: str) -> dict[str, Any]:
     if role == "all":
         records = _timed(times, "finetune_and_drift", lambda: run_grouped(study, which, with_drift=True))
         _timed(times, "drift_summary", lambda: run_drift(study, which))
+        if study.cfg.transfer.enabled:  # measured at the PEFT init: after training here, as the campaign's
+            from nnsight_inoc.stages.transfer import run_transfer  # CAMPAIGN_TRANSFER=after does
+
+            _timed(times, "transfer", lambda: run_transfer(study))
     elif role == "prep":
         records = _timed(times, "finetune_lossmatch", lambda: run_grouped(
             study, which, with_drift=True, conditions=[LOSSMATCH_CONDITION]))
@@ -79,6 +92,43 @@ def run_role(config_path: str, run_dir: Path, role: str) -> dict[str, Any]:
     ks = sorted({r.get("executor", {}).get("k", 1) for r in records})
     return {"role": role, "stage_s": times, "total_s": round(time.time() - t0, 2), "runs": len(records),
             "group_sizes": ks, "device": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def per_run_cost(run_dir: Path) -> dict[str, Any]:
+    """Per-run medians (LoRA steps / probes / drift, seconds) and the groups, from the folder's own files
+    (:func:`perf.campaign_clock.clock`)."""
+    from perf.campaign_clock import clock
+
+    c = clock(run_dir)
+    return {"median_per_run_s": c["median_per_run_s"], "n_runs_trained": c["n_runs_trained"],
+            "n_runs_with_drift": c["n_runs_with_drift"], "groups": [{"runs": g["runs"], "k": g["k"],
+                                                                     "timing_s": g["timing_s"]} for g in c["groups"]]}
+
+
+def measure_anchors(config_path: str, run_dir: Path) -> dict[str, Any]:
+    """perf/anchors.py on the clocked study: the matmul rate, the achieved FLOP rate of every trained group's steps
+    (FLOPs of its real batches over its measured LoRA-step seconds) and PEFT against grouped steps."""
+    from nnsight_inoc.stages.plan import build_plan
+    from perf.anchors import matmul_rate, peft_vs_grouped, plan_step_flops
+
+    study = _study(config_path, run_dir, "anchors")
+    plan = build_plan(study, study.cfg.finetune.which)
+    runs = {r.name: r for r in plan.runs}
+    prec = "tf32" if study.cfg.finetune.train_autocast == "tf32" else "fp32"
+    flops, seconds = 0.0, 0.0
+    for g in per_run_cost(run_dir)["groups"]:
+        if not all(n in runs for n in g["runs"]):
+            continue
+        flops += plan_step_flops(study, plan, [runs[n] for n in g["runs"]])["flops"]
+        seconds += g["timing_s"]["train_steps"]
+    mm = matmul_rate(study.tlm.device, prec)
+    achieved = flops / seconds / 1e12 if seconds else None
+    seed_runs = [r for r in next(iter(plan.by_seed().values())) if r.steer is None and r.intervene is None]
+    return {"matmul": mm, "train_steps_flops": flops, "train_steps_s": seconds, "achieved_tflops": achieved,
+            "achieved_over_matmul": achieved / mm["tflops"] if achieved else None,
+            "peft_vs_grouped": peft_vs_grouped(study, plan, seed_runs),
+            "method": "matmul FLOPs of every step's real batch (perf/anchors.py step_flops, pinned against torch's "
+                      "FlopCounterMode) over the groups' LoRA-step seconds from train.json"}
 
 
 def _wait(path: Path, timeout_s: float = 3600.0) -> None:
@@ -94,20 +144,31 @@ def _wait(path: Path, timeout_s: float = 3600.0) -> None:
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--gpus", default="0", show_default=True, help="One GPU index, or two for the overlapping schedule.")
+@click.option("--also", "also", type=(click.Path(dir_okay=False, exists=True), click.Path(file_okay=False,
+              path_type=Path)), multiple=True, help="CONFIG RUN_DIR of a further study clocked after the first in "
+              "the same process (one GPU): the decisive campaign is two traits.")
+@click.option("--anchors/--no-anchors", default=False, show_default=True,
+              help="Also measure the card's matmul rate, the training steps' achieved FLOP rate and the grouped "
+              "step against one PEFT run (perf/anchors.py), after the studies, on the first one.")
 @click.option("--role", type=click.Choice(ROLES), default=None, hidden=True)
-def main(config_path: str, run_dir: Path, out: Path, gpus: str, role: str | None) -> None:
+def main(config_path: str, run_dir: Path, out: Path, gpus: str, also: tuple[tuple[str, Path], ...], anchors: bool,
+         role: str | None) -> None:
     if role is not None:  # a child process of the two-GPU schedule
         out.write_text(json.dumps(run_role(config_path, run_dir, role), indent=2) + "\n")
         return
-    done = [d for d in ("extract", "align", "finetune") if (run_dir / d).exists()]
-    if done:
-        raise click.UsageError(f"{run_dir} already has {done}: the clock needs a run folder with at most its data/")
+    studies = [(config_path, run_dir), *also]
+    for _, folder in studies:  # refused before any model loads
+        done = [d for d in ("extract", "align", "finetune") if (folder / d).exists()]
+        if done:
+            raise click.UsageError(f"{folder} already has {done}: the clock needs a run folder with at most its data/")
     devices = [g.strip() for g in gpus.split(",") if g.strip()]
+    if also and len(devices) != 1:
+        raise click.UsageError("--also clocks further studies on one GPU; give --gpus with one index")
     t0 = time.time()
     result: dict[str, Any] = {"config": config_path, "gpus": devices}
     if len(devices) == 1:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices[0]
-        result["processes"] = [run_role(config_path, run_dir, "all")]
+        result["processes"] = [run_role(c, r, "all") for c, r in studies]
     elif len(devices) == 2:
         run_dir.mkdir(parents=True, exist_ok=True)
         procs = []
@@ -134,9 +195,15 @@ def main(config_path: str, run_dir: Path, out: Path, gpus: str, role: str | None
     from nnsight_inoc.report.sections import write_report
 
     t1 = time.time()
-    write_report(run_dir)
+    for _, folder in studies:
+        write_report(folder)
     result["report_s"] = round(time.time() - t1, 2)
     result["wall_s"] = round(time.time() - t0, 2)
+    result["per_run"] = {str(folder): per_run_cost(folder) for _, folder in studies}
+    if anchors:
+        t1 = time.time()
+        result["anchors"] = measure_anchors(config_path, run_dir)
+        result["anchors_s"] = round(time.time() - t1, 2)
     result.update(versions=A.versions(), device=A.device_info(), git=A.git_info(), date=time.strftime("%Y-%m-%d"),
                   command=" ".join(sys.argv))
     out.parent.mkdir(parents=True, exist_ok=True)
