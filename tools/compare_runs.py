@@ -4,7 +4,9 @@
 
 For checking that executors give the same results (``finetune --executor ray`` against the sequential
 executor or the claim workers, on the same plan). What differs between executors by design is left
-out: wall-clock times (``wall_s``, ``timing_s``) and peak device memory (``peak_cuda_memory_gb``).
+out: wall-clock times (``wall_s``, ``timing_s``), peak device memory (``peak_cuda_memory_gb``), and how a run
+was batched with others (train.json's ``executor``: the grouped executor's K and group; drift.json's
+``measured_with``: the runs of one batched decode), so the grouped executor compares with the others.
 Everything else must match: every number within ``--tol`` (absolute; 0 = equal as JSON floats), and
 every text (answers, prompts, config), key and list length exactly. Runs are those with both files
 in both folders (or ``--runs``). Exit status 0 when every compared run matches, 1 when one differs
@@ -21,7 +23,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-IGNORED = frozenset({"wall_s", "timing_s", "peak_cuda_memory_gb"})  # wall clock and memory, not results
+# wall clock, memory and batching: how a run was made, not what it computed
+IGNORED = frozenset({"wall_s", "timing_s", "peak_cuda_memory_gb", "executor", "measured_with"})
 FILES = ("train.json", "drift.json")
 SHOWN = 10  # differences listed per run
 

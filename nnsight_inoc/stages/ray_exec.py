@@ -55,7 +55,10 @@ GROUPINGS = ("run", "seed")
 # run's deep copy live at once (train.lora.make_lora_model, load_trained); the third copy is headroom
 # for activations, optimizer state and generation. GPU tasks reserve none: their GPU bounds them.
 CPU_TASK_MEMORY_FACTOR = 3
-SCRATCH_PREFIX = "nnsight_inoc_task_"  # + pid + "_": a task's scratch run folder under the worker's temp dir
+# A task's scratch run folder under the worker's temp dir: SCRATCH_PREFIX + "<pid>_<task name>." + random letters.
+# The pid lets the next task remove the folders of dead processes, and lets an operator find (and, in the
+# kill-and-retry check of gpu/ray_check.sh, kill) the worker process that runs a given task.
+SCRATCH_PREFIX = "nnsight_inoc_task_"
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,11 @@ class RayOptions:
         cluster the host's cores shared by the tasks that fit at once.
     memory_gb: host memory per task in GB (1e9 bytes); default: none for GPU tasks,
         ``CPU_TASK_MEMORY_FACTOR`` x the weights' bytes for CPU tasks.
-    retries: extra attempts of a failed task before it is reported. grouping: ``run`` (one task per
+    retries: extra attempts of a failed task before it is reported: whether its function raised or its worker
+    process died (killed, OOM-killed, crashed: Ray's ``WorkerCrashedError``); the driver resubmits it
+    (``cluster.ray_tasks``), the new attempt starts in a fresh scratch folder, and the run folder only ever
+    gets a finished attempt's files. Recorded in provenance (``finetune_executor_<which>``'s options and
+    ``finetune_ray_<which>``'s ``max_retries``, beside each task's attempts and errors). grouping: ``run`` (one task per
     run) or ``seed`` (one task per seed's runs, trained grouped: K per pass of the shared base,
     ``execution.group_size``; whatever ``execution.executor`` says). in_flight: tasks submitted at once (default: what fits now).
     """
@@ -137,7 +144,7 @@ class RunTask:
 
     cfg: StudyConfig
     plan: FinetunePlan
-    device: str  # "cuda" (the task's own GPU) or "cpu"
+    device: str  # "cuda" (the task's own GPU), "cpu", or "auto" (see task_resources)
     model_sha256: str | None  # the driver's weights; the worker's must match
     grouped: bool = False  # --ray-group seed: a seed's runs K per pass of the shared base
 
@@ -159,9 +166,11 @@ def run_group(cfg: StudyConfig, plan: FinetunePlan, group: RunGroup, device: str
     """
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a CPU task on a GPU host must not take memory on a GPU
+    elif device == "auto":
+        _say_where_auto_runs(group.name)
     cfg = apply_overrides(cfg, {"model.device": device})  # "cuda" = the one device Ray gave this task
     _remove_orphans()
-    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}_") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}_{group.name}.") as tmp:
         layout = RunLayout(Path(tmp))
         for rel, data in group.given.items():
             A.write_bytes(layout.root / rel, data)
@@ -181,6 +190,20 @@ def run_group(cfg: StudyConfig, plan: FinetunePlan, group: RunGroup, device: str
             if p.is_file() and (data := p.read_bytes()) != group.given.get(rel):
                 out[rel] = data
         return out
+
+
+def _say_where_auto_runs(name: str) -> None:
+    """Log, on the worker, where a GPU task under ``model.device = "auto"`` runs when its process sees no CUDA device.
+
+    That is a GPU Ray was only told about (``ray start --num-gpus 1`` on a CPU host: the CPU rehearsal of a GPU
+    sweep), or a node whose CUDA is broken; ``model.device = "cuda"`` makes the latter an error instead.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        log(f"ray task {name}: Ray gave it GPU share(s) (CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}) but torch sees no CUDA device: running on the CPU "
+            "(model.device = 'auto'; 'cuda' would refuse)")
 
 
 def _remove_orphans() -> None:
@@ -244,7 +267,12 @@ def _weight_bytes(study: Study) -> int:
 
 
 def task_resources(study: Study, opts: RayOptions) -> tuple[float, float, int | None, str]:
-    """(GPUs, CPUs, host memory bytes or None, worker device) per task; ValueError for a contradiction."""
+    """(GPUs, CPUs, host memory bytes or None, worker device) per task; ValueError for a contradiction.
+
+    The worker device of a GPU task is ``model.device`` when it names CUDA, and ``auto`` when it says so: resolved
+    in the worker process, where Ray's ``CUDA_VISIBLE_DEVICES`` shows the task's GPU, so a task under a GPU share that
+    Ray was only told about (a CPU host, ``--ray-local-gpus 0`` there) runs on the CPU, and says so in its log.
+    """
     device = study.cfg.model.device
     gpus = opts.gpus_per_task
     if gpus is None:
@@ -262,7 +290,7 @@ def task_resources(study: Study, opts: RayOptions) -> tuple[float, float, int | 
         memory = int(opts.memory_gb * 1e9) or None
     else:
         memory = CPU_TASK_MEMORY_FACTOR * _weight_bytes(study) if gpus == 0 else None
-    return gpus, cpus, memory, "cuda" if gpus > 0 else "cpu"
+    return gpus, cpus, memory, ("auto" if device == "auto" else "cuda") if gpus > 0 else "cpu"
 
 
 @contextlib.contextmanager
@@ -298,6 +326,7 @@ def run_finetune_ray(study: Study, which: str, opts: RayOptions) -> Report:
     gpus, cpus, memory, device = task_resources(study, opts)
     detail = {g.name: "runs: " + ", ".join(r.name for r in g.runs) for g in groups if len(g.runs) > 1}
     record: dict[str, Any] = {"runs_done_before": done, "tasks": [g.name for g in groups], "grouping": opts.grouping,
+                              "max_retries": opts.retries,
                               "per_task": {"num_gpus": gpus, "num_cpus": cpus, "memory_bytes": memory}}
     report = Report()
     if not groups:

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ class Job:
     name: str
     n: int
     state_dir: str = ""  # where flaky tasks remember earlier attempts (tests run on one host)
-    mode: str = "ok"     # ok | fail_once | crash_once | always_fail | no_marker | where | seen
+    mode: str = "ok"     # ok | fail_once | crash_once | killed_once | always_fail | no_marker | where | seen
     seen: tuple[str, ...] = ()  # filled by `prepare`: what the driver had written before submitting
 
     @property
@@ -53,6 +54,9 @@ def toy(job: Job) -> dict[str, bytes]:
         raise RuntimeError(f"{job.name}: first attempt fails")
     if job.mode == "crash_once" and first:
         os._exit(3)  # the worker process dies: Ray reports WorkerCrashedError
+    if job.mode == "killed_once" and first:  # waits, mid-task, for the test to SIGKILL its worker process by PID
+        artifacts.write_bytes(Path(job.state_dir) / f"{job.name}.pid", str(os.getpid()).encode())
+        time.sleep(120)
     if job.mode == "always_fail":
         raise ValueError(f"boom in {job.name}")
     if job.mode == "where":
@@ -200,6 +204,38 @@ def test_failures_are_retried_then_reported_by_name(cluster, tmp_path):
     run_sequential(clean, toy, tmp_path / "ref", progress=False)
     assert tree(tmp_path / "ref") == tree(tmp_path / "out")  # retries change nothing
     assert not (tmp_path / "out" / "bad").exists()  # nothing half-written
+
+
+@pytest.mark.ray
+def test_a_worker_killed_mid_task_is_retried_and_its_files_equal_an_uninterrupted_run(cluster, tmp_path):
+    """SIGKILL from outside (an operator's `kill -9 PID`, the kernel's OOM killer) on a GPU task's worker process:
+    Ray reports WorkerCrashedError (the task was submitted with Ray's max_retries=0), the driver resubmits it, the
+    retry runs in a fresh process, and the files written equal those of a sweep nobody interrupted."""
+    state = tmp_path / "state"
+    state.mkdir()
+    jobs = [Job("victim", 5, str(state), "killed_once"), Job("other", 6)]
+    killed: list[int] = []
+
+    def killer() -> None:
+        pid_file = state / "victim.pid"
+        deadline = time.monotonic() + 60
+        while not pid_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        killed.append(int(pid_file.read_text()))
+        os.kill(killed[0], signal.SIGKILL)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    t0 = time.monotonic()
+    rep = run_tasks(jobs, toy, tmp_path / "out", address=cluster.address, single_node=True, num_gpus_per_task=0.5,
+                    max_retries=1, py_modules=PACKAGE, progress=False)
+    t.join(timeout=5)
+    assert time.monotonic() - t0 < 60  # the retry did not wait for the killed attempt's sleep
+    assert rep.attempts == {"victim": 2, "other": 1} and sorted(rep.done) == ["other", "victim"]
+    assert len(rep.errors["victim"]) == 1 and rep.errors["victim"][0].startswith("WorkerCrashedError")
+    assert rep.workers["victim"]["pid"] != killed[0]
+    run_sequential([Job("victim", 5), Job("other", 6)], toy, tmp_path / "ref", progress=False)
+    assert tree(tmp_path / "ref") == tree(tmp_path / "out")
 
 
 @pytest.mark.ray

@@ -56,7 +56,8 @@ def test_options_need_exactly_one_cluster():
 
 def test_task_resources_follow_the_device_and_the_cluster(tmp_path):
     gpu, cpu = _study(tmp_path), _study(tmp_path, "cpu")
-    assert task_resources(gpu, RayOptions(address="auto")) == (1.0, 1.0, None, "cuda")
+    assert task_resources(gpu, RayOptions(address="auto")) == (1.0, 1.0, None, "auto")  # resolved on the worker
+    assert task_resources(_study(tmp_path, "cuda:0"), RayOptions(address="auto"))[3] == "cuda"  # its own GPU
     assert task_resources(gpu, RayOptions(local_cpus=2)) == (0.0, 1.0, 3 * 110 * 4, "cpu")  # 3x the weights
     assert task_resources(cpu, RayOptions(address="auto", memory_gb=2)) == (0.0, 1.0, 2_000_000_000, "cpu")
     gpus, cpus, _, _ = task_resources(gpu, RayOptions(local_gpus=(0, 1), gpus_per_task=0.5))

@@ -23,10 +23,12 @@ def _folder(root: Path, runs: dict[str, tuple[dict, dict]]) -> Path:
     return root
 
 
-def test_same_numbers_pass_and_wall_clock_is_ignored(tmp_path, capsys):
-    b_train = {**TRAIN, "wall_s": 99.0, "timing_s": {"probes": 7.0}, "peak_cuda_memory_gb": {"allocated": 4.0}}
+def test_same_numbers_pass_and_wall_clock_and_batching_are_ignored(tmp_path, capsys):
+    b_train = {**TRAIN, "wall_s": 99.0, "timing_s": {"probes": 7.0}, "peak_cuda_memory_gb": {"allocated": 4.0},
+               "executor": {"k": 4, "group": ["inoc_seed0"]}}  # the grouped executor's batching
+    b_drift = {**DRIFT, "measured_with": ["inoc_seed0", "neutral_seed0"]}
     a = _folder(tmp_path / "a", {"inoc_seed0": (TRAIN, DRIFT)})
-    b = _folder(tmp_path / "b", {"inoc_seed0": (b_train, DRIFT), "only_here_seed0": (TRAIN, DRIFT)})
+    b = _folder(tmp_path / "b", {"inoc_seed0": (b_train, b_drift), "only_here_seed0": (TRAIN, DRIFT)})
     res = compare_runs(a, b)
     assert res["same"] and res["n_runs"] == 1 and res["max_abs_diff"] == 0.0
     assert res["runs"]["inoc_seed0"]["train.json"]["numbers"] == 6  # 2 losses, step, 2 cos, loss
