@@ -197,7 +197,7 @@ def drift_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec]) -> li
             rec["wall_s"] = wall
             rec["decode"] = post.decode  # the trained runs' decode: every measurement of the group together
             if len(todo) > 1:
-                rec["measured_with"] = [r.name for r in todo]  # one batched decode for these runs
+                rec["measured_with"] = [r.name for r in todo]  # one merged decode for these runs
             A.write_json(study.layout.run(run.condition, run.seed).drift_json, rec)
             log(f"drift {run.name}: neutral-prompt trait score "
                 f"{rec['neutral_prompt']['pre']['mean_score']:.3f} -> {rec['neutral_prompt']['post']['mean_score']:.3f}")

@@ -129,7 +129,8 @@ def greedy_answers_by_system(
     ``systems[k]`` is one prompt for all users, or one per user (a list as long as ``users``).
     Every batch holds K row blocks (block k: up to ``batch_size`` users under ``systems[k]``),
     the layout grouped LoRA adapters expect (:mod:`nnsight_inoc.train.grouped`, attached by the
-    caller), so the drift answers of K runs come from one batched decode. With K = 1 this is
+    caller), so the answers of K runs come from one batched decode (the drift stage merges several such
+    measurements into fewer calls: :mod:`nnsight_inoc.trace.merged`). With K = 1 this is
     :func:`greedy_answers`. ``on_batch`` gets the number of users per batch.
     """
     stops = model_stops(model, tok)
