@@ -115,23 +115,32 @@ def test_group_equals_each_run_alone(measured):
 
 
 def test_group_equals_each_measurement_decoded_on_its_own(measured):
-    """The post answers and projections equal the per-measurement path's: each measurement's own greedy decode
-    (its own length, batches of data.generation_batch_size users x K) and its own reads."""
+    """The pre and post answers and projections equal the per-measurement path's: each measurement's own greedy
+    decode (its own length, batches of data.generation_batch_size users x K) and its own reads; the measurements
+    are written out here, not taken from the stage, so a measurement filed under another label is caught."""
     study, plan, runs, group, _ = measured
-    tok, tlm = study.loaded.tokenizer, study.tlm
+    tok, tlm, base = study.loaded.tokenizer, study.tlm, study.loaded.hf_model
     train_systems = [D.training_prompt_at_test(study, plan, r) for r in runs]
     assert isinstance(train_systems[2], list) and len(train_systems[2]) == len(DRIFT_PROMPTS)  # per-row prompts
-    adapters = load_peft([study.layout.run(r.condition, r.seed).adapter for r in runs], study.loaded.hf_model)
+    neutral, tokens = plan.neutral_prompt, study.cfg.extract.max_new_tokens
+    users = [p.text for p in study.splits.eval[:3]]
+    expected = [("neutral_prompt", [neutral] * 3, DRIFT_PROMPTS, tokens),
+                ("training_prompt", train_systems, DRIFT_PROMPTS, tokens)] + [(p, [p] * 3, users, 2) for p in PANEL]
     bs, rb = study.cfg.data.generation_batch_size, study.cfg.extract.batch_size
-    with adapters.attached(study.loaded.hf_model, None):
-        for label, meas in zip(["neutral_prompt", "training_prompt"] + PANEL,
-                               D.post_measurements(study, plan, train_systems)):
-            answers = greedy_answers_by_system(tlm, tok, meas.systems, meas.users, meas.max_new_tokens, bs)
-            proj = final_prompt_projections(tlm, tok, meas.systems, meas.users, plan.v, rb)
-            for k, rec in enumerate(group):
-                post = (rec["panel"][label] if label in PANEL else rec[label])["post"]
-                assert post["answers_head"] == answers[k][: D.ANSWERS_KEPT]
-                _close(post["projection"], proj[k].tolist())
+    adapters = load_peft([study.layout.run(r.condition, r.seed).adapter for r in runs], base)
+    for label, systems, prompts, n in expected:
+        for k, rec in enumerate(group):
+            got = rec["panel"][label] if label in PANEL else rec[label]
+            pre_answers = greedy_answers_by_system(tlm, tok, [systems[k]], prompts, n, bs)[0]  # the base model
+            assert got["pre"]["answers_head"] == pre_answers[: D.ANSWERS_KEPT]
+            _close(got["pre"]["projection"], final_prompt_projections(tlm, tok, [systems[k]], prompts, plan.v, rb)[0].tolist())
+        with adapters.attached(base, None):
+            answers = greedy_answers_by_system(tlm, tok, systems, prompts, n, bs)
+            proj = final_prompt_projections(tlm, tok, systems, prompts, plan.v, rb)
+        for k, rec in enumerate(group):
+            post = (rec["panel"][label] if label in PANEL else rec[label])["post"]
+            assert post["answers_head"] == answers[k][: D.ANSWERS_KEPT]
+            _close(post["projection"], proj[k].tolist())
 
 
 def test_pre_cache_is_kept_and_read(measured, monkeypatch):
