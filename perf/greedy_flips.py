@@ -1,24 +1,27 @@
-"""Do batched drift answers equal one-run-at-a-time answers? Count greedy flips and show whether they are ties.
+"""Do merged drift answers equal one-run, one-measurement-at-a-time answers? Count greedy flips; are they ties?
 
-Issue 17, item 3: the drift stage decodes the answers of K trained runs in one batch, each run's
-adapter on its own row block (``stages.drift.drift_group``). Greedy answers must be identical to
-the one-run-at-a-time path (the same stage with K = 1), or the flips are counted and shown to be
-ties. On a GPU the two batch shapes may pick different matmul kernels, so logits can differ in
-the last bits, and greedy decoding flips where two tokens are that close.
+Issue 24, item 4: the drift stage decodes every measurement of a group of K trained runs together (neutral prompt,
+training prompt, each panel prompt; ``stages.drift.drift_group``): each run's adapter on its own row block, the
+(measurement, prompt) pairs of all measurements sorted and cut into ``generate`` calls of at most
+``execution.drift_rows_per_call`` rows, each call decoding up to its longest answer length and each row cut to its
+own. The reference is the simplest path: each run alone (K = 1), each measurement on its own, in batches of
+``data.generation_batch_size`` prompts at the measurement's own length (how the sequential executor's drift decoded
+before issue 24). Greedy answers must be identical, or the flips are counted and shown to be ties. On a GPU the two
+batch shapes may pick different matmul kernels, so logits can differ in the last bits, and greedy decoding flips
+where two tokens are that close.
 
-For each group of K runs this decodes the neutral-prompt drift answers twice, alone and grouped,
-with the drift stage's own settings (prompts, ``extract.max_new_tokens``, batch size). Answers are
-compared token by token up to and including the first stop id. At each flip (the first step where
-the two differ) the common prefix is run again through both arrangements (one row with only this
-run's adapter; K rows, block k this run's) and the tool records
+For each group of K runs this decodes every drift measurement both ways. Answers are compared token by token up to
+and including the first stop id. At each flip (the first step where the two differ) the common prefix is run again
+through both arrangements (one row with only this run's adapter; K rows, block k this run's) and the tool records
 
-- ``margin``: the alone arrangement's logit of its own token minus that of the grouped path's token;
+- ``margin``: the alone arrangement's logit of its own token minus that of the merged path's token;
 - ``arrangement_diff``: the largest |logit difference| over the vocabulary between the arrangements;
 - ``tie``: ``|margin| <= arrangement_diff``: the two tokens are closer than the arithmetic difference
   between the two arrangements, so either choice is the same computation up to rounding.
 
-It also scores both sets of answers as drift does and reports each run's difference in mean trait
-score. Writes one JSON file (with the command, device, versions and commit); exit 0 either way.
+It also scores both sets of answers as drift does and reports each run's difference in mean trait score per
+measurement, and counts answers, flips and ties per measurement. Writes one JSON file (with the command, device,
+versions and commit); exit 0 either way.
 
     PYTHONPATH=. python perf/greedy_flips.py --run-dir RUN_DIR --which main --k 4 --out greedy_flips.json
 
@@ -41,10 +44,12 @@ from nnsight_inoc.core.artifacts import git_info
 from nnsight_inoc.core.config import load_config
 from nnsight_inoc.data.traits import score_texts
 from nnsight_inoc.models.stops import decode_answer
-from nnsight_inoc.stages.plan import build_plan
+from nnsight_inoc.stages.drift import post_measurements, training_prompt_at_test
+from nnsight_inoc.stages.plan import FinetunePlan, RunSpec, build_plan
 from nnsight_inoc.study import Study, open_study
-from nnsight_inoc.trace.chat import encode_chats
+from nnsight_inoc.trace.chat import encode_chats, per_row
 from nnsight_inoc.trace.generation import greedy_new_ids_by_system, model_stops
+from nnsight_inoc.trace.merged import Measurement, greedy_new_ids_merged
 from nnsight_inoc.train.grouped_io import load_peft
 
 
@@ -66,17 +71,17 @@ def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def classify_flip(alone: torch.Tensor, grouped: torch.Tensor, token_alone: int, token_grouped: int) -> dict[str, Any]:
+def classify_flip(alone: torch.Tensor, merged: torch.Tensor, token_alone: int, token_merged: int) -> dict[str, Any]:
     """The tie test at one flip, from the next-token logits (V,) of both arrangements for the common prefix.
 
-    ``margin`` = alone[token_alone] - alone[token_grouped]; ``arrangement_diff`` = max |alone - grouped|;
+    ``margin`` = alone[token_alone] - alone[token_merged]; ``arrangement_diff`` = max |alone - merged|;
     ``tie`` when |margin| <= arrangement_diff.
     """
-    alone, grouped = alone.double(), grouped.double()
-    margin = float(alone[token_alone] - alone[token_grouped])
-    diff = float((alone - grouped).abs().max())
-    return {"token_alone": token_alone, "token_grouped": token_grouped, "margin": margin,
-            "margin_grouped": float(grouped[token_grouped] - grouped[token_alone]),
+    alone, merged = alone.double(), merged.double()
+    margin = float(alone[token_alone] - alone[token_merged])
+    diff = float((alone - merged).abs().max())
+    return {"token_alone": token_alone, "token_merged": token_merged, "margin": margin,
+            "margin_merged": float(merged[token_merged] - merged[token_alone]),
             "arrangement_diff": diff, "logit_std": float(alone.std()), "tie": abs(margin) <= diff}
 
 
@@ -96,58 +101,90 @@ def next_logits(study: Study, adapters: Sequence[Path], k: int, system: str, use
     return logits[k, -1].float().cpu()
 
 
-def compare_group(study: Study, names: Sequence[str], adapters: Sequence[Path], system: str,
-                  users: Sequence[str]) -> dict[str, Any]:
-    """Alone vs grouped greedy answers of one group of runs; see the module docstring."""
-    cfg, tok, base = study.cfg, study.loaded.tokenizer, study.loaded.hf_model
+def labels(study: Study) -> list[str]:
+    """Names of the drift measurements in :func:`~nnsight_inoc.stages.drift.post_measurements` order."""
+    return ["neutral_prompt", "training_prompt"] + [f"panel: {p}" for p in study.cfg.drift.panel]
+
+
+def decode_merged(study: Study, adapters: Sequence[Path],
+                  measurements: Sequence[Measurement]) -> list[list[list[list[int]]]]:
+    """ids[m][k][i] as the drift stage decodes them: every measurement of the K runs together, in calls of at most
+    ``execution.drift_rows_per_call`` rows."""
+    base = study.loaded.hf_model
+    lora = load_peft(list(adapters), base)
+    with lora.attached(base, None):
+        ids, _ = greedy_new_ids_merged(study.tlm, study.loaded.tokenizer, measurements,
+                                       study.cfg.execution.drift_rows_per_call)
+    return ids
+
+
+def decode_alone(study: Study, adapter: Path, k: int, measurements: Sequence[Measurement]) -> list[list[list[int]]]:
+    """ids[m][i] of run k alone (K = 1), one measurement at a time, ``data.generation_batch_size`` prompts a batch."""
+    base = study.loaded.hf_model
+    lora = load_peft([adapter], base)
+    with lora.attached(base, None):
+        return [greedy_new_ids_by_system(study.tlm, study.loaded.tokenizer, [m.systems[k]], m.users, m.max_new_tokens,
+                                         study.cfg.data.generation_batch_size)[0] for m in measurements]
+
+
+def compare_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec]) -> dict[str, Any]:
+    """Merged vs one-run-one-measurement-at-a-time greedy answers of one group of runs; see the module docstring."""
+    tok, base = study.loaded.tokenizer, study.loaded.hf_model
     stops = model_stops(study.tlm, tok)
-    tokens, batch = cfg.extract.max_new_tokens, cfg.data.generation_batch_size
     base.eval()
+    adapters = [study.layout.run(r.condition, r.seed).adapter for r in runs]
+    systems = [training_prompt_at_test(study, plan, r) for r in runs]  # the base model's answers: no adapter yet
+    measurements = post_measurements(study, plan, systems)
+    merged = decode_merged(study, adapters, measurements)
+    alone = [decode_alone(study, a, k, measurements) for k, a in enumerate(adapters)]
+    records, flips = [], []
+    for k, run in enumerate(runs):
+        for m, (label, meas) in enumerate(zip(labels(study), measurements)):
+            n_same = 0
+            row_systems = per_row(meas.systems[k], len(meas.users))
+            for i, user in enumerate(meas.users):
+                a, g = through_first_stop(alone[k][m][i], stops), through_first_stop(merged[m][k][i], stops)
+                t = first_difference(a, g)
+                if t is None:
+                    n_same += 1
+                    continue
+                where = {"run": run.name, "measurement": label, "prompt": i, "step": t}
+                if t >= min(len(a), len(g)):  # one ran out of tokens without a stop: the other kept going
+                    flips.append({**where, "tie": False, "note": "one answer is a prefix"})
+                    continue
+                prefix, system = a[:t], row_systems[i]
+                rec = classify_flip(next_logits(study, [adapters[k]], 0, system, user, prefix),
+                                    next_logits(study, adapters, k, system, user, prefix), a[t], g[t])
+                flips.append({**where, **rec})
+            s_alone = score_texts(study.trait, [decode_answer(tok, ids, stops) for ids in alone[k][m]])
+            s_merged = score_texts(study.trait, [decode_answer(tok, ids, stops) for ids in merged[m][k]])
+            diff = abs(s_alone.mean - s_merged.mean)  # NaN when no answer could be scored: reported as null
+            records.append({"run": run.name, "measurement": label, "identical": n_same, "answers": len(meas.users),
+                            "mean_score_alone": s_alone.mean, "mean_score_merged": s_merged.mean,
+                            "mean_score_diff": None if math.isnan(diff) else diff})
+    return {"runs": [r.name for r in runs], "measurements": records, "flips": flips}
 
-    def decode(adapter_dirs: Sequence[Path]) -> list[list[list[int]]]:
-        lora = load_peft(list(adapter_dirs), base)
-        with lora.attached(base, None):
-            return greedy_new_ids_by_system(study.tlm, tok, [system] * len(adapter_dirs), users, tokens, batch)
 
-    grouped = decode(adapters)
-    alone = [decode([a])[0] for a in adapters]
-    runs, flips = [], []
-    for k, name in enumerate(names):
-        n_same = 0
-        for i, user in enumerate(users):
-            a, g = through_first_stop(alone[k][i], stops), through_first_stop(grouped[k][i], stops)
-            t = first_difference(a, g)
-            if t is None:
-                n_same += 1
-                continue
-            if t >= min(len(a), len(g)):  # one ran out of tokens without a stop: the other kept going
-                flips.append({"run": name, "prompt": i, "step": t, "tie": False, "note": "one answer is a prefix"})
-                continue
-            prefix = a[:t]
-            rec = classify_flip(next_logits(study, [adapters[k]], 0, system, user, prefix),
-                                next_logits(study, adapters, k, system, user, prefix), a[t], g[t])
-            flips.append({"run": name, "prompt": i, "step": t, **rec})
-        ans_alone = [decode_answer(tok, ids, stops) for ids in alone[k]]
-        ans_grouped = [decode_answer(tok, ids, stops) for ids in grouped[k]]
-        s_alone, s_grouped = score_texts(study.trait, ans_alone), score_texts(study.trait, ans_grouped)
-        diff = abs(s_alone.mean - s_grouped.mean)  # NaN when no answer could be scored: reported as null
-        runs.append({"run": name, "identical": n_same, "answers": len(users), "mean_score_alone": s_alone.mean,
-                     "mean_score_grouped": s_grouped.mean, "mean_score_diff": None if math.isnan(diff) else diff})
-    return {"runs": runs, "flips": flips}
+def _counts(records: Sequence[dict[str, Any]], flips: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    n = sum(r["answers"] for r in records)
+    same = sum(r["identical"] for r in records)
+    ties = sum(bool(f["tie"]) for f in flips)
+    return {"answers": n, "identical": same, "flips": len(flips), "ties": ties, "identical_or_ties": same + ties == n}
 
 
 def summarise(groups: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Counts over every group: answers, identical ones, flips, ties, and the largest mean-score difference
-    (over runs with scorable answers, None when there are none; the runs without are listed by name)."""
-    runs = [r for g in groups for r in g["runs"]]
+    """Counts over every group (answers, identical ones, flips, ties), overall and per measurement, and the largest
+    mean-score difference (over runs and measurements with scorable answers, None when there are none; those without
+    are listed as 'run / measurement')."""
+    records = [r for g in groups for r in g["measurements"]]
     flips = [f for g in groups for f in g["flips"]]
-    n = sum(r["answers"] for r in runs)
-    same = sum(r["identical"] for r in runs)
-    ties = sum(bool(f["tie"]) for f in flips)
-    return {"answers": n, "identical": same, "flips": len(flips), "ties": ties,
-            "identical_or_ties": same + ties == n,
-            "runs_without_scorable_answers": [r["run"] for r in runs if r["mean_score_diff"] is None],
-            "max_mean_score_diff": max((r["mean_score_diff"] for r in runs if r["mean_score_diff"] is not None),
+    by = {label: _counts([r for r in records if r["measurement"] == label],
+                         [f for f in flips if f["measurement"] == label])
+          for label in dict.fromkeys(r["measurement"] for r in records)}
+    return {**_counts(records, flips), "by_measurement": by,
+            "without_scorable_answers": [f"{r['run']} / {r['measurement']}" for r in records
+                                         if r["mean_score_diff"] is None],
+            "max_mean_score_diff": max((r["mean_score_diff"] for r in records if r["mean_score_diff"] is not None),
                                        default=None)}
 
 
@@ -156,12 +193,13 @@ def summarise(groups: Sequence[dict[str, Any]]) -> dict[str, Any]:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Default: the run folder's config.toml.")
 @click.option("--which", default="main", show_default=True, help="The finetune plan whose trained runs are compared.")
-@click.option("--k", default=4, show_default=True, help="Runs per batched decode (the drift stage's group size).")
+@click.option("--k", default=4, show_default=True, help="Runs per merged decode (the drift stage's group size).")
 @click.option("--max-runs", default=0, show_default=True, help="Compare at most this many runs (0 = all trained).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
 def main(run_dir: str, config_path: str | None, which: str, k: int, max_runs: int, out: str) -> None:
     if k < 2:
-        raise click.BadParameter("--k must be at least 2: grouped decoding needs two or more runs", param_hint="--k")
+        raise click.BadParameter("--k must be at least 2: merged decoding of a group needs two or more runs",
+                                 param_hint="--k")
     cfg = load_config(config_path) if config_path else None
     study = open_study(cfg, Path(run_dir), " ".join(sys.argv), provenance="greedy_flips")
     plan = build_plan(study, which, for_training=False)
@@ -176,14 +214,17 @@ def main(run_dir: str, config_path: str | None, which: str, k: int, max_runs: in
         chunk = runs[start : start + k]
         if len(chunk) < 2:
             chunk = runs[-2:]  # a last group of one would compare a run with itself
-        groups.append(compare_group(study, [r.name for r in chunk],
-                                    [study.layout.run(r.condition, r.seed).adapter for r in chunk],
-                                    plan.neutral_prompt, plan.drift_prompts))
+        groups.append(compare_group(study, plan, chunk))
     device = study.tlm.device
+    cfg = study.cfg
     result = {"command": " ".join(sys.argv), "git": git_info(), "torch": torch.__version__,
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
-              "model": study.cfg.model.name, "k": k, "n_prompts": len(plan.drift_prompts),
-              "max_new_tokens": study.cfg.extract.max_new_tokens, "summary": summarise(groups), "groups": groups}
+              "model": cfg.model.name, "k": k, "n_prompts": len(plan.drift_prompts),
+              "max_new_tokens": cfg.extract.max_new_tokens, "panel": cfg.drift.panel,
+              "panel_prompts": cfg.drift.panel_prompts, "panel_max_new_tokens": cfg.drift.panel_max_new_tokens,
+              "rows_per_call": cfg.execution.drift_rows_per_call,
+              "alone_batch_size": cfg.data.generation_batch_size,
+              "summary": summarise(groups), "groups": groups}
     Path(out).write_text(json.dumps(result, indent=2) + "\n")
     click.echo(json.dumps(result["summary"]))
 

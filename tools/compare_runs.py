@@ -6,7 +6,7 @@ For checking that executors give the same results (``finetune --executor ray`` a
 executor or the claim workers, on the same plan). What differs between executors by design is left
 out: wall-clock times (``wall_s``, ``timing_s``), peak device memory (``peak_cuda_memory_gb``), and how a run
 was batched with others (train.json's ``executor``: the grouped executor's K and group; drift.json's
-``measured_with``: the runs of one batched decode), so the grouped executor compares with the others.
+``measured_with`` and ``decode``: the runs and calls of one batched decode), so the grouped executor compares with the others.
 Everything else must match: every number within ``--tol`` (absolute; 0 = equal as JSON floats), and
 every text (answers, prompts, config), key and list length exactly. Runs are those with both files
 in both folders (or ``--runs``). Exit status 0 when every compared run matches, 1 when one differs
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 # wall clock, memory and batching: how a run was made, not what it computed
-IGNORED = frozenset({"wall_s", "timing_s", "peak_cuda_memory_gb", "executor", "measured_with"})
+IGNORED = frozenset({"wall_s", "timing_s", "peak_cuda_memory_gb", "executor", "measured_with", "decode"})
 FILES = ("train.json", "drift.json")
 SHOWN = 10  # differences listed per run
 

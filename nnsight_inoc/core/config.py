@@ -233,6 +233,14 @@ class ExecutionConfig(_Section):
         "take far larger batches than the gradient captures; the per-example losses agree to fp32 round-off "
         "whatever the batch (tested).",
     )
+    drift_rows_per_call: int = Field(
+        1024, ge=1, description="Row budget of one greedy `generate` call in the drift stage: every measurement of a "
+        "group of K runs (neutral prompt, training prompt, panel; before training the base model's uncached ones) is "
+        "decoded together, K rows per (measurement, prompt), in the fewest calls of at most this many rows (at least "
+        "K). Larger = fewer calls and more device memory; 1024 is about the largest call the GPU configs made before "
+        "(data.generation_batch_size = 96 prompts x 10 runs of a decisive group). Greedy answers do not depend on it "
+        "except through the last bits of batched arithmetic on a GPU (perf/greedy_flips.py counts such flips).",
+    )
 
 
 class StudyConfig(_Section):

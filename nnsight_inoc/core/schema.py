@@ -239,6 +239,11 @@ class DriftRecord(TypedDict):
     training_prompt: dict[str, Any]
     wall_s: NotRequired[float]
     panel: NotRequired[dict[str, dict[str, Any]]]  # test prompt -> {pre, post, drift} (issue 16)
+    panel_design: NotRequired[dict[str, int]]  # {n_prompts, max_new_tokens} under the panel
+    measured_with: NotRequired[list[str]]  # the runs whose adapters were attached together (K > 1)
+    # how the trained runs' answers were decoded (issue 24): {"mode": "merged", "rows_per_call", "calls", "rows"};
+    # absent in drift.json written before (each measurement on its own, in batches of data.generation_batch_size)
+    decode: NotRequired[dict[str, Any]]
 
 
 class ProvenanceRecord(TypedDict):

@@ -2,22 +2,32 @@
 
 Persona drift (:mod:`nnsight_inoc.measures.drift`) is this measurement after training minus
 before, on the same prompts. The model is measured through its :class:`TracedLM` (the base
-model's, or a fresh wrapper around a trained adapter's model).
+model's, or a fresh wrapper around a trained adapter's model). Several measurements, each of K row
+blocks (K runs' adapters attached), are measured together by :func:`measure_merged`: the drift stage's one way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from nnsight_inoc.data.traits import Trait, score_texts
-from nnsight_inoc.probes.residuals import final_prompt_projections
+from nnsight_inoc.probes.residuals import final_prompt_projections_merged
 from nnsight_inoc.trace.chat import Systems
-from nnsight_inoc.trace.generation import greedy_answers_by_system
+from nnsight_inoc.trace.merged import Measurement, greedy_answers_merged
 from nnsight_inoc.trace.tracing import TracedLM
+
+
+@dataclass(frozen=True)
+class MergedBehaviours:
+    """Behaviours of merged measurements: ``results[m][k]`` (measurement m, row block k), and how they were decoded."""
+
+    results: list[list[dict[str, Any]]]
+    decode: dict[str, Any]  # :meth:`~nnsight_inoc.trace.merged.MergedAnswers.record`: mode, rows_per_call, calls, rows
 
 
 def measure_behaviour(
@@ -29,7 +39,7 @@ def measure_behaviour(
     v: torch.Tensor,
     *,
     max_new_tokens: int,
-    generation_batch_size: int,
+    rows_per_call: int,
     read_batch_size: int,
 ) -> dict[str, Any]:
     """Trait score of greedy answers and mean final-prompt projection onto v (L, d), for one model.
@@ -39,45 +49,49 @@ def measure_behaviour(
     prompts or the model is in training mode (dropout during generation would make drift
     partly noise).
     """
-    return measure_behaviours(tlm, tok, trait, [system_prompt], prompts, v, max_new_tokens=max_new_tokens,
-                              generation_batch_size=generation_batch_size, read_batch_size=read_batch_size)[0]
+    return measure_merged(tlm, tok, trait, [Measurement([system_prompt], prompts, max_new_tokens)], v,
+                          rows_per_call=rows_per_call, read_batch_size=read_batch_size).results[0][0]
 
 
-def measure_behaviours(
+def measure_merged(
     tlm: TracedLM,
     tok: PreTrainedTokenizerBase,
     trait: Trait,
-    systems: Sequence[Systems],
-    prompts: Sequence[str],
+    measurements: Sequence[Measurement],
     v: torch.Tensor,
     *,
-    max_new_tokens: int,
-    generation_batch_size: int,
+    rows_per_call: int,
     read_batch_size: int,
-) -> list[dict[str, Any]]:
-    """:func:`measure_behaviour` for K row blocks at once, block k under ``systems[k]`` (one dict per block).
+) -> MergedBehaviours:
+    """:func:`measure_behaviour` for several measurements of K row blocks each, decoded together.
 
-    With grouped LoRA adapters attached to the model (block k = run k), this measures K trained
-    runs in one batched decode and one read per batch; with K copies of one prompt and no
-    adapters, it is K identical measurements.
+    Every measurement's answers come from the fewest ``generate`` calls of at most ``rows_per_call`` rows
+    (:func:`~nnsight_inoc.trace.merged.greedy_answers_merged`), and its projections from reads of ``read_batch_size``
+    prompts x K rows shared by all measurements. With grouped LoRA adapters attached (block k = run k) this measures
+    K trained runs under every measurement at once; with K = 1 and no adapters, the base model.
+    ValueError as :func:`measure_behaviour`, and for measurements of different K.
     """
-    if not prompts:
+    if not measurements or any(not m.users for m in measurements):
         raise ValueError("no prompts to measure")
     if tlm.hf_model.training:
         raise ValueError("measure_behaviour needs a model in eval mode (call .eval() first)")
-    answers = greedy_answers_by_system(tlm, tok, systems, prompts, max_new_tokens, generation_batch_size)
-    proj = final_prompt_projections(tlm, tok, systems, prompts, v, read_batch_size)
-    out = []
-    for k, system_prompt in enumerate(systems):
-        scores = score_texts(trait, answers[k])
-        out.append({
-            "system_prompt": system_prompt,
-            "prompts": list(prompts),
-            "answers": answers[k],
-            "scores": scores.scores.tolist(),
-            "mean_score": scores.mean,
-            "share_above_half": scores.share_above_half,
-            "n_unscored": scores.n_unscored,
-            "projection": proj[k].tolist(),
-        })
-    return out
+    answers = greedy_answers_merged(tlm, tok, measurements, rows_per_call)
+    projections = final_prompt_projections_merged(tlm, tok, [(m.systems, m.users) for m in measurements], v,
+                                                  read_batch_size)
+    results = []
+    for meas, ans, proj in zip(measurements, answers.answers, projections):
+        out = []
+        for k, system_prompt in enumerate(meas.systems):
+            scores = score_texts(trait, ans[k])
+            out.append({
+                "system_prompt": system_prompt,
+                "prompts": list(meas.users),
+                "answers": ans[k],
+                "scores": scores.scores.tolist(),
+                "mean_score": scores.mean,
+                "share_above_half": scores.share_above_half,
+                "n_unscored": scores.n_unscored,
+                "projection": proj[k].tolist(),
+            })
+        results.append(out)
+    return MergedBehaviours(results, answers.record())

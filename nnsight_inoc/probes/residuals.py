@@ -59,24 +59,56 @@ def final_prompt_projections(
     v: torch.Tensor, batch_size: int,
 ) -> torch.Tensor:
     """:func:`final_prompt_projection` under each of K system prompts (each one for all prompts, or one per
-    prompt), (K, L) float64.
+    prompt), (K, L) float64: :func:`final_prompt_projections_merged` of one measurement."""
+    return final_prompt_projections_merged(tlm, tok, [(systems, prompts)], v, batch_size)[0]
 
-    Every trace holds K row blocks (block k: up to ``batch_size`` prompts under ``systems[k]``),
-    the layout grouped LoRA adapters expect, so K runs are read in one pass.
+
+def final_prompt_projections_merged(
+    tlm: TracedLM, tok: PreTrainedTokenizerBase, reads: Sequence[tuple[Sequence[Systems], Sequence[str]]],
+    v: torch.Tensor, batch_size: int,
+) -> list[torch.Tensor]:
+    """:func:`final_prompt_projections` of several measurements (``(systems, prompts)``, the same K for all) read
+    together: one (K, L) float64 tensor per measurement.
+
+    Every trace holds K row blocks (block k: up to ``batch_size`` prompts, under block k's system prompts), the
+    layout grouped LoRA adapters expect, so K runs are read in one pass; the prompts of all measurements follow one
+    another in order, so a trace may hold the end of one measurement and the start of the next. Each measurement's
+    rows of a trace are summed as one block, so a single measurement sums exactly as it always has. ValueError when
+    ``v`` is not (n_layers, d_model), a measurement has no prompts, or the measurements differ in K.
     """
     if tuple(v.shape) != (tlm.n_layers, tlm.d_model):
         raise ValueError(f"v must be (n_layers, d_model) = {(tlm.n_layers, tlm.d_model)}, got {tuple(v.shape)}")
+    if not reads or any(not prompts for _, prompts in reads):
+        raise ValueError("no prompts to read")
+    ks = {len(systems) for systems, _ in reads}
+    if len(ks) != 1:
+        raise ValueError(f"measurements have different numbers of row blocks {sorted(ks)}; one read needs one K")
+    (K,) = ks
     vv = v.detach().double().cpu()
-    K = len(systems)
-    per_prompt = [per_row(sys_, len(prompts)) for sys_ in systems]
-    total = torch.zeros(K, tlm.n_layers, dtype=torch.float64)
-    for s in range(0, len(prompts), batch_size):
-        chunk = list(prompts[s : s + batch_size])
-        batch = encode_chats(tok, [rows[i] for rows in per_prompt for i in range(s, s + len(chunk))], chunk * K)
+    per_prompt = [[per_row(sys_, len(prompts)) for sys_ in systems] for systems, prompts in reads]  # [m][k][i]
+    slots = [(m, i) for m, (_, prompts) in enumerate(reads) for i in range(len(prompts))]
+    totals = [torch.zeros(K, tlm.n_layers, dtype=torch.float64) for _ in reads]
+    for s in range(0, len(slots), batch_size):
+        chunk = slots[s : s + batch_size]
+        batch = encode_chats(tok, [per_prompt[m][k][i] for k in range(K) for m, i in chunk],
+                             [reads[m][1][i] for _ in range(K) for m, i in chunk])
         h = read_residuals(tlm, batch, batch.final_prompt_idx[:, None])[:, :, 0].double()  # (K * b, L, d)
-        for k in range(K):  # block by block: K = 1 sums exactly as the single-prompt loop always has
-            total[k] += torch.einsum("bld,ld->l", h[k * len(chunk) : (k + 1) * len(chunk)], vv)
-    return total / len(prompts)
+        b = len(chunk)
+        for m, lo, hi in _spans([m for m, _ in chunk]):
+            for k in range(K):  # block by block: K = 1 sums exactly as the single-prompt loop always has
+                totals[m][k] += torch.einsum("bld,ld->l", h[k * b + lo : k * b + hi], vv)
+    return [total / len(prompts) for total, (_, prompts) in zip(totals, reads)]
+
+
+def _spans(labels: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(label, start, end) of each run of equal consecutive labels."""
+    out: list[tuple[int, int, int]] = []
+    for pos, label in enumerate(labels):
+        if out and out[-1][0] == label:
+            out[-1] = (label, out[-1][1], pos + 1)
+        else:
+            out.append((label, pos, pos + 1))
+    return out
 
 
 def residual_scale(

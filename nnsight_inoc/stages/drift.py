@@ -7,7 +7,8 @@ own training prompt (did the trait become conditional on that prompt?) and, when
 prompt doubles as a change of context; the panel mean is the main drift measure). A content-leak
 run's training prompt quotes each drift prompt's own untraited answer: the base model's answer
 under the neutral prompt. The base model's measurements are cached per system prompt
-(``finetune/pre/<hash>.json``); a run with ``drift.json`` is skipped.
+(``finetune/pre/<hash>.json``); a run with ``drift.json`` is skipped. Every measurement of a group of runs is
+decoded together (issue 24, item 4: :func:`measure`), and so are the base model's uncached ones.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,49 +25,67 @@ import torch
 from nnsight_inoc.core import artifacts as A
 from nnsight_inoc.core.progress import log, task
 from nnsight_inoc.measures.drift import drift as drift_of
-from nnsight_inoc.probes.behaviour import measure_behaviours
+from nnsight_inoc.probes.behaviour import MergedBehaviours, measure_merged
 from nnsight_inoc.stages.drift_summary import summarise_drift
 from nnsight_inoc.stages.finetune import free_memory
 from nnsight_inoc.stages.lossmatch import passes_trait_check
 from nnsight_inoc.stages.plan import FinetunePlan, RunSpec, build_plan
 from nnsight_inoc.study import Study
 from nnsight_inoc.trace.chat import Systems
+from nnsight_inoc.trace.merged import Measurement
 from nnsight_inoc.train.grouped_io import load_peft
 
 ANSWERS_KEPT = 5  # answers per measurement kept in drift.json (the pre cache keeps all of them)
 
 
-def behaviours(study: Study, systems: Sequence[Systems], prompts: list[str], v: torch.Tensor,
-               max_new_tokens: int | None = None) -> list[dict[str, Any]]:
-    """:func:`~nnsight_inoc.probes.behaviour.measure_behaviours` on the study's traced model with its settings:
-    one measurement per system prompt (K row blocks; attach K adapters to measure K runs). ``max_new_tokens``
-    defaults to ``extract.max_new_tokens``."""
-    tokens = study.cfg.extract.max_new_tokens if max_new_tokens is None else max_new_tokens
-    return measure_behaviours(study.tlm, study.loaded.tokenizer, study.trait, systems, prompts, v,
-                              max_new_tokens=tokens,
-                              generation_batch_size=study.cfg.data.generation_batch_size,
-                              read_batch_size=study.cfg.extract.batch_size)
+def measure(study: Study, measurements: Sequence[Measurement], v: torch.Tensor) -> MergedBehaviours:
+    """:func:`~nnsight_inoc.probes.behaviour.measure_merged` on the study's traced model with its settings: every
+    measurement (K row blocks each; attach K adapters to measure K runs) decoded together, in calls of at most
+    ``execution.drift_rows_per_call`` rows, and read in traces of ``extract.batch_size`` prompts x K rows."""
+    return measure_merged(study.tlm, study.loaded.tokenizer, study.trait, measurements, v,
+                          rows_per_call=study.cfg.execution.drift_rows_per_call,
+                          read_batch_size=study.cfg.extract.batch_size)
+
+
+def pre_behaviours(study: Study, wanted: Sequence[tuple[Systems, list[str], int]],
+                   v: torch.Tensor) -> list[dict[str, Any]]:
+    """Base-model behaviour for each (system prompt or one per prompt, prompts, max_new_tokens), cached in
+    finetune/pre/<hash>.json; the uncached ones are measured together (:func:`measure`, K = 1, one decode).
+
+    One file per entry (not one shared file) so parallel workers never overwrite each other's entries; two
+    workers computing the same entry write the same content atomically. The key of the default answer length
+    is the published one (old run folders keep their cache). Call with no adapter attached.
+    """
+    paths = [study.layout.pre_behaviour(_pre_key(study, *w)) for w in wanted]
+    found: dict[Path, dict[str, Any]] = {}
+    todo: dict[Path, tuple[Systems, list[str], int]] = {}  # one measurement per missing entry, repeats measured once
+    for path, (system, prompts, tokens) in zip(paths, wanted):
+        if path in found or path in todo:
+            continue
+        if path.is_file():
+            rec = A.read_json(path)
+            if rec["system"] == system and rec["prompts"] == prompts and rec.get("max_new_tokens", tokens) == tokens:
+                found[path] = rec["behaviour"]
+                continue
+        todo[path] = (system, prompts, tokens)
+    if todo:
+        measured = measure(study, [Measurement([s], p, t) for s, p, t in todo.values()], v).results
+        for (path, (system, prompts, tokens)), (result,) in zip(todo.items(), measured):
+            A.write_json(path, {"system": system, "prompts": prompts, "max_new_tokens": tokens, "behaviour": result})
+            found[path] = result
+    return [found[path] for path in paths]
 
 
 def pre_behaviour(study: Study, system: Systems, prompts: list[str], v: torch.Tensor,
                   max_new_tokens: int | None = None) -> dict[str, Any]:
-    """Base-model behaviour under one system prompt (or one per prompt), cached in finetune/pre/<hash>.json.
-
-    One file per prompt (not one shared file) so parallel workers never overwrite each
-    other's entries; two workers computing the same entry write the same content atomically.
-    The key of the default answer length is the published one (old run folders keep their cache).
-    """
+    """:func:`pre_behaviours` of one entry; ``max_new_tokens`` defaults to ``extract.max_new_tokens``."""
     tokens = study.cfg.extract.max_new_tokens if max_new_tokens is None else max_new_tokens
+    return pre_behaviours(study, [(system, prompts, tokens)], v)[0]
+
+
+def _pre_key(study: Study, system: Systems, prompts: list[str], tokens: int) -> str:
     ident: list[Any] = [system, prompts] + ([] if tokens == study.cfg.extract.max_new_tokens else [tokens])
-    key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
-    path = study.layout.pre_behaviour(key)
-    if path.is_file():
-        rec = A.read_json(path)
-        if rec["system"] == system and rec["prompts"] == prompts and rec.get("max_new_tokens", tokens) == tokens:
-            return rec["behaviour"]
-    result = behaviours(study, [system], prompts, v, tokens)[0]
-    A.write_json(path, {"system": system, "prompts": prompts, "max_new_tokens": tokens, "behaviour": result})
-    return result
+    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
 
 
 def training_prompt_at_test(study: Study, plan: FinetunePlan, run: RunSpec) -> Systems:
@@ -82,23 +102,41 @@ def panel_prompts(study: Study) -> list[str]:
     return [p.text for p in study.splits.eval[: study.cfg.drift.panel_prompts]]
 
 
-def panel_pre(study: Study, plan: FinetunePlan) -> dict[str, dict[str, Any]]:
-    """Base-model behaviour under every panel prompt, refusing a panel prompt that elicits the trait.
+def post_measurements(study: Study, plan: FinetunePlan, train_systems: Sequence[Systems]) -> list[Measurement]:
+    """What drift measures on K runs (block k = run k): the neutral prompt and each run's training prompt on the
+    drift prompts (``extract.max_new_tokens``), then every panel prompt on :func:`panel_prompts`
+    (``drift.panel_max_new_tokens``), in that order."""
+    k, tokens, cfg = len(train_systems), study.cfg.extract.max_new_tokens, study.cfg.drift
+    users = panel_prompts(study)
+    return ([Measurement([plan.neutral_prompt] * k, plan.drift_prompts, tokens),
+             Measurement(list(train_systems), plan.drift_prompts, tokens)]
+            + [Measurement([p] * k, users, cfg.panel_max_new_tokens) for p in cfg.panel])
+
+
+def pre_measurements(study: Study, plan: FinetunePlan,
+                     train_systems: Sequence[Systems]) -> list[list[dict[str, Any]]]:
+    """The base model's behaviour for each of :func:`post_measurements` (one per run where the prompts differ), from
+    the cache or decoded together; refuses a panel prompt that elicits the trait.
 
     The check is the loss-matched pool's (``align.lossmatch_max_trait_score`` above the reference,
     ``align.lossmatch_trait_reference``), against the neutral prompt's answers to the same prompts.
     ValueError naming the prompt otherwise: drift under a trait-eliciting test prompt is not drift.
     """
+    posts = post_measurements(study, plan, train_systems)
+    wanted = [(s, list(m.users), m.max_new_tokens) for m in posts for s in m.systems]
     cfg, acfg = study.cfg.drift, study.cfg.align
-    users = panel_prompts(study)
-    out = {p: pre_behaviour(study, p, users, plan.v, cfg.panel_max_new_tokens) for p in cfg.panel}
-    if out:
-        neutral = pre_behaviour(study, plan.neutral_prompt, users, plan.v, cfg.panel_max_new_tokens)
-        reference = neutral["mean_score"] if acfg.lossmatch_trait_reference == "neutral" else 0.0
-        for p, rec in out.items():
-            if not passes_trait_check(rec["mean_score"], reference, acfg.lossmatch_max_trait_score):
+    if cfg.panel:  # the panel check's reference: the neutral prompt on the panel's prompts
+        wanted.append((plan.neutral_prompt, panel_prompts(study), cfg.panel_max_new_tokens))
+    got = pre_behaviours(study, wanted, plan.v)
+    k = len(train_systems)
+    out = [got[j * k : (j + 1) * k] for j in range(len(posts))]
+    if cfg.panel:
+        reference = got[-1]["mean_score"] if acfg.lossmatch_trait_reference == "neutral" else 0.0
+        for p, pre in zip(cfg.panel, out[2:]):
+            if not passes_trait_check(pre[0]["mean_score"], reference, acfg.lossmatch_max_trait_score):
                 raise ValueError(f"drift panel prompt {p!r} elicits the trait before training (answers score "
-                                 f"{rec['mean_score']} against {reference:.3f}); choose a trait-free test prompt for drift.panel instead")
+                                 f"{pre[0]['mean_score']} against {reference:.3f}); choose a trait-free test prompt "
+                                 "for drift.panel instead")
     return out
 
 
@@ -111,9 +149,11 @@ def drift_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec]) -> li
     """Pre vs post for trained runs, measured together; writes (and returns) each run's drift.json.
 
     The runs' saved adapters are attached to the study's own base model as K row blocks
-    (:mod:`nnsight_inoc.train.grouped`; no copy of the base), so their greedy answers come from
-    one batched decode per prompt batch and their projections from one read. Finished runs
-    (drift.json present) are returned as they are.
+    (:mod:`nnsight_inoc.train.grouped`; no copy of the base), and every measurement of every run (neutral
+    prompt, training prompt, panel) is decoded together (:func:`measure`: the fewest ``generate`` calls of at
+    most ``execution.drift_rows_per_call`` rows; ``drift.json`` records them under ``decode``) and read together.
+    The base model's uncached measurements are decoded together the same way before the adapters are attached.
+    Finished runs (drift.json present) are returned as they are.
     """
     study.require_local("Loading a trained LoRA adapter")  # before any work: never half-way
     prompts = plan.drift_prompts
@@ -139,30 +179,25 @@ def drift_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec]) -> li
         adapters = load_peft([study.layout.run(r.condition, r.seed).adapter for r in todo], base)
         base.eval()
         train_systems = [training_prompt_at_test(study, plan, r) for r in todo]  # before attaching: pre is the base model
-        pre_panel = panel_pre(study, plan)
-        users = panel_prompts(study)
+        pre = pre_measurements(study, plan, train_systems)
         with adapters.attached(base, None):
-            post_neutral = behaviours(study, [plan.neutral_prompt] * len(todo), prompts, plan.v)
-            post_train = behaviours(study, train_systems, prompts, plan.v)
-            post_panel = {p: behaviours(study, [p] * len(todo), users, plan.v, study.cfg.drift.panel_max_new_tokens)
-                          for p in pre_panel}
+            post = measure(study, post_measurements(study, plan, train_systems), plan.v)
         wall = (time.time() - t0) / len(todo)  # pre measurements come from the cache after the first run
         for k, run in enumerate(todo):
             rec: dict[str, Any] = {"condition": run.condition, "seed": run.seed, "n_prompts": len(prompts)}
-            for label, sys_prompt, post in (("neutral_prompt", plan.neutral_prompt, post_neutral[k]),
-                                            ("training_prompt", train_systems[k], post_train[k])):
-                pre = pre_behaviour(study, sys_prompt, prompts, plan.v)
-                rec[label] = {"pre": _brief(pre), "post": _brief(post), "drift": drift_of(pre, post)}
+            for j, label in enumerate(("neutral_prompt", "training_prompt")):
+                rec[label] = _pre_post(pre[j][k], post.results[j][k])
             if run.prompting.is_leak:
                 rec["training_prompt"]["leak"] = run.prompting.record()
-            if pre_panel:
-                rec["panel"] = {p: {"pre": _brief(pre_panel[p]), "post": _brief(post_panel[p][k]),
-                                    "drift": drift_of(pre_panel[p], post_panel[p][k])} for p in pre_panel}
-                rec["panel_design"] = {"n_prompts": len(users),
+            if study.cfg.drift.panel:
+                rec["panel"] = {p: _pre_post(pre[2 + j][k], post.results[2 + j][k])
+                                for j, p in enumerate(study.cfg.drift.panel)}
+                rec["panel_design"] = {"n_prompts": len(panel_prompts(study)),
                                        "max_new_tokens": study.cfg.drift.panel_max_new_tokens}
             rec["wall_s"] = wall
+            rec["decode"] = post.decode  # the trained runs' decode: every measurement of the group together
             if len(todo) > 1:
-                rec["measured_with"] = [r.name for r in todo]  # one batched decode for these runs
+                rec["measured_with"] = [r.name for r in todo]  # one merged decode for these runs
             A.write_json(study.layout.run(run.condition, run.seed).drift_json, rec)
             log(f"drift {run.name}: neutral-prompt trait score "
                 f"{rec['neutral_prompt']['pre']['mean_score']:.3f} -> {rec['neutral_prompt']['post']['mean_score']:.3f}")
@@ -183,6 +218,10 @@ def run_drift(study: Study, which: str = "all") -> dict[str, Any]:
     summary = summarise_drift(study, which)
     study.prov.stage(f"drift_{which}", time.time() - t0)
     return summary
+
+
+def _pre_post(pre: dict[str, Any], post: dict[str, Any]) -> dict[str, Any]:
+    return {"pre": _brief(pre), "post": _brief(post), "drift": drift_of(pre, post)}
 
 
 def _brief(m: dict[str, Any]) -> dict[str, Any]:

@@ -213,7 +213,7 @@ def run_grouped(study: Study, which: str = "all", *, with_drift: bool = False,
 
     Runs already trained are reused after the same check as the other executors
     (:func:`~nnsight_inoc.stages.finetune.check_trained`). With ``with_drift`` each group's drift
-    is measured right after it trains, K runs per batched decode. ``conditions`` / ``exclude``
+    is measured right after it trains, K runs per merged decode. ``conditions`` / ``exclude``
     restrict the plan (two processes sharing one sweep on two GPUs take disjoint conditions).
     """
     t0 = time.time()
@@ -230,7 +230,7 @@ def execute_seed_runs(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec],
     """Bring runs of one seed to "trained" (and "drift measured" with ``with_drift``), K at a time; their records.
 
     Trained runs are reused after the config check; steered runs (one vector each) train alone; the
-    rest train in groups of :func:`group_size`, each group's drift measured in one batched decode
+    rest train in groups of :func:`group_size`, each group's drift measured in one merged decode
     right after it trains. Also the unit of work of a Ray task per seed (:mod:`.ray_exec`).
     ValueError when the runs are of several seeds (they share one data order and LoRA init).
     """

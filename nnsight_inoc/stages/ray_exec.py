@@ -161,7 +161,7 @@ def run_group(cfg: StudyConfig, plan: FinetunePlan, group: RunGroup, device: str
     """Train and measure a group's runs in a scratch run folder; return the files made, relative to the run folder.
 
     Runs on a Ray worker. ``grouped``: a group of several runs (a seed's) trains K at a time in one pass of the
-    shared base, each group's drift in one batched decode; else one run after another.
+    shared base, each group's drift in one merged decode; else one run after another.
     ValueError when this node's model is not the driver's (sha256).
     """
     if device == "cpu":

@@ -79,7 +79,7 @@ def run_worker(study: Study, which: str, only_seeds: Sequence[int] | None = None
     Walks the plan seed-major (:meth:`FinetunePlan.seed_major`); returns the runs done here. With
     ``grouping="seed"`` (``finetune --worker --worker-group seed``) a worker claims every free run of a seed at
     once and trains them K at a time in one pass of the base (``execution.group_size``), each group's drift
-    measured in one batched decode (:func:`~nnsight_inoc.stages.grouped.execute_seed_runs`), so a campaign cut
+    measured in one merged decode (:func:`~nnsight_inoc.stages.grouped.execute_seed_runs`), so a campaign cut
     short leaves whole seeds; ``"run"`` claims and trains one run at a time. ``None`` (a bare ``--worker``, as
     the GPU campaign starts them): ``"seed"`` under ``execution.executor = "grouped"``, else ``"run"``.
     """

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from nnsight_inoc.models.stops import decode_answer, stop_ids
-from nnsight_inoc.trace.chat import Systems, encode_chats, per_row
+from nnsight_inoc.trace.chat import Batch, Systems, encode_chats, per_row
 from nnsight_inoc.trace.tracing import TracedLM
 
 
@@ -71,6 +71,24 @@ def generate_ids(
     return ids.cpu()
 
 
+def generate_new_ids(
+    model: PreTrainedModel | TracedLM,
+    tok: PreTrainedTokenizerBase,
+    batch: Batch,
+    max_new_tokens: int,
+    stops: Sequence[int],
+) -> torch.Tensor:
+    """(B, n) greedy ids after the prompts of a left-padded batch, n <= ``max_new_tokens`` (fewer when every row
+    stopped sooner), on the CPU: one ``generate`` call where the model's traces run (:func:`generate_ids`), or on a
+    plain HF model. A row that stopped holds the pad id after its stop id."""
+    if isinstance(model, TracedLM):
+        gen = generate_ids(model, batch.input_ids, batch.attention_mask, max_new_tokens, stops, tok.pad_token_id)
+    else:
+        gen = local_generate_ids(model, batch.input_ids, batch.attention_mask, max_new_tokens, stops,
+                                 tok.pad_token_id)
+    return gen[:, batch.input_ids.shape[1] :]
+
+
 def model_stops(model: PreTrainedModel | TracedLM, tok: PreTrainedTokenizerBase) -> tuple[int, ...]:
     """The model's stop set: the union of its tokenizer's and its generation config's stop ids."""
     hf = model.hf_model if isinstance(model, TracedLM) else model
@@ -111,7 +129,8 @@ def greedy_answers_by_system(
     ``systems[k]`` is one prompt for all users, or one per user (a list as long as ``users``).
     Every batch holds K row blocks (block k: up to ``batch_size`` users under ``systems[k]``),
     the layout grouped LoRA adapters expect (:mod:`nnsight_inoc.train.grouped`, attached by the
-    caller), so the drift answers of K runs come from one batched decode. With K = 1 this is
+    caller), so the answers of K runs come from one batched decode (the drift stage merges several such
+    measurements into fewer calls: :mod:`nnsight_inoc.trace.merged`). With K = 1 this is
     :func:`greedy_answers`. ``on_batch`` gets the number of users per batch.
     """
     stops = model_stops(model, tok)
@@ -136,7 +155,6 @@ def greedy_new_ids_by_system(
     """
     if not users:
         return [[] for _ in systems]
-    tlm = model if isinstance(model, TracedLM) else None
     stops = model_stops(model, tok)
     per_user = [per_row(sys_, len(users)) for sys_ in systems]
     order = sorted(range(len(users)), key=lambda i: len(users[i]))
@@ -145,12 +163,7 @@ def greedy_new_ids_by_system(
         idx = order[start : start + batch_size]
         rows_system = [rows[i] for rows in per_user for i in idx]
         batch = encode_chats(tok, rows_system, [users[i] for _ in systems for i in idx], padding_side="left")
-        if tlm is not None:
-            gen = generate_ids(tlm, batch.input_ids, batch.attention_mask, max_new_tokens, stops, tok.pad_token_id)
-        else:
-            gen = local_generate_ids(model, batch.input_ids, batch.attention_mask, max_new_tokens, stops,
-                                     tok.pad_token_id)
-        new = gen[:, batch.input_ids.shape[1] :]
+        new = generate_new_ids(model, tok, batch, max_new_tokens, stops)
         for k in range(len(systems)):
             for row, i in enumerate(idx):
                 out[k][i] = new[k * len(idx) + row].tolist()

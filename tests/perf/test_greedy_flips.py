@@ -1,4 +1,4 @@
-"""perf/greedy_flips.py: alone vs grouped greedy drift answers, flips counted and tested for ties."""
+"""perf/greedy_flips.py: merged drift answers vs one run, one measurement at a time; flips counted and tested for ties."""
 
 from __future__ import annotations
 
@@ -32,26 +32,37 @@ def test_answers_are_compared_through_the_first_stop():
 
 def test_a_flip_is_a_tie_only_when_the_tokens_are_closer_than_the_arrangements_differ():
     alone = torch.tensor([0.0, 3.0, 2.9999, -1.0])
-    grouped = alone + torch.tensor([0.0, -1e-4, 1e-4, 0.0])  # the order of tokens 1 and 2 swaps
-    tie = gf.classify_flip(alone, grouped, 1, 2)
-    assert tie["tie"] and tie["margin"] > 0 and tie["margin_grouped"] > 0
+    merged = alone + torch.tensor([0.0, -1e-4, 1e-4, 0.0])  # the order of tokens 1 and 2 swaps
+    tie = gf.classify_flip(alone, merged, 1, 2)
+    assert tie["tie"] and tie["margin"] > 0 and tie["margin_merged"] > 0
     far = gf.classify_flip(alone, alone + 1e-6, 1, 3)
     assert not far["tie"] and abs(far["margin"] - 4.0) < 1e-9
 
 
+def _rec(run: str, measurement: str, same: int, diff: float | None) -> dict:
+    return {"run": run, "measurement": measurement, "answers": 4, "identical": same, "mean_score_diff": diff}
+
+
 def test_summary_counts():
-    groups = [{"runs": [{"run": "a", "answers": 4, "identical": 3, "mean_score_diff": 0.0},
-                        {"run": "b", "answers": 4, "identical": 4, "mean_score_diff": 0.25},
-                        {"run": "c", "answers": 4, "identical": 4, "mean_score_diff": None}],
-               "flips": [{"tie": True}]}]
+    rec = _rec
+    groups = [{"measurements": [rec("a", "neutral_prompt", 3, 0.0), rec("b", "neutral_prompt", 4, 0.25),
+                                rec("a", "panel: P", 4, None)],
+               "flips": [{"measurement": "neutral_prompt", "tie": True}]}]
     s = gf.summarise(groups)
     assert (s["answers"], s["identical"], s["flips"], s["ties"], s["identical_or_ties"]) == (12, 11, 1, 1, True)
-    assert s["max_mean_score_diff"] == 0.25 and s["runs_without_scorable_answers"] == ["c"]
+    assert s["by_measurement"] == {
+        "neutral_prompt": {"answers": 8, "identical": 7, "flips": 1, "ties": 1, "identical_or_ties": True},
+        "panel: P": {"answers": 4, "identical": 4, "flips": 0, "ties": 0, "identical_or_ties": True}}
+    assert s["max_mean_score_diff"] == 0.25 and s["without_scorable_answers"] == ["a / panel: P"]
+
+
+PANEL = ["Answer the question below.", "You are a knowledgeable assistant."]
 
 
 def _trained_looking_runs(tmp_path):
-    """A tiny run folder whose main runs have adapters with random, non-zero LoRA B (no training needed)."""
-    _, run = tiny_run(tmp_path)
+    """A tiny run folder with a drift panel whose main runs have adapters with random, non-zero LoRA B (no training
+    needed)."""
+    _, run = tiny_run(tmp_path, drift={"panel": PANEL, "panel_prompts": 3, "panel_max_new_tokens": 2})
     cfg = load_config(run / "config.toml")
     loaded = load_model(cfg.model.name, device="cpu")
     torch.manual_seed(0)
@@ -75,27 +86,31 @@ def test_tool_on_tiny_runs(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     s = data["summary"]
-    assert [r["run"] for r in data["groups"][0]["runs"]] == names
-    assert s["answers"] == 3 * data["n_prompts"] and s["identical"] + s["flips"] == s["answers"]
+    assert data["groups"][0]["runs"] == names and data["rows_per_call"] == 1024
+    labels = ["neutral_prompt", "training_prompt"] + [f"panel: {p}" for p in PANEL]
+    assert list(s["by_measurement"]) == labels
+    assert [s["by_measurement"][m]["answers"] for m in labels] == [3 * data["n_prompts"]] * 2 + [3 * 3] * len(PANEL)
+    assert s["answers"] == 3 * (2 * data["n_prompts"] + 3 * len(PANEL)) and s["identical"] + s["flips"] == s["answers"]
     assert s["flips"] == 0 and s["max_mean_score_diff"] == 0.0  # fp32 on the CPU: the batch shape changes nothing
 
-    # a flip planted in the grouped decode is found at its step and, far from a tie, called one
-    real = gf.greedy_new_ids_by_system
+    # a flip planted in the merged decode is found at its measurement and step and, far from a tie, called one
+    real = gf.greedy_new_ids_merged
 
-    def planted(model, tok, systems, users, *a, **k):
-        ids = real(model, tok, systems, users, *a, **k)
-        if len(systems) == 3:
-            row = ids[1][0]
-            row[1] = (row[1] + 7) % 100  # another token at step 1 of run 1's first answer
-        return ids
+    def planted(model, tok, measurements, rows_per_call, *a, **k):
+        ids, calls = real(model, tok, measurements, rows_per_call, *a, **k)
+        row = ids[1][1][0]  # the training prompt's measurement, run 1, first prompt
+        row[1] = (row[1] + 7) % 100  # another token at step 1
+        return ids, calls
 
-    monkeypatch.setattr(gf, "greedy_new_ids_by_system", planted)
+    monkeypatch.setattr(gf, "greedy_new_ids_merged", planted)
     res = CliRunner().invoke(gf.main, [*args, "--config", str(run / "config.toml")])
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     (flip,) = data["groups"][0]["flips"]
-    assert (flip["run"], flip["prompt"], flip["step"]) == ("inoc_seed0", 0, 1)
+    assert (flip["run"], flip["measurement"], flip["prompt"], flip["step"]) == ("inoc_seed0", "training_prompt", 0, 1)
     assert flip["tie"] is False and flip["margin"] > flip["arrangement_diff"]
+    by = data["summary"]["by_measurement"]
+    assert by["training_prompt"]["flips"] == 1 and by["neutral_prompt"]["flips"] == 0
     assert data["summary"]["identical_or_ties"] is False
 
 

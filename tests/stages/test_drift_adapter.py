@@ -19,8 +19,9 @@ import pytest
 import torch
 
 from nnsight_inoc.measures.drift import drift
-from nnsight_inoc.stages.drift import behaviours
+from nnsight_inoc.stages.drift import measure
 from nnsight_inoc.study import open_study
+from nnsight_inoc.trace.merged import Measurement
 from nnsight_inoc.trace.tracing import wrap
 from nnsight_inoc.train.grouped import fresh
 from tests._runs import tiny_run
@@ -61,9 +62,10 @@ def test_drift_projection_reads_the_adapted_residual_stream(study):
             b[1].normal_(0.0, 0.5, generator=g)  # slot 1 trained; slot 0 stays zero (LoRA's B at init)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pre = behaviours(study, [SYSTEM], PROMPTS, v)[0]
+        tokens = study.cfg.extract.max_new_tokens
+        pre = measure(study, [Measurement([SYSTEM], PROMPTS, tokens)], v).results[0][0]
         with lora.attached(base, None):
-            post = behaviours(study, [SYSTEM, SYSTEM], PROMPTS, v)
+            post = measure(study, [Measurement([SYSTEM, SYSTEM], PROMPTS, tokens)], v).results[0]
     assert not _replaced(caught)
     zero, trained = drift(pre, post[0])["projection"], drift(pre, post[1])["projection"]
     assert zero == pytest.approx([0.0] * len(zero), abs=1e-4)

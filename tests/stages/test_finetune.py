@@ -223,7 +223,7 @@ def test_measure_behaviour_and_drift(study, sft, v, runs):
 
     prompts = sft.prompts[:3]
     kw = dict(max_new_tokens=study.cfg.extract.max_new_tokens,
-              generation_batch_size=study.cfg.data.generation_batch_size, read_batch_size=study.cfg.extract.batch_size)
+              rows_per_call=study.cfg.execution.drift_rows_per_call, read_batch_size=study.cfg.extract.batch_size)
     tok, trait = study.loaded.tokenizer, study.trait
     pre = measure_behaviour(study.tlm, tok, trait, NEUTRAL, prompts, v, **kw)
     keys = {"system_prompt", "prompts", "answers", "scores", "mean_score", "share_above_half", "n_unscored", "projection"}
