@@ -227,6 +227,15 @@ class ExecutionConfig(_Section):
         0, ge=0, description="Runs per group for the grouped executor; 0 = as many as fit in the device's free "
         "memory (measured with a trial step), all of a seed on the CPU.",
     )
+    activation_checkpointing: Literal["none", "mlp", "attn_mlp"] = Field(
+        "none",
+        description="Activation checkpointing of the grouped executor's training steps, training probes and the "
+        "trial step that sizes its groups (torch.utils.checkpoint, non-reentrant; nnsight_inoc/models/"
+        "checkpointing.py): 'none'; 'mlp' = each decoder layer's MLP block recomputes its activations in the "
+        "backward pass; 'attn_mlp' = its attention block too. The decoder layers' outputs (the residual stream "
+        "the gradient interventions edit) are never recomputed. Same losses, gradients and weights (tested); "
+        "less memory per run, so more runs per group, for one more forward of the blocks.",
+    )
 
 
 class StudyConfig(_Section):
