@@ -241,6 +241,15 @@ class ExecutionConfig(_Section):
         "(data.generation_batch_size = 96 prompts x 10 runs of a decisive group). Greedy answers do not depend on it "
         "except through the last bits of batched arithmetic on a GPU (perf/greedy_flips.py counts such flips).",
     )
+    activation_checkpointing: Literal["none", "mlp", "attn_mlp"] = Field(
+        "none",
+        description="Activation checkpointing of the grouped executor's training steps, training probes and the "
+        "trial step that sizes its groups (torch.utils.checkpoint, non-reentrant; nnsight_inoc/models/"
+        "checkpointing.py): 'none'; 'mlp' = each decoder layer's MLP block recomputes its activations in the "
+        "backward pass; 'attn_mlp' = its attention block too. The decoder layers' outputs (the residual stream "
+        "the gradient interventions edit) are never recomputed. Same losses, gradients and weights (tested); "
+        "less memory per run, so more runs per group, for one more forward of the blocks.",
+    )
 
 
 class StudyConfig(_Section):

@@ -23,6 +23,7 @@ import torch
 from nnsight_inoc.core import artifacts as A
 from nnsight_inoc.core.layout import RunLayout
 from nnsight_inoc.core.progress import log
+from nnsight_inoc.models.checkpointing import activation_checkpointing
 from nnsight_inoc.probes.gradients import gradient_metrics
 from nnsight_inoc.stages.drift import drift_group
 from nnsight_inoc.stages.finetune import (
@@ -66,6 +67,8 @@ def probe_group(study: Study, grouped: G.GroupedLora, runs: Sequence[RunSpec], s
     k's prompt); each run's means are summed batch by batch in float64, as the one-run probe
     sums them. The base stays in eval mode; the probe's gradients on the adapters are cleared. ``edit``
     (one block per run) applies the runs' gradient interventions, each to its own rows, as in training.
+    ``execution.activation_checkpointing`` applies to the probe's gradient traces as to the training steps
+    (a probe batch holds as many rows per run as a step, so it would otherwise set the group's peak).
     """
     n, bs, K = study.cfg.finetune.n_probe, study.cfg.align.batch_size, len(runs)
     order: list[tuple[int, int]] = []  # (run, example) of each row, chunk-major then run-major
@@ -74,7 +77,7 @@ def probe_group(study: Study, grouped: G.GroupedLora, runs: Sequence[RunSpec], s
     base = study.loaded.hf_model
     base.eval()
     try:
-        with grouped.attached(base, None):
+        with grouped.attached(base, None), activation_checkpointing(base, study.cfg.execution.activation_checkpointing):
             systems = [per_row(r.prompting.systems(sft.untraited), len(sft.prompts)) for r in runs]
             m = gradient_metrics(study.tlm, study.loaded.tokenizer, [systems[k][i] for k, i in order],
                                  [sft.prompts[i] for _, i in order], [sft.completions[i] for _, i in order], v,
@@ -112,6 +115,7 @@ def train_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec], dest:
                          f"{[(r.name, r.steer is not None) for r in runs]}")
     t0 = time.time()
     cfg, sft, v, seed, K = study.cfg.finetune, plan.sft, plan.v, runs[0].seed, len(runs)
+    ckpt = study.cfg.execution.activation_checkpointing
     check_inputs(study, sft, v)
     order = step_order(len(sft.prompts), seed, cfg.steps, cfg.batch_size)
     at = set(probe_steps(cfg.steps, cfg.probe_every))
@@ -140,12 +144,13 @@ def train_group(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec], dest:
         if step == cfg.steps:
             break
         for k, loss in enumerate(G.train_step(grouped, base, opt, step_batch(study, sft, runs, order[step]), step,
-                                              prec, edit=edit, tlm=study.tlm)):
+                                              prec, edit=edit, tlm=study.tlm, checkpointing=ckpt)):
             losses[k].append(loss)
     t_loop = time.time() - t_steps0
     base.eval()
     wall = time.time() - t0
     group = {"kind": "grouped", "k": K, "runs": [r.name for r in runs], "group_wall_s": wall,
+             "activation_checkpointing": ckpt,
              "note": "wall_s is the group's wall time divided by k; timing_s is the group's"}
     records = []
     layout = dest or study.layout
@@ -181,13 +186,16 @@ def group_size(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec]) -> int
 
 
 def _measure_step_memory(study: Study, plan: FinetunePlan, runs: Sequence[RunSpec]) -> tuple[float, float]:
-    """Peak bytes of one training step of 1 and of 2 runs (throwaway adapters): (per-run increment, 1-run peak).
+    """Peak bytes of 1 and of 2 runs (throwaway adapters): (per-run increment, 1-run peak), CUDA only.
 
-    Measured on the plan's longest batch, so a group sized from it fits every step.
+    Each peak is the larger of one training step and one training probe's gradient trace (K row blocks,
+    :func:`~nnsight_inoc.probes.gradients.gradient_metrics`), both on the plan's longest batch with
+    ``max(finetune.batch_size, align.batch_size)`` rows per run and under the configured
+    ``execution.activation_checkpointing``, so a group sized from it fits every step and probe.
     """
     assert plan.sft is not None
     sft, cfg, device, base = plan.sft, study.cfg.finetune, study.tlm.device, study.loaded.hf_model
-    # Rows per run: a training step's, or a probe batch's when larger (probes are gradient traces of K blocks too).
+    ckpt = study.cfg.execution.activation_checkpointing
     rows = max(cfg.batch_size, study.cfg.align.batch_size)
     order = step_order(len(sft.prompts), runs[0].seed, cfg.steps, rows)
     longest = max(order, key=lambda idx: max(len(sft.prompts[i]) + len(sft.completions[i]) for i in idx))
@@ -199,12 +207,36 @@ def _measure_step_memory(study: Study, plan: FinetunePlan, runs: Sequence[RunSpe
         opt = torch.optim.AdamW(g.parameters(), lr=cfg.lr)
         free_memory()
         torch.cuda.reset_peak_memory_stats(device)
-        G.train_step(g, base, opt, step_batch(study, sft, runs * k, longest).to(device), 0, precision(study))
-        peaks.append(torch.cuda.max_memory_allocated(device))
+        G.train_step(g, base, opt, step_batch(study, sft, runs * k, longest).to(device), 0, precision(study),
+                     checkpointing=ckpt)
+        step_peak = torch.cuda.max_memory_allocated(device)
+        free_memory()
+        torch.cuda.reset_peak_memory_stats(device)
+        _probe_trial(study, g, runs * k, sft, plan.v, longest)
+        peaks.append(max(step_peak, torch.cuda.max_memory_allocated(device)))
         del g, opt
     base.eval()
     free_memory()
     return float(peaks[1] - peaks[0]), float(peaks[0])
+
+
+def _probe_trial(study: Study, grouped: G.GroupedLora, runs: Sequence[RunSpec], sft: SFTSet, v: torch.Tensor,
+                 idx: list[int]) -> None:
+    """One training probe's gradient trace over the examples ``idx`` in K row blocks, as :func:`probe_group`
+    runs it (eval mode, the configured checkpointing); for its memory only."""
+    base, bs, ckpt = study.loaded.hf_model, len(idx), study.cfg.execution.activation_checkpointing
+    base.eval()
+    try:
+        with grouped.attached(base, None), activation_checkpointing(base, ckpt):
+            systems = [per_row(r.prompting.systems(sft.untraited), len(sft.prompts)) for r in runs]
+            gradient_metrics(study.tlm, study.loaded.tokenizer, [s[i] for s in systems for i in idx],
+                             [sft.prompts[i] for _ in runs for i in idx],
+                             [sft.completions[i] for _ in runs for i in idx], v,
+                             n_assistant=study.cfg.align.n_assistant_tokens, batch_size=len(runs) * bs,
+                             label="group-size trial probe")
+    finally:
+        for p in grouped.parameters():
+            p.grad = None
 
 
 def run_grouped(study: Study, which: str = "all", *, with_drift: bool = False,

@@ -144,6 +144,7 @@ def _trace(tlm: TracedLM, batch: Batch, logits_window: int | None = None) -> Any
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
+        use_cache=False,  # one full pass: a KV cache only holds keys/values (and activation checkpointing refuses it)
         remote=tlm.remote,
         **extra,
     )

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnsight_inoc.models.checkpointing import activation_checkpointing
 from nnsight_inoc.trace.chat import Batch
 from nnsight_inoc.trace.edit import GradEdit
 from nnsight_inoc.trace.intervened import intervened_step_losses
@@ -234,7 +235,7 @@ def grouped_loss(model: nn.Module, batch: Batch, k: int) -> torch.Tensor:
         raise ValueError("every training example needs a completion")
     targets = loss_targets(batch)
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                logits_to_keep=targets.window)
+                logits_to_keep=targets.window, use_cache=False)
     return per_example_loss(out.logits, targets).reshape(k, n // k).mean(1)
 
 
@@ -271,6 +272,7 @@ def check_step(grouped: GroupedLora, losses: torch.Tensor, step: int) -> list[fl
 def train_step(
     grouped: GroupedLora, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch, step: int,
     precision: Precision | None = None, edit: GradEdit | None = None, tlm: TracedLM | None = None,
+    checkpointing: str = "none",
 ) -> list[float]:
     """One AdamW update of all K runs; returns each run's loss (its own ``batch_loss``) before the update.
 
@@ -282,6 +284,9 @@ def train_step(
     ``edit`` (K run blocks, identity for runs without an intervention) applies the runs' gradient
     interventions in the backward pass, each on its own row block, through the nnsight trace of ``tlm``
     (which must wrap ``model``).
+    ``checkpointing`` (:data:`nnsight_inoc.models.checkpointing.LEVELS`) recomputes the decoder layers' MLP
+    (and attention) blocks in the backward pass instead of keeping their activations: the same numbers,
+    less memory; the model's modules are restored after the step.
     Raises :class:`NonFiniteRunError` naming the run and module on any NaN/inf.
     """
     n = int(batch.input_ids.shape[0])
@@ -296,9 +301,9 @@ def train_step(
         device = grouped.A[0].device
         batch = batch.to(device)  # step batches are built on the host (as train.lora.train_step takes them)
         matmul = precision.matmul_precision(device) if precision else contextlib.nullcontext()
-        with matmul:
-            with grouped.attached(model, n // grouped.k), (precision.autocast(device) if precision
-                                                           else contextlib.nullcontext()):
+        # The backward runs with the LoRA hooks attached: a checkpointed block's recomputation calls them again.
+        with matmul, activation_checkpointing(model, checkpointing), grouped.attached(model, n // grouped.k):
+            with precision.autocast(device) if precision else contextlib.nullcontext():
                 if edit is None:
                     losses = grouped_loss(model, batch, grouped.k)
                 else:

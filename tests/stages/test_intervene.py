@@ -40,7 +40,7 @@ def study(tmp_path_factory):
     return st
 
 
-def _grouped_copy(study, tmp_path, label: str):
+def _grouped_copy(study, tmp_path, label: str, checkpointing: str = "none"):
     """The study's folder without its runs, opened under the grouped executor: (folder, study)."""
     from nnsight_inoc.study import open_study
 
@@ -48,6 +48,7 @@ def _grouped_copy(study, tmp_path, label: str):
     copy_without_runs(study.run_dir, copy)
     cfg = study.cfg.model_copy(deep=True)
     cfg.execution.executor = "grouped"
+    cfg.execution.activation_checkpointing = checkpointing
     return copy, open_study(cfg, copy, label)
 
 
@@ -120,6 +121,24 @@ def test_grouped_executor_equals_sequential_with_the_arms(study, tmp_path):
         assert grp["intervention"] == seq["intervention"] or arm == "restore_v"
     r_seq, r_grp = _tj(study.run_dir, "restore_v"), _tj(copy, "restore_v")
     assert r_grp["intervention"]["restore"] == r_seq["intervention"]["restore"]  # measured again in the copy: the same
+
+
+def test_grouped_executor_with_activation_checkpointing_equals_sequential(study, tmp_path):
+    """execution.activation_checkpointing = "attn_mlp" (steps and probes recomputing the attention and MLP
+    blocks): the same records as the sequential runs, within the plain grouped executor's tolerances (the
+    checkpointed step itself is pinned exactly equal in tests/train/test_grouped_checkpointing.py); the
+    choice is recorded in each run's executor record."""
+    from nnsight_inoc.stages.executors import run_finetune
+
+    copy, grouped = _grouped_copy(study, tmp_path, "pytest grouped checkpointed", "attn_mlp")
+    records = run_finetune(grouped, "main")
+    assert {r["executor"]["activation_checkpointing"] for r in records} == {"attn_mlp"}
+    for arm in ("neutral", "zero_v", "flip_v"):
+        seq, grp = _tj(study.run_dir, arm), _tj(copy, arm)
+        assert grp["executor"]["activation_checkpointing"] == "attn_mlp"
+        torch.testing.assert_close(torch.tensor(grp["losses"]), torch.tensor(seq["losses"]), rtol=1e-5, atol=1e-6)
+        for pg, ps in zip(grp["probes"], seq["probes"]):
+            torch.testing.assert_close(torch.tensor(pg["cos"]), torch.tensor(ps["cos"]), rtol=0, atol=2e-5)
 
 
 def test_a_run_trained_under_another_intervention_is_refused(study):
