@@ -66,8 +66,8 @@ def measure_merged(
     """:func:`measure_behaviour` for several measurements of K row blocks each, decoded together.
 
     Every measurement's answers come from the fewest ``generate`` calls of at most ``rows_per_call`` rows
-    (:func:`~nnsight_inoc.trace.merged.greedy_answers_merged`), and its projections from reads of ``read_batch_size``
-    prompts x K rows shared by all measurements. With grouped LoRA adapters attached (block k = run k) this measures
+    (:func:`~nnsight_inoc.trace.merged.greedy_answers_merged`), and its projections from its own reads of
+    ``read_batch_size`` prompts x K rows (bit for bit what it reads measured alone). With grouped LoRA adapters attached (block k = run k) this measures
     K trained runs under every measurement at once; with K = 1 and no adapters, the base model.
     ValueError as :func:`measure_behaviour`, and for measurements of different K.
     """
@@ -76,8 +76,10 @@ def measure_merged(
     if tlm.hf_model.training:
         raise ValueError("measure_behaviour needs a model in eval mode (call .eval() first)")
     answers = greedy_answers_merged(tlm, tok, measurements, rows_per_call)
-    projections = final_prompt_projections_merged(tlm, tok, [(m.systems, m.users) for m in measurements], v,
-                                                  read_batch_size)
+    # Reads one measurement at a time: a measurement's projections must not depend on which others were measured
+    # with it (the base model's cached ones are made with whatever was uncached then), and reads are cheap.
+    projections = [final_prompt_projections_merged(tlm, tok, [(m.systems, m.users)], v, read_batch_size)[0]
+                   for m in measurements]
     results = []
     for meas, ans, proj in zip(measurements, answers.answers, projections):
         out = []

@@ -167,7 +167,7 @@ def run_group(cfg: StudyConfig, plan: FinetunePlan, group: RunGroup, device: str
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a CPU task on a GPU host must not take memory on a GPU
     elif device == "auto":
-        _say_where_auto_runs(group.name)
+        _check_auto_device(group.name)
     cfg = apply_overrides(cfg, {"model.device": device})  # "cuda" = the one device Ray gave this task
     _remove_orphans()
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}_{group.name}.") as tmp:
@@ -192,18 +192,27 @@ def run_group(cfg: StudyConfig, plan: FinetunePlan, group: RunGroup, device: str
         return out
 
 
-def _say_where_auto_runs(name: str) -> None:
-    """Log, on the worker, where a GPU task under ``model.device = "auto"`` runs when its process sees no CUDA device.
+CPU_REHEARSAL_ENV = "NNSIGHT_INOC_RAY_CPU_REHEARSAL"  # "1": GPU shares Ray was only told about may run on the CPU
 
-    That is a GPU Ray was only told about (``ray start --num-gpus 1`` on a CPU host: the CPU rehearsal of a GPU
-    sweep), or a node whose CUDA is broken; ``model.device = "cuda"`` makes the latter an error instead.
+
+def _check_auto_device(name: str) -> None:
+    """On the worker: a GPU task under ``model.device = "auto"`` must see a CUDA device, unless this is a CPU rehearsal.
+
+    Ray gave the task GPU share(s); a process that sees no CUDA device is either a node whose CUDA is broken (a
+    sweep's runs would silently move to the CPU and its precision: refused, RuntimeError) or the CPU rehearsal of a
+    GPU sweep (``ray start --num-gpus 1`` on a CPU host), which says so with ``NNSIGHT_INOC_RAY_CPU_REHEARSAL=1`` in
+    the driver's environment and is logged.
     """
     import torch
 
-    if not torch.cuda.is_available():
-        log(f"ray task {name}: Ray gave it GPU share(s) (CUDA_VISIBLE_DEVICES="
-            f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}) but torch sees no CUDA device: running on the CPU "
-            "(model.device = 'auto'; 'cuda' would refuse)")
+    if torch.cuda.is_available():
+        return
+    where = f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}"
+    if os.environ.get(CPU_REHEARSAL_ENV) != "1":
+        raise RuntimeError(f"ray task {name}: Ray gave it GPU share(s) ({where}) but torch sees no CUDA device; "
+                           f"refusing to train it on the CPU (set {CPU_REHEARSAL_ENV}=1 for a CPU rehearsal)")
+    log(f"ray task {name}: Ray gave it GPU share(s) ({where}) but torch sees no CUDA device: running on the CPU "
+        f"({CPU_REHEARSAL_ENV}=1)")
 
 
 def _remove_orphans() -> None:
@@ -270,8 +279,9 @@ def task_resources(study: Study, opts: RayOptions) -> tuple[float, float, int | 
     """(GPUs, CPUs, host memory bytes or None, worker device) per task; ValueError for a contradiction.
 
     The worker device of a GPU task is ``model.device`` when it names CUDA, and ``auto`` when it says so: resolved
-    in the worker process, where Ray's ``CUDA_VISIBLE_DEVICES`` shows the task's GPU, so a task under a GPU share that
-    Ray was only told about (a CPU host, ``--ray-local-gpus 0`` there) runs on the CPU, and says so in its log.
+    in the worker process, where Ray's ``CUDA_VISIBLE_DEVICES`` shows the task's GPU. A worker that sees no CUDA
+    device is refused there, unless the driver's environment has ``NNSIGHT_INOC_RAY_CPU_REHEARSAL=1`` (a CPU host
+    told it has a GPU: the rehearsal, :func:`_check_auto_device`).
     """
     device = study.cfg.model.device
     gpus = opts.gpus_per_task

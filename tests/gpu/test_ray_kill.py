@@ -6,7 +6,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -29,10 +28,9 @@ def test_a_task_that_ran_long_enough_is_killed_by_its_pid(tmp_path):
         (tmp_path / f"{SCRATCH_PREFIX}{proc.pid}_inoc_seed0.k_3x9").mkdir()
         (tmp_path / f"{SCRATCH_PREFIX}999999999_gone_seed0.abc").mkdir()  # no such process: not a candidate
         assert ray_kill.running_tasks(tmp_path) == {proc.pid: "inoc_seed0"}
-        t0 = time.monotonic()
         rec = ray_kill.kill_one(tmp_path, sweep_pid=proc.pid, after_s=0.3, wait_s=20)
         assert rec["killed_pid"] == proc.pid and rec["task"] == "inoc_seed0" and rec["seconds_after_task_seen"] >= 0.3
-        assert proc.wait(timeout=10) == -9 and time.monotonic() - t0 < 10
+        assert proc.wait() == -9  # not killed: the stand-in exits 0 after its 60 s sleep
     finally:
         proc.kill()
         proc.wait()

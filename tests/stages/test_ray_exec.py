@@ -133,3 +133,19 @@ def test_scratch_folders_of_dead_task_processes_are_removed(tmp_path, monkeypatc
     (tmp_path / "nnsight_inoc_task_x").mkdir()  # not ours by name: kept
     ray_exec._remove_orphans()
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"nnsight_inoc_task_{os.getpid()}_def", "nnsight_inoc_task_x"]
+
+
+def test_a_gpu_task_that_sees_no_cuda_is_refused_unless_rehearsing(monkeypatch):
+    import torch
+
+    from nnsight_inoc.stages.ray_exec import CPU_REHEARSAL_ENV, _check_auto_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv(CPU_REHEARSAL_ENV, raising=False)
+    with pytest.raises(RuntimeError, match="refusing to train it on the CPU"):
+        _check_auto_device("neutral_seed0")
+    monkeypatch.setenv(CPU_REHEARSAL_ENV, "1")
+    _check_auto_device("neutral_seed0")  # the rehearsal: logged, not refused
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv(CPU_REHEARSAL_ENV)
+    _check_auto_device("neutral_seed0")
