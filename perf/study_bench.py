@@ -105,7 +105,7 @@ def per_run_cost(run_dir: Path) -> dict[str, Any]:
                                                                      "timing_s": g["timing_s"]} for g in c["groups"]]}
 
 
-def measure_anchors(config_path: str, run_dir: Path) -> dict[str, Any]:
+def measure_anchors(config_path: str, run_dir: Path, matmul_n: int = 8192) -> dict[str, Any]:
     """perf/anchors.py on the clocked study: the matmul rate, the achieved FLOP rate of every trained group's steps
     (FLOPs of its real batches over its measured LoRA-step seconds) and PEFT against grouped steps."""
     from nnsight_inoc.stages.plan import build_plan
@@ -121,7 +121,7 @@ def measure_anchors(config_path: str, run_dir: Path) -> dict[str, Any]:
             continue
         flops += plan_step_flops(study, plan, [runs[n] for n in g["runs"]])["flops"]
         seconds += g["timing_s"]["train_steps"]
-    mm = matmul_rate(study.tlm.device, prec)
+    mm = matmul_rate(study.tlm.device, prec, n=matmul_n)
     achieved = flops / seconds / 1e12 if seconds else None
     seed_runs = [r for r in next(iter(plan.by_seed().values())) if r.steer is None and r.intervene is None]
     return {"matmul": mm, "train_steps_flops": flops, "train_steps_s": seconds, "achieved_tflops": achieved,
@@ -150,9 +150,11 @@ def _wait(path: Path, timeout_s: float = 3600.0) -> None:
 @click.option("--anchors/--no-anchors", default=False, show_default=True,
               help="Also measure the card's matmul rate, the training steps' achieved FLOP rate and the grouped "
               "step against one PEFT run (perf/anchors.py), after the studies, on the first one.")
+@click.option("--matmul-n", default=8192, show_default=True,
+              help="Side of the square matmul timed for the card's rate (--anchors).")
 @click.option("--role", type=click.Choice(ROLES), default=None, hidden=True)
 def main(config_path: str, run_dir: Path, out: Path, gpus: str, also: tuple[tuple[str, Path], ...], anchors: bool,
-         role: str | None) -> None:
+         matmul_n: int, role: str | None) -> None:
     if role is not None:  # a child process of the two-GPU schedule
         out.write_text(json.dumps(run_role(config_path, run_dir, role), indent=2) + "\n")
         return
@@ -202,7 +204,7 @@ def main(config_path: str, run_dir: Path, out: Path, gpus: str, also: tuple[tupl
     result["per_run"] = {str(folder): per_run_cost(folder) for _, folder in studies}
     if anchors:
         t1 = time.time()
-        result["anchors"] = measure_anchors(config_path, run_dir)
+        result["anchors"] = measure_anchors(config_path, run_dir, matmul_n)
         result["anchors_s"] = round(time.time() - t1, 2)
     result.update(versions=A.versions(), device=A.device_info(), git=A.git_info(), date=time.strftime("%Y-%m-%d"),
                   command=" ".join(sys.argv))

@@ -299,7 +299,9 @@ def _format_validation(err: ValidationError, source: str) -> str:
             near = nearest_key(StudyConfig, e["loc"])
             lines.append(f"  unknown key '{key}'" + (f" (did you mean '{near}'?)" if near else ""))
         else:
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+            got = f" (got {e.get('input')!r})"
+            # A validator's own message may already quote the value; saying it twice reads as two problems.
+            lines.append(f"  {key}: {e['msg']}" + ("" if e["msg"].endswith(got[6:-1]) else got))
     return "\n".join(lines)
 
 

@@ -30,14 +30,22 @@ ARM_EDIT = {
 
 
 def _unreached(run: Run, arm: str) -> str:
-    """For restore_v: the layers where no scale reached neutral's alignment (finetune/restore_v.json), said, not hidden."""
+    """For restore_v: its factors (finetune/restore_v.json) at the reporting layer and over the edited layers, and the
+    layers where no scale reached neutral's alignment, said, not hidden."""
     path = run.layout.restore_record
     if arm != "restore_v" or not path.is_file():
         return ""
-    gaps = json.loads(path.read_text())["record"].get("unreached", {})
+    rec = json.loads(path.read_text())["record"]
+    factors = {int(l): float(s) for l, s in rec.get("factors", {}).items()}
+    out = ""
+    if factors:
+        req = rec.get("required_layer")
+        at = f"s = {factors[req]:.3g} at the reporting layer {req}, " if req in factors else ""
+        out = f"; factors {at}{min(factors.values()):.3g} to {max(factors.values()):.3g} over {len(factors)} layers"
+    gaps = rec.get("unreached", {})
     if not gaps:
-        return "; neutral's alignment reached at every edited layer"
-    return ("; at layers " + ", ".join(f"{l} (gap {g:.4f})" for l, g in gaps.items())
+        return out + "; neutral's alignment reached at every edited layer"
+    return (out + "; at layers " + ", ".join(f"{l} (gap {g:.4f})" for l, g in gaps.items())
             + " no scale reached it: the nearest was used")
 
 

@@ -205,6 +205,9 @@ def build_plan(study: Study, which: str, *, for_training: bool = True) -> Finetu
     check_panel(study)
     specs = steering_specs(study) if which == "steering" else {}
     arms = intervene_specs(study) if which in ("main", "all") else {}
+    if study.cfg.intervene.arms and which not in ("main", "all") and for_training:
+        log(f"finetune --which {which}: the gradient-intervention arms (intervene.arms: "
+            f"{', '.join(study.cfg.intervene.arms)}) are main conditions, not in this plan (--which main or all)")
     leaks = leak_conditions(study)
     _, meta = load_directions(study)
     runs = [RunSpec(c, seed, system, specs.get(c), leaks[c].leak_words if c in leaks else 0,

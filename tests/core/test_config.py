@@ -123,3 +123,11 @@ def test_tf32_gpu_config_differs_from_the_fp32_one_only_in_training_precision():
     a, b = load_config(gpu / "allcaps_gpu.toml").model_dump(), load_config(gpu / "allcaps_tf32_gpu.toml").model_dump()
     assert (a["finetune"].pop("train_autocast"), b["finetune"].pop("train_autocast")) == ("model", "tf32")
     assert a == b
+
+
+def test_a_bad_value_is_named_once():
+    for data, said in (({"intervene": {"layers": [5, 2]}}, "strictly increasing, got [5, 2]"),
+                       ({"finetune": {"steps": 0}}, "greater than or equal to 1 (got 0)")):
+        with pytest.raises(ConfigError) as err:
+            from_dict(data, "test")
+        assert said in str(err.value) and str(err.value).count("[5, 2]") <= 1

@@ -57,7 +57,7 @@ def test_one_process_times_every_stage_of_two_studies_and_the_anchors(tmp_path):
                                              "target_modules": ["q_proj", "v_proj"]})
     cfg2_path = tmp_path / "cfg2.toml"
     cfg2_path.write_text(dump_toml(cfg2))
-    result = _run(tmp_path, "0", "--also", str(cfg2_path), str(run2), "--anchors")
+    result = _run(tmp_path, "0", "--also", str(cfg2_path), str(run2), "--anchors", "--matmul-n", "128")
     assert len(result["processes"]) == 2 and (run2 / "report.md").is_file()
     for proc in result["processes"]:
         assert set(proc["stage_s"]) == {"load_model", "extract", "sft_completions", "align", "finetune_and_drift",

@@ -155,3 +155,7 @@ def test_restore_vs_unreached_layers_are_said_in_the_conditions_table(tmp_path):
     assert _unreached(run, "zero_v") == ""
     run.layout.restore_record.write_text(json.dumps({"key": {}, "record": {"unreached": {}}}))
     assert "reached at every edited layer" in _unreached(run, "restore_v")
+    rec = {"factors": {"3": 0.5, "27": 4.25, "10": 2.0}, "required_layer": 27, "unreached": {}}
+    run.layout.restore_record.write_text(json.dumps({"key": {}, "record": rec}))
+    assert _unreached(run, "restore_v").startswith("; factors s = 4.25 at the reporting layer 27, 0.5 to 4.25 over "
+                                                    "3 layers; neutral's alignment reached")

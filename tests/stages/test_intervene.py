@@ -262,3 +262,15 @@ def test_a_ray_task_carries_the_arms(study, tmp_path, monkeypatch):
         torch.testing.assert_close(torch.tensor(got["losses"]), torch.tensor(want["losses"]), rtol=1e-6, atol=1e-7)
         for pg, ps in zip(got["probes"], want["probes"]):
             torch.testing.assert_close(torch.tensor(pg["cos"]), torch.tensor(ps["cos"]), rtol=0, atol=1e-6)
+
+
+def test_a_plan_without_the_arms_says_so(study, monkeypatch):
+    from tests._progress import capture_bars
+
+    out = capture_bars(monkeypatch, terminal=False)
+    plan = build_plan(study, "variants")
+    assert not any(r.intervene for r in plan.runs)
+    assert "arms (intervene.arms: " in out.getvalue() and "zero_v" in out.getvalue()
+    out.truncate(0)
+    build_plan(study, "main")
+    assert "arms (intervene.arms: " not in out.getvalue()
