@@ -1,6 +1,7 @@
 """Runs ON the GPU machine: the whole multi-study campaign across every visible GPU, resumably.
 
     python3 gpu/campaign.py run SECONDS    start (or resume) the campaign, watch it for SECONDS, bundle to $OUT
+    python3 gpu/campaign.py next-phase     after a finished phase: let the next `run` start one with new settings
 
 Why a detached supervisor: a device call lasts at most 10 minutes but the campaign lasts longer. `run`
 starts the supervisor in its own session (if none is alive) and only watches it; the next call watches
@@ -342,10 +343,29 @@ def run(seconds: float) -> None:
         print(f.name, f.stat().st_size)
 
 
+def next_phase() -> None:
+    """Make way for the next phase of a campaign (new CAMPAIGN_* settings, e.g. issue 23's Spanish after ALL-CAPS).
+
+    ``run`` starts a supervisor only while ``finished`` is absent, so a phase's ``finished`` marker must go before
+    the next phase's ``run``; the run folders, the model and the logs stay. Refused (SystemExit) while a supervisor
+    is alive, and when no phase has finished.
+    """
+    pid_file = ROOT / "supervisor.pid"
+    if alive(pid_file):
+        raise SystemExit(f"the supervisor (pid {pid_file.read_text().strip()}) is still running: call `run` until it "
+                         "says finished, then next-phase")
+    if not (ROOT / "finished").exists():
+        raise SystemExit("no phase has finished yet: start one with `run`")
+    (ROOT / "finished").unlink()
+    print("ready for the next phase: call `run` with its CAMPAIGN_* settings", flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "supervise":
         supervise()
     elif sys.argv[1] == "run":
         run(float(sys.argv[2]))
+    elif sys.argv[1] == "next-phase":
+        next_phase()
     else:
         raise SystemExit(f"unknown step {sys.argv[1]}")

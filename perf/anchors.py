@@ -71,7 +71,7 @@ def _decoder_linears(model: nn.Module) -> list[nn.Linear]:
 
 
 def step_flops(model: nn.Module, rows: int, seq_len: int, window: int, lora_rank: int,
-               lora_targets: Sequence[str]) -> dict[str, float]:
+               lora_targets: Sequence[str], checkpointing: str = "none") -> dict[str, float]:
     """Matmul FLOPs of one LoRA training step (forward + backward) of ``rows`` padded rows of ``seq_len`` tokens.
 
     Frozen base: every decoder Linear costs 2 in*out FLOPs per token forward and 2 in*out backward (the input
@@ -79,10 +79,12 @@ def step_flops(model: nn.Module, rows: int, seq_len: int, window: int, lora_rank
     padded length T (a masked SDPA computes the square), twice that backward. The lm_head sees the last
     ``window`` positions only (``logits_to_keep``): 2 d V each way. LoRA on the modules named ``lora_targets``:
     2 r (in + out) per token forward, twice that backward (input and weight gradients). Elementwise work
-    (norms, activations, softmax, the loss) is left out; it is not matmul work. The first layer's attention
-    input needs no gradient (the embeddings are frozen), which this counts anyway: an overcount of about
-    1/(3 L) of the decoder linears' share (1.4% for a 6-layer tiny model, about 0.3% at 28 layers; pinned against
-    ``FlopCounterMode`` with eager attention in ``tests/perf/test_anchors.py``). Returns the parts and 'total'.
+    (norms, activations, softmax, the loss) is left out; it is not matmul work. Activation checkpointing
+    (``checkpointing``: 'mlp' or 'attn_mlp', :mod:`nnsight_inoc.models.checkpointing`) adds one more forward of the
+    recomputed blocks (their linears, LoRA updates and, for 'attn_mlp', attention) as 'recompute'. The first layer's attention
+    input needs no gradient (the embeddings are frozen), which this counts anyway (and, where k/v carry no LoRA,
+    layer 0's key and value gradients): an overcount of 1.4-2.1% for a 6-layer tiny model, a sixth of that or less
+    at 28 layers (pinned within 3% against ``FlopCounterMode`` with eager attention in ``tests/perf/test_anchors.py``). Returns the parts and 'total'.
     """
     config = model.config
     d = config.hidden_size
@@ -95,11 +97,22 @@ def step_flops(model: nn.Module, rows: int, seq_len: int, window: int, lora_rank
                if any(name == t or name.endswith("." + t) for t in lora_targets))
     head = model.get_output_embeddings()
     vocab = head.out_features
+    blocks = {"none": (), "mlp": (".mlp.",), "attn_mlp": (".mlp.", ".self_attn.")}[checkpointing]
+    named = _named_decoder_linears(model)
+
+    def recomputed(name: str) -> bool:
+        return any(b in f".{name}" for b in blocks)
+
+    re_base = sum(m.in_features * m.out_features for n, m in named if recomputed(n))
+    re_lora = sum(m.in_features + m.out_features for n, m in named if recomputed(n)
+                  and any(n == t or n.endswith("." + t) for t in lora_targets))
+    re_attn = 4.0 * seq_len * d_q * tokens * config.num_hidden_layers if ".self_attn." in blocks else 0.0
     out = {
         "decoder_linears": 4.0 * base * tokens,
         "attention": 3 * 4.0 * seq_len * d_q * tokens * config.num_hidden_layers,
         "lm_head": 4.0 * d * vocab * rows * window,
         "lora": 6.0 * lora_rank * lora * tokens,
+        "recompute": 2.0 * re_base * tokens + 2.0 * lora_rank * re_lora * tokens + re_attn,
     }
     out["total"] = sum(out.values())
     return out
@@ -127,14 +140,16 @@ def plan_step_flops(study: Any, plan: Any, runs: Sequence[Any]) -> dict[str, Any
         batch = step_batch(study, plan.sft, runs, idx)
         rows, seq = batch.input_ids.shape
         window = loss_targets(batch).window
-        total += step_flops(study.loaded.hf_model, rows, seq, window, cfg.rank, cfg.target_modules)["total"]
+        total += step_flops(study.loaded.hf_model, rows, seq, window, cfg.rank, cfg.target_modules,
+                            study.cfg.execution.activation_checkpointing)["total"]
         tokens += rows * seq
     return {"flops": total, "padded_tokens": tokens, "steps": len(order), "runs": [r.name for r in runs]}
 
 
 def peft_vs_grouped(study: Any, plan: Any, runs: Sequence[Any], steps: int = 5) -> dict[str, Any]:
     """Median ms per run-step: one PEFT run (deep copy of the base, the sequential executor's step), the grouped
-    step at K = 1 and at K = len(runs), on the first ``steps`` batches of the seed's order (after one warm-up)."""
+    step at K = 1 and at K = len(runs), on the first ``steps`` batches of the seed's order (after one warm-up). The
+    grouped steps use the study's ``execution.activation_checkpointing``, as its sweep does; the PEFT step has none."""
     from nnsight_inoc.stages.finetune import precision, rows_of
     from nnsight_inoc.stages.grouped import step_batch
     from nnsight_inoc.trace.chat import encode_chats
@@ -158,7 +173,8 @@ def peft_vs_grouped(study: Any, plan: Any, runs: Sequence[Any], steps: int = 5) 
                 out.append(time.perf_counter() - t0)
         return out
 
-    res: dict[str, Any] = {"steps_timed": steps, "rows_per_run": cfg.batch_size}
+    ckpt = study.cfg.execution.activation_checkpointing  # the grouped step as the sweep runs it
+    res: dict[str, Any] = {"steps_timed": steps, "rows_per_run": cfg.batch_size, "activation_checkpointing": ckpt}
     run0 = runs[0]
     tok, k_assist = study.loaded.tokenizer, study.cfg.align.n_assistant_tokens
 
@@ -181,7 +197,7 @@ def peft_vs_grouped(study: Any, plan: Any, runs: Sequence[Any], steps: int = 5) 
         gopt = torch.optim.AdamW(g.parameters(), lr=cfg.lr)
 
         def grouped_step(i: int, idx: list[int], g: Any = g, gopt: Any = gopt, group: Any = group) -> None:
-            G.train_step(g, base, gopt, step_batch(study, sft, group, idx), i, prec)
+            G.train_step(g, base, gopt, step_batch(study, sft, group, idx), i, prec, checkpointing=ckpt)
 
         res[label] = 1e3 * statistics.median(timed(grouped_step)) / len(group)
         del g, gopt

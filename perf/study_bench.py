@@ -3,8 +3,9 @@
 Issue 17's target is the ALL-CAPS study (load, extract, SFT completions, align with controls,
 48 LoRA runs with probes, drift, report) in 10 minutes on one H200. This runs exactly those
 stages with the configured executor (``[execution]``; ``grouped`` trains the runs of a seed
-together) into a fresh run folder and writes the wall time of each stage, the group size used
-and the card, commit and versions to ``--out``.
+together) into a run folder that holds only its ``data/`` (build it where the hub is reachable:
+``cli.py data build``; a folder with more is refused) and writes the wall time of each stage, the group
+size used and the card, commit and versions to ``--out``.
 
 With two GPUs (``--gpus 0,1``) stages that do not depend on each other overlap: one process
 (GPU 0) runs extract, the SFT completions and align, then trains the loss-matched runs, whose

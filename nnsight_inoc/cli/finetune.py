@@ -110,11 +110,15 @@ def choose(executor: str | None, given: Sequence[str], values: dict[str, Any], r
         grouping = "seed" if name == "grouped" else "run"
     if grouping == "seed":
         options["group_size"] = ex.group_size
-    elif ex.group_size and "execution.group_size" in r.origins:
-        raise click.UsageError(
-            f"execution.group_size = {ex.group_size} ({r.origins['execution.group_size']}) sizes grouped training, "
-            f"which the {name} executor (from {by}) does not do here: use --executor grouped, --worker-group seed "
-            "or --ray-group seed, or leave the key out")
+        options["activation_checkpointing"] = ex.activation_checkpointing
+    else:
+        for key, value, off in (("group_size", ex.group_size, 0),
+                                ("activation_checkpointing", ex.activation_checkpointing, "none")):
+            if value != off and f"execution.{key}" in r.origins:
+                raise click.UsageError(
+                    f"execution.{key} = {value!r} ({r.origins[f'execution.{key}']}) applies to grouped training, "
+                    f"which the {name} executor (from {by}) does not do here: use --executor grouped, --worker-group "
+                    "seed or --ray-group seed, or leave the key out")
     return Choice(name, by, grouping, options)
 
 

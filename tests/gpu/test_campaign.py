@@ -185,3 +185,18 @@ def test_transfer_after_the_jobs_leaves_prep_to_extract_and_align(tmp_path, monk
     (tmp_path / "runs" / "allcaps" / "transfer").mkdir()
     (tmp_path / "runs" / "allcaps" / "transfer" / "transfer.json").write_text("{}")
     assert campaign.transfer("allcaps", 0) and calls == ["extract", "align", "transfer"]
+
+
+def test_next_phase_waits_for_the_finished_marker_and_no_live_supervisor(monkeypatch, tmp_path):
+    import os
+
+    monkeypatch.setattr(campaign, "ROOT", tmp_path)
+    with pytest.raises(SystemExit, match="no phase has finished"):
+        campaign.next_phase()
+    (tmp_path / "supervisor.pid").write_text(str(os.getpid()))  # a live process stands in for the supervisor
+    (tmp_path / "finished").touch()
+    with pytest.raises(SystemExit, match="still running"):
+        campaign.next_phase()
+    (tmp_path / "supervisor.pid").write_text("999999999")
+    campaign.next_phase()
+    assert not (tmp_path / "finished").exists()

@@ -19,8 +19,9 @@ from perf.anchors import main, matmul_rate, step_flops
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-@pytest.mark.parametrize("targets", [TARGETS, ["q_proj", "v_proj"]])
-def test_step_flops_match_torch_flop_counter(targets):
+@pytest.mark.parametrize(("targets", "checkpointing"), [(TARGETS, "none"), (["q_proj", "v_proj"], "none"),
+                                                       (TARGETS, "attn_mlp"), (["q_proj", "down_proj"], "mlp")])
+def test_step_flops_match_torch_flop_counter(targets, checkpointing):
     model = tiny_qwen2(num_layers=6, hidden_size=32, seed=1).float()
     model.config._attn_implementation = "eager"  # attention as matmuls, which the counter sees (CPU SDPA it does not)
     model.requires_grad_(False)
@@ -33,11 +34,12 @@ def test_step_flops_match_torch_flop_counter(targets):
     batch = make_batch(prompts, comps, 0, padding_side="right")
     opt = torch.optim.AdamW(g.parameters(), lr=1e-3)
     with FlopCounterMode(display=False) as fc:
-        G.train_step(g, model, opt, batch, 0, None)
+        G.train_step(g, model, opt, batch, 0, None, checkpointing=checkpointing)
     b, t = batch.input_ids.shape
-    ours = step_flops(model, b, t, loss_targets(batch).window, r, targets)
-    assert ours["total"] == pytest.approx(fc.get_total_flops(), rel=0.02)
-    assert ours["total"] >= fc.get_total_flops()  # the documented overcount (layer 0's input gradient), never under
+    ours = step_flops(model, b, t, loss_targets(batch).window, r, targets, checkpointing)
+    assert (ours["recompute"] > 0) == (checkpointing != "none")
+    assert ours["total"] == pytest.approx(fc.get_total_flops(), rel=0.03)
+    assert ours["total"] >= fc.get_total_flops()  # the documented overcount (layer 0's input side), never under
     without_lora = step_flops(model, b, t, loss_targets(batch).window, r, ["nothing_matches"])
     assert without_lora["lora"] == 0 and ours["lora"] > 0
 

@@ -100,7 +100,7 @@ def test_each_executor_name_selects_its_code_path(tmp_path, calls, executor, exp
         assert ray.local_cpus == 2 and ray.grouping == "run"
         assert rec["options"]["local_cpus"] == 2 and rec["options"]["grouping"] == "run"
     if executor == "grouped":
-        assert rec["options"] == {"group_size": 0}
+        assert rec["options"] == {"group_size": 0, "activation_checkpointing": "none"}
 
 
 @pytest.mark.parametrize("executor, expect", [("sequential", "sequential"), ("grouped", "grouped")])
@@ -138,7 +138,8 @@ def test_old_command_lines_map_to_the_new_names(tmp_path, calls):
     res = cli(tmp_path, "--executor", "workers", "--gpus", "0,1", "--worker-group", "seed", config=grouped)
     argv = calls[0][1]["args"][0]
     assert res.exit_code == 0 and argv[argv.index("--worker-group") + 1] == "seed"
-    assert stage(tmp_path)["options"] == {"gpus": [0, 1], "worker_group": "seed", "group_size": 0}
+    assert stage(tmp_path)["options"] == {"gpus": [0, 1], "worker_group": "seed", "group_size": 0,
+                                               "activation_checkpointing": "none"}
     calls.clear()
     # --executor ray --ray-group seed trains grouped whatever the config says
     res = cli(tmp_path, "--executor", "ray", "--ray-local-cpus", "1", "--ray-group", "seed")
@@ -191,7 +192,7 @@ def test_group_size_asked_for_where_nothing_is_grouped_is_refused(tmp_path, call
     assert res.exit_code == 2 and "execution.group_size = 4" in error_line(res)
     res = cli(tmp_path, "--executor", "ray", "--ray-local-cpus", "1", config=cfg)  # --ray-group run
     assert res.exit_code == 2 and "--ray-group seed" in error_line(res)
-    assert cli(tmp_path, config=cfg).exit_code == 0 and stage(tmp_path)["options"] == {"group_size": 4}
+    assert cli(tmp_path, config=cfg).exit_code == 0 and stage(tmp_path)["options"] == {"group_size": 4, "activation_checkpointing": "none"}
     res = cli(tmp_path, "--executor", "ray", "--ray-local-cpus", "1", "--ray-group", "seed", config=cfg)
     assert res.exit_code == 0 and stage(tmp_path)["options"]["group_size"] == 4
 
@@ -254,3 +255,13 @@ def test_the_ray_task_and_the_worker_group_as_their_grouping_says(monkeypatch):
     assert seen == [("seed", 2), ("seed", 2), ("run", "neutral_seed0"), ("run", "inoc_seed0")]
     assert stages["worker_main"]["executor"] == "workers" and stages["worker_main"]["worker_group"] == "run"
     assert workers.cli_base("main", {}, "seed")[-2:] == ["--worker-group", "seed"]
+
+
+def test_activation_checkpointing_where_nothing_is_grouped_is_refused(tmp_path, calls):
+    p = tmp_path / "ckpt.toml"
+    p.write_text('[model]\nname = "smollm2-135m-instruct"\n[execution]\nexecutor = "grouped"\n'
+                 'activation_checkpointing = "attn_mlp"\n')
+    res = cli(tmp_path, "--executor", "sequential", config=str(p))
+    assert res.exit_code == 2 and "execution.activation_checkpointing = 'attn_mlp'" in error_line(res)
+    assert cli(tmp_path, config=str(p)).exit_code == 0
+    assert stage(tmp_path)["options"] == {"group_size": 0, "activation_checkpointing": "attn_mlp"}
