@@ -201,6 +201,42 @@ def step_times(model: nn.Module, levels: tuple[str, ...], batch: Batch, runs: in
     return times
 
 
+def cuda_peaks(model: nn.Module, levels: tuple[str, ...], ks: tuple[int, ...], vocab: int, rows: int, tokens: int,
+               completion: tuple[int, int], ft: FinetuneConfig, steps: int) -> dict[str, Any]:
+    """On CUDA: peak allocated bytes of one full grouped training step (forward, backward, AdamW) of K runs, and the
+    median seconds of ``steps`` more, per level and K (TF32 matmuls, as the decisive sweep trains). Measured, not
+    extrapolated: the model is built at its full depth."""
+    device = next(model.parameters()).device
+    torch.backends.cuda.matmul.allow_tf32 = True
+    out: dict[str, Any] = {}
+    for level in levels:
+        for k in ks:
+            batch = study_batch(vocab, k, rows, tokens, completion).to(device)
+            with torch.random.fork_rng(devices=[device]):
+                g = G.fresh(model, k, ft.rank, ft.alpha, ft.target_modules, ft.dropout)
+            opt = torch.optim.AdamW(g.parameters(), lr=ft.lr)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            try:
+                G.train_step(g, model, opt, batch, 0, checkpointing=level)
+                peak = torch.cuda.max_memory_allocated(device)
+                times = []
+                for i in range(steps):
+                    torch.cuda.synchronize(device)
+                    t0 = time.perf_counter()
+                    G.train_step(g, model, opt, batch, i + 1, checkpointing=level)  # its loss is read: synced
+                    times.append(time.perf_counter() - t0)
+                rec: dict[str, Any] = {"peak_bytes": peak, "step_s": times,
+                                       "step_s_median": statistics.median(times) if times else None}
+            except torch.OutOfMemoryError as err:
+                rec = {"out_of_memory": str(err).splitlines()[0]}
+            out[f"{level}_k{k}"] = rec
+            print(f"{level:9s} K={k:2d} " + (f"peak {rec['peak_bytes'] / 1e9:6.2f} GB, step {rec['step_s_median']}"
+                                             if "peak_bytes" in rec else "out of memory"), flush=True)
+            del g, opt, batch
+    return out
+
+
 @click.command()
 @click.option("--shape", type=click.Choice(["1.5b", "tiny"]), default="1.5b", show_default=True,
               help="'1.5b': the study model's widths; 'tiny': for tests.")
@@ -216,18 +252,22 @@ def step_times(model: nn.Module, levels: tuple[str, ...], batch: Batch, runs: in
 @click.option("--time-steps", default=2, show_default=True,
               help="Timed training steps per level (K = 1, levels interleaved); 0 = none.")
 @click.option("--account/--no-account", default=True, show_default=True, help="Count the saved tensors.")
+@click.option("--device", default="cpu", show_default=True,
+              help="'cuda': also measure each level's peak memory and step time at every --peak-k, full depth.")
+@click.option("--peak-k", default="1,2,10", show_default=True, help="With --device cuda: group sizes measured.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def main(shape: str, layers: int, full_layers: int, rows: int, tokens: int, completion: tuple[int, int],
-         levels: tuple[str, ...], time_steps: int, account: bool, out: Path) -> None:
+         levels: tuple[str, ...], time_steps: int, account: bool, device: str, peak_k: str, out: Path) -> None:
     if layers < 2:
         raise click.BadParameter("build at least 2 layers (layer 0 holds what every layer shares)",
                                  param_hint="--layers")
     dims = QWEN15B if shape == "1.5b" else TINY
     torch.manual_seed(0)
-    model = qwen7b_shape(torch.float32, "cpu", num_hidden_layers=layers, **dims)
+    model = qwen7b_shape(torch.float32, device, num_hidden_layers=layers, **dims)
     ft = FinetuneConfig()
     result: dict[str, Any] = {
-        "command": " ".join(sys.argv), "device": "cpu", "torch": torch.__version__,
+        "command": " ".join(sys.argv), "device": device, "torch": torch.__version__,
+        "card": torch.cuda.get_device_name() if device.startswith("cuda") else None,
         "torch_threads": torch.get_num_threads(), "model": {"shape": shape, **dims, "layers_built": layers,
                                                             "layers_extrapolated_to": full_layers, "dtype": "float32"},
         "lora": {"rank": ft.rank, "target_modules": ft.target_modules},
@@ -249,7 +289,10 @@ def main(shape: str, layers: int, full_layers: int, rows: int, tokens: int, comp
             "k1": one, "k2": two}
         print(f"{level:9s} per run {sum(per_run.values()) / 1e9:6.2f} GB  "
               + "  ".join(f"{c} {b / 1e9:.2f}" for c, b in per_run.items()), flush=True)
-    if time_steps:
+    if device.startswith("cuda"):
+        result["cuda_peaks"] = cuda_peaks(model, levels, tuple(int(k) for k in peak_k.split(",")), dims["vocab_size"],
+                                          rows, tokens, completion, ft, time_steps)
+    elif time_steps:
         ts = step_times(model, levels, study_batch(dims["vocab_size"], 1, rows, tokens, completion), 1, ft,
                         time_steps)
         result["step_s_k1"] = {lv: {"median": statistics.median(t), "all": t} for lv, t in ts.items()}
